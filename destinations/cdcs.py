@@ -1,0 +1,265 @@
+"""CDCS (NIST's Configurable Data Curation System): the record's home.
+
+Uploads the XML against the current template, assigns it to the public
+workspace and, optionally, hands ownership to the session's user, as NexusLIMS
+does. Notebooks link to the record URL this destination returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from destinations.contract import ExportContext, ExportResult
+from destinations.errors import ExportError, PermanentExportError, TransientExportError
+from destinations.http import (
+    HttpSettings,
+    UnexpectedAnswer,
+    join_url,
+    parse_json,
+    request,
+    validation_message,
+)
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_CACHE_SECONDS = 600.0
+MAX_QUERY_PAGES = 20
+
+
+class CDCSSettings(BaseSettings):
+    """NexusLIMS's CDCS settings."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    url: str = Field(default="", validation_alias="NX_CDCS_URL")
+    token: SecretStr = Field(default=SecretStr(""), validation_alias="NX_CDCS_TOKEN")
+    assign_to_public_workspace: bool = Field(
+        default=True, validation_alias="NX_CDCS_ASSIGN_TO_PUBLIC_WORKSPACE"
+    )
+    user_owned_records: bool = Field(default=False, validation_alias="NX_CDCS_USER_OWNED_RECORDS")
+
+
+# Per process: (root URL) -> (template id, monotonic expiry).
+_template_cache: dict[str, tuple[str, float]] = {}
+_template_lock = threading.Lock()
+
+
+class CDCSDestination:
+    """Upload records to CDCS."""
+
+    name = "cdcs"
+    priority = 100
+
+    def __init__(self) -> None:
+        self.settings = CDCSSettings()
+        self.http = HttpSettings()
+
+    @property
+    def enabled(self) -> bool:
+        """Configured when both the URL and the token are set."""
+        return bool(self.settings.url and self.settings.token.get_secret_value())
+
+    def validate_config(self) -> tuple[bool, str | None]:
+        """Check the settings and the token with one template lookup."""
+        for env_name, value in (
+            ("NX_CDCS_URL", self.settings.url),
+            ("NX_CDCS_TOKEN", self.settings.token.get_secret_value()),
+        ):
+            if not value:
+                return False, f"cdcs: setting missing: {env_name} is not set"
+        try:
+            self._fetch_template_id()
+        except ExportError as exc:
+            return False, validation_message(exc)
+        return True, None
+
+    def export(self, context: ExportContext) -> ExportResult:
+        """Upload the record; raise only ``TransientExportError``."""
+        try:
+            return self._export(context)
+        except TransientExportError:
+            raise
+        except PermanentExportError as exc:
+            return self._failure(str(exc))
+        except Exception as exc:  # the contract: export never raises anything else
+            logger.exception("cdcs: unexpected error exporting %s", context.session_identifier)
+            return self._failure(f"cdcs: unexpected error: {type(exc).__name__}")
+
+    def find_existing(self, context: ExportContext) -> ExportResult | None:
+        """The record an earlier attempt uploaded (same title), if any."""
+        title = context.xml_file_path.stem
+        body = {
+            "query": {},
+            "all": "true",
+            "title": title,
+            "templates": [{"id": self.template_id()}],
+        }
+        url: str | None = self._url("rest/data/query/")
+        for _page in range(MAX_QUERY_PAGES):
+            if url is None:
+                break
+            answer = self._call("POST", url, "find record by title", json_body=body)
+            records, url = _page_of(answer)
+            for record in records:
+                if isinstance(record, dict) and record.get("title") == title and "id" in record:
+                    return self._success(str(record["id"]), title, found_existing=True)
+        return None
+
+    def template_id(self) -> str:
+        """The current template id, cached per process for ten minutes."""
+        root = self.settings.url
+        now = time.monotonic()
+        with _template_lock:
+            cached = _template_cache.get(root)
+        if cached and cached[1] > now:
+            return cached[0]
+        template = self._fetch_template_id()
+        with _template_lock:
+            _template_cache[root] = (template, now + TEMPLATE_CACHE_SECONDS)
+        return template
+
+    def _export(self, context: ExportContext) -> ExportResult:
+        try:
+            xml_text = context.xml_file_path.read_bytes().decode("utf-8-sig")
+        except OSError as exc:
+            return self._failure(
+                f"cdcs: cannot read the record file {context.xml_file_path}: {exc.strerror}"
+            )
+        except UnicodeDecodeError:
+            return self._failure(f"cdcs: the record file {context.xml_file_path} is not UTF-8")
+        if context.metadata.get("export_attempt", 1) > 1:
+            existing = self.find_existing(context)
+            if existing is not None:
+                self._assign_to_workspace(str(existing.record_id))
+                return existing
+        record_id = self._upload(context.xml_file_path.stem, xml_text)
+        self._assign_to_workspace(record_id)
+        if self.settings.user_owned_records:
+            self._give_to_user(record_id, context)
+        return self._success(record_id, context.xml_file_path.stem)
+
+    def _upload(self, title: str, xml_text: str) -> str:
+        call = "upload record"
+        answer = self._call(
+            "POST", self._url("rest/data/"), call,
+            json_body={"template": self.template_id(), "title": title, "xml_content": xml_text},
+        )
+        if not isinstance(answer, dict) or "id" not in answer:
+            raise UnexpectedAnswer(f"cdcs: {call}: unexpected answer: no record id")
+        return str(answer["id"])
+
+    def _assign_to_workspace(self, record_id: str) -> None:
+        if not self.settings.assign_to_public_workspace:
+            return
+        call = "find public workspace"
+        workspaces = self._call("GET", self._url("rest/workspace/read_access/"), call)
+        if not isinstance(workspaces, list):
+            raise UnexpectedAnswer(f"cdcs: {call}: unexpected answer: not a list of workspaces")
+        if not workspaces:
+            logger.warning("cdcs: no readable workspace; record %s stays private", record_id)
+            return
+        workspace_id = str(workspaces[0]["id"])
+        self._call(
+            "PATCH", self._url("rest/data", record_id, "assign", workspace_id),
+            "assign record to workspace",
+        )
+
+    def _give_to_user(self, record_id: str, context: ExportContext) -> None:
+        """Make the session's user own the record; on failure it stays admin-owned."""
+        try:
+            user_id = self._find_or_create_user(context)
+            if user_id is None:
+                logger.warning("cdcs: no user known for %s; record stays admin-owned",
+                               context.session_identifier)
+                return
+            self._call(
+                "PATCH", self._url("rest/data", record_id, "change-owner", user_id),
+                "change record owner",
+            )
+        except ExportError as exc:
+            logger.warning("cdcs: record %s stays admin-owned: %s", record_id, exc)
+
+    def _find_or_create_user(self, context: ExportContext) -> str | None:
+        event = context.reservation_event
+        username = (event.username if event else None) or context.user
+        email = event.user_email if event else None
+        if not username:
+            return None
+        call = "list users"
+        users = self._call("GET", self._url("rest/user/"), call)
+        if not isinstance(users, list):
+            raise UnexpectedAnswer(f"cdcs: {call}: unexpected answer: expected a list of users")
+        for key, wanted in (("username", username), ("email", email)):
+            for user in users:
+                if wanted and isinstance(user, dict) and user.get(key) == wanted:
+                    return str(user["id"])
+        call = "create user"
+        created = self._call(
+            "POST", self._url("rest/user/"), call,
+            json_body={
+                "username": username,
+                "email": email or "",
+                "first_name": (event.user_first_name if event else None) or "",
+                "last_name": (event.user_last_name if event else None) or "",
+                # Users sign in through the site's SSO; this password is never used.
+                "password": secrets.token_urlsafe(24),
+            },
+        )
+        if not isinstance(created, dict) or "id" not in created:
+            raise UnexpectedAnswer(f"cdcs: {call}: unexpected answer: no user id")
+        return str(created["id"])
+
+    def _fetch_template_id(self) -> str:
+        call = "look up template"
+        answer = self._call("GET", self._url("rest/template-version-manager/global/"), call)
+        try:
+            return str(answer[0]["current"])
+        except (LookupError, TypeError):
+            raise UnexpectedAnswer(
+                f"cdcs: {call}: unexpected answer: no current template version"
+            ) from None
+
+    def _call(self, method: str, url: str, call: str, json_body: Any = None) -> Any:
+        """One authenticated call; the parsed JSON answer (None when there is no body)."""
+        response = request(
+            method, url, destination=self.name, call=call, headers=self._headers(),
+            json_body=json_body, settings=self.http,
+        )
+        if not response.content:
+            return None
+        return parse_json(response, destination=self.name, call=call)
+
+    def _url(self, *parts: str) -> str:
+        return join_url(self.settings.url, *parts)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.settings.token.get_secret_value()}"}
+
+    def _success(self, record_id: str, title: str, found_existing: bool = False) -> ExportResult:
+        return ExportResult(
+            success=True,
+            destination_name=self.name,
+            record_id=record_id,
+            record_url=f"{self._url('data')}?id={record_id}",
+            metadata={"title": title, "found_existing": found_existing},
+        )
+
+    def _failure(self, message: str) -> ExportResult:
+        return ExportResult(success=False, destination_name=self.name, error_message=message)
+
+
+def _page_of(answer: Any) -> tuple[list[Any], str | None]:
+    """The records of a query answer and the next page's URL (plain or paged)."""
+    if isinstance(answer, list):
+        return answer, None
+    if isinstance(answer, dict) and isinstance(answer.get("results"), list):
+        next_url = answer.get("next")
+        return answer["results"], next_url if isinstance(next_url, str) else None
+    raise UnexpectedAnswer("cdcs: find record by title: unexpected answer: not a list of records")

@@ -1,0 +1,128 @@
+"""The destination plugin contract, compatible with NexusLIMS's exporters.
+
+A destination is any object with ``name``, ``priority``, ``enabled``,
+``validate_config()`` and ``export(context)``; ``depends_on`` is optional. The
+data classes mirror NexusLIMS's ``ExportContext`` and ``ExportResult`` field for
+field, so NexusLIMS plugins read and write them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class ExportResult:
+    """The outcome of one export attempt at one destination.
+
+    Parameters
+    ----------
+    success
+        Whether the record reached the destination.
+    destination_name
+        Name of the destination that produced this result.
+    record_id, record_url
+        The destination's identifier and a link people can open, on success.
+    error_message
+        What went wrong, on failure.
+    timestamp
+        When the attempt finished.
+    metadata
+        Destination-specific extras (JSON-serialisable).
+    """
+
+    success: bool
+    destination_name: str
+    record_id: str | None = None
+    record_url: str | None = None
+    error_message: str | None = None
+    timestamp: datetime = field(default_factory=datetime.now)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Activity:
+    """One acquisition activity of a session: its data files and preview images."""
+
+    files: list[str] = field(default_factory=list)
+    previews: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReservationEvent:
+    """The booking behind a session, when the LIMS knows it."""
+
+    username: str | None = None
+    user_email: str | None = None
+    user_first_name: str | None = None
+    user_last_name: str | None = None
+
+
+@dataclass
+class ExportContext:
+    """Everything a destination needs to export one record.
+
+    The record stays on disk at ``xml_file_path``; destinations read it there.
+    ``previous_results`` holds the results of destinations that already ran for
+    this job (for example the CDCS record a notebook links to).
+    """
+
+    xml_file_path: Path
+    session_identifier: str
+    instrument_pid: str
+    dt_from: datetime
+    dt_to: datetime
+    user: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    previous_results: dict[str, ExportResult] = field(default_factory=dict)
+    activities: list[Activity] = field(default_factory=list)
+    reservation_event: ReservationEvent | None = None
+
+    def get_result(self, destination_name: str) -> ExportResult | None:
+        """Return the result of a destination that already ran, or None."""
+        return self.previous_results.get(destination_name)
+
+    def add_result(self, destination_name: str, result: ExportResult) -> None:
+        """Record the result of a destination."""
+        self.previous_results[destination_name] = result
+
+    def has_successful_export(self, destination_name: str) -> bool:
+        """Whether a destination already ran and succeeded."""
+        result = self.get_result(destination_name)
+        return result is not None and result.success
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """What the worker needs from a destination plugin.
+
+    ``export`` must not raise: every failure comes back as an ``ExportResult``
+    with ``success=False`` and a message. ``priority`` (0-1000) orders
+    destinations, higher first. A destination may also declare
+    ``depends_on: tuple[str, ...]``, the names of destinations whose results it
+    reads; it then runs after them.
+    """
+
+    name: str
+    priority: int
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the destination is configured and should receive records."""
+        ...
+
+    def validate_config(self) -> tuple[bool, str | None]:
+        """Check the configuration; return (ok, what is wrong)."""
+        ...
+
+    def export(self, context: ExportContext) -> ExportResult:
+        """Export the record described by ``context``."""
+        ...
+
+
+def dependencies_of(destination: Destination) -> tuple[str, ...]:
+    """The names a destination depends on (none for NexusLIMS plugins)."""
+    return tuple(getattr(destination, "depends_on", ()) or ())

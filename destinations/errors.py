@@ -1,0 +1,27 @@
+"""The two kinds of failure the worker's retry policy relies on."""
+
+from __future__ import annotations
+
+
+class ExportError(Exception):
+    """A destination could not export a record.
+
+    Messages name the destination, the call and what came back, never a secret.
+    """
+
+
+class TransientExportError(ExportError):
+    """Worth trying again later: connection errors, timeouts, 429, 502/503/504.
+
+    ``retry_after`` is the delay in seconds the service asked for, if any.
+    Destinations may let this one exception out of ``export()`` to ask the
+    worker for a retry; every other failure is returned as a result.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentExportError(ExportError):
+    """Trying again will not help: bad credentials, other 4xx, malformed answers."""

@@ -1,0 +1,422 @@
+"""LabArchives: one notebook page per session, with a summary and the XML.
+
+Keeps NexusLIMS's layout (``NexusLIMS Records/<instrument>/`` and a page
+``YYYY-MM-DD — <session id>``), its summary entry with the CDCS link, and the
+XML attached with the caption ``NexusLIMS XML record``. Preview images are
+embedded in the summary entry as data URIs, so the page shows them inline and
+the summary stays one entry. Every call is signed and spaced by a limiter
+(LabArchives asks for at most one call per second per client).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import mimetypes
+import os
+import threading
+import time
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Protocol
+from xml.etree.ElementTree import Element
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from destinations.contract import ExportContext, ExportResult
+from destinations.errors import ExportError, PermanentExportError, TransientExportError
+from destinations.http import (
+    CredentialsRefused,
+    HttpSettings,
+    UnexpectedAnswer,
+    check_status,
+    join_url,
+    parse_xml,
+    request,
+    snippet,
+    validation_message,
+)
+
+logger = logging.getLogger(__name__)
+
+ROOT_FOLDER = "NexusLIMS Records"
+XML_CAPTION = "NexusLIMS XML record"
+AUTH_ERROR_CODES = frozenset({"4504", "4506", "4507", "4514", "4520", "4533"})
+PERMISSION_ERROR_CODES = frozenset({"4501", "4502"})
+INBOX = "0"
+MAX_PREVIEWS = 12
+MAX_PREVIEW_BYTES = 2_000_000
+
+
+class LabArchivesSettings(BaseSettings):
+    """NexusLIMS's LabArchives settings, plus the call spacing."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    url: str = Field(
+        default="https://api.labarchives.com/api", validation_alias="NX_LABARCHIVES_URL"
+    )
+    access_key_id: SecretStr = Field(
+        default=SecretStr(""), validation_alias="NX_LABARCHIVES_ACCESS_KEY_ID"
+    )
+    access_password: SecretStr = Field(
+        default=SecretStr(""), validation_alias="NX_LABARCHIVES_ACCESS_PASSWORD"
+    )
+    user_id: str = Field(default="", validation_alias="NX_LABARCHIVES_USER_ID")
+    notebook_id: str | None = Field(default=None, validation_alias="NX_LABARCHIVES_NOTEBOOK_ID")
+    min_call_interval: float = Field(
+        default=1.0, validation_alias="NX_LABARCHIVES_MIN_CALL_INTERVAL"
+    )
+
+
+class CallLimiter(Protocol):
+    """Spaces out calls; ``wait()`` returns when the next call may go."""
+
+    def wait(self) -> None:
+        """Block until a call is allowed."""
+        ...
+
+
+class MinIntervalLimiter:
+    """At most one call per ``interval`` seconds across the threads of a process.
+
+    Each caller reserves the next free slot under the lock and sleeps outside
+    it, so waiting threads do not hold each other up beyond their slot.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+
+    def wait(self) -> None:
+        """Block until this caller's slot."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+_limiters: dict[tuple[int, float], MinIntervalLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def process_limiter(interval: float) -> MinIntervalLimiter:
+    """The limiter shared by this process (a fork gets its own, with a fresh lock)."""
+    key = (os.getpid(), interval)
+    with _limiters_lock:
+        if key not in _limiters:
+            _limiters[key] = MinIntervalLimiter(interval)
+        return _limiters[key]
+
+
+def sign(access_key_id: str, password: str, method: str, expires: str) -> str:
+    """LabArchives' signature: base64(HMAC-SHA512(password, akid + method + expires))."""
+    message = f"{access_key_id}{method}{expires}".encode()
+    digest = hmac.new(password.encode(), message, hashlib.sha512).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def page_name(context: ExportContext) -> str:
+    """NexusLIMS's page name: ``YYYY-MM-DD — <session id>`` (em dash)."""
+    return f"{context.dt_from:%Y-%m-%d} \u2014 {context.session_identifier}"
+
+
+def notebook_base_url(api_url: str) -> str:
+    """The notebook web address behind an API base URL."""
+    url = httpx.URL(api_url)
+    path = url.path.rstrip("/")
+    path = path.removesuffix("/api")
+    host = "mynotebook.labarchives.com" if url.host == "api.labarchives.com" else url.host
+    return str(url.copy_with(host=host, path=path or "/")).rstrip("/")
+
+
+@dataclass
+class _PageState:
+    """What a notebook already holds for a session."""
+
+    page_id: str | None = None
+    text_eid: str | None = None
+    attachment_eid: str | None = None
+
+
+class LabArchivesDestination:
+    """Write a session page to a LabArchives notebook (or the Inbox)."""
+
+    name = "labarchives"
+    priority = 90
+    depends_on = ("cdcs",)
+
+    def __init__(self, limiter: CallLimiter | None = None) -> None:
+        self.settings = LabArchivesSettings()
+        self.http = HttpSettings()
+        self.limiter = limiter or process_limiter(self.settings.min_call_interval)
+
+    @property
+    def enabled(self) -> bool:
+        """Configured when the key id, password, user id and URL are set."""
+        return all(value for _, value in self._required())
+
+    def validate_config(self) -> tuple[bool, str | None]:
+        """Check the settings and the signature by reading the user's info."""
+        for env_name, value in self._required():
+            if not value:
+                return False, f"labarchives: setting missing: {env_name} is not set"
+        try:
+            answer = self._call("GET", "users", "user_info_via_id", "read user info", {})
+        except ExportError as exc:
+            return False, validation_message(exc)
+        if answer.find(".//id") is None:
+            return False, "labarchives: read user info: unexpected answer: no user id"
+        return True, None
+
+    def export(self, context: ExportContext) -> ExportResult:
+        """Write the session page; raise only ``TransientExportError``."""
+        try:
+            return self._export(context)
+        except TransientExportError:
+            raise
+        except PermanentExportError as exc:
+            return self._failure(str(exc))
+        except Exception as exc:  # the contract: export never raises anything else
+            logger.exception("labarchives: unexpected error exporting %s",
+                             context.session_identifier)
+            return self._failure(f"labarchives: unexpected error: {type(exc).__name__}")
+
+    def find_existing(self, context: ExportContext) -> ExportResult | None:
+        """The summary entry an earlier attempt wrote for this session, if any.
+
+        The Inbox cannot be searched, so without a notebook id this finds nothing.
+        """
+        nbid = self.settings.notebook_id
+        if not nbid:
+            return None
+        folder = self._find_node(nbid, "0", ROOT_FOLDER, is_page=False)
+        instrument = folder and self._find_node(nbid, folder, context.instrument_pid, False)
+        if not instrument:
+            return None
+        state = self._page_state(nbid, instrument, context)
+        if state.page_id is None or state.text_eid is None:
+            return None
+        return self._success(nbid, state, found_existing=True)
+
+    def _export(self, context: ExportContext) -> ExportResult:
+        try:
+            xml = context.xml_file_path.read_bytes()
+        except OSError as exc:
+            return self._failure(
+                f"labarchives: cannot read the record file {context.xml_file_path}: "
+                f"{exc.strerror}"
+            )
+        nbid = self.settings.notebook_id
+        if not nbid:
+            if context.metadata.get("export_attempt", 1) > 1:
+                logger.warning("labarchives: the Inbox cannot be searched; %s may appear twice",
+                               context.session_identifier)
+            state = _PageState(page_id=INBOX)
+            state.text_eid = self._add_entry(INBOX, INBOX, summary_html(context))
+            state.attachment_eid = self._attach(INBOX, INBOX, context.xml_file_path.name, xml)
+            return self._success(INBOX, state)
+        folder = self._ensure_folder(nbid, "0", ROOT_FOLDER)
+        instrument = self._ensure_folder(nbid, folder, context.instrument_pid)
+        state = _PageState()
+        found = False
+        if context.metadata.get("export_attempt", 1) > 1:
+            state = self._page_state(nbid, instrument, context)
+            found = state.page_id is not None
+        if state.page_id is None:
+            state.page_id = self._insert_node(nbid, instrument, page_name(context), is_folder=False)
+        if state.text_eid is None:
+            state.text_eid = self._add_entry(nbid, state.page_id, summary_html(context))
+        if state.attachment_eid is None:
+            state.attachment_eid = self._attach(nbid, state.page_id,
+                                                context.xml_file_path.name, xml)
+        return self._success(nbid, state, found_existing=found)
+
+    def _page_state(self, nbid: str, instrument: str, context: ExportContext) -> _PageState:
+        state = _PageState(page_id=self._find_node(nbid, instrument, page_name(context), True))
+        if state.page_id is None:
+            return state
+        answer = self._call("GET", "tree_tools", "get_entries_for_page", "list page entries",
+                            {"nbid": nbid, "page_tree_id": state.page_id, "entry_data": "false"})
+        for entry in answer.iter("entry"):
+            eid = entry.findtext("eid")
+            part_type = (entry.findtext("part-type") or "").lower()
+            if eid and part_type == "text entry" and state.text_eid is None:
+                state.text_eid = eid
+            elif eid and "attachment" in part_type and state.attachment_eid is None:
+                state.attachment_eid = eid
+        return state
+
+    def _ensure_folder(self, nbid: str, parent: str, text: str) -> str:
+        existing = self._find_node(nbid, parent, text, is_page=False)
+        return existing or self._insert_node(nbid, parent, text, is_folder=True)
+
+    def _find_node(self, nbid: str, parent: str, text: str, is_page: bool) -> str | None:
+        answer = self._call("GET", "tree_tools", "get_tree_level", "list notebook level",
+                            {"nbid": nbid, "parent_tree_id": parent})
+        for node in answer.iter("level-node"):
+            node_is_page = (node.findtext("is-page") or "").strip().lower() == "true"
+            if node.findtext("display-text") == text and node_is_page == is_page:
+                tree_id = node.findtext("tree-id")
+                if tree_id:
+                    return tree_id
+        return None
+
+    def _insert_node(self, nbid: str, parent: str, text: str, is_folder: bool) -> str:
+        call = "create folder" if is_folder else "create page"
+        answer = self._call("GET", "tree_tools", "insert_node", call, {
+            "nbid": nbid, "parent_tree_id": parent, "display_text": text,
+            "is_folder": "true" if is_folder else "false",
+        })
+        return _required_text(answer, "tree-id", call)
+
+    def _add_entry(self, nbid: str, page_id: str, html: str) -> str:
+        call = "add summary entry"
+        answer = self._call("POST", "entries", "add_entry", call, {}, data={
+            "nbid": nbid, "pid": page_id, "entry_data": html, "part_type": "text entry",
+        })
+        return _required_text(answer, "eid", call)
+
+    def _attach(self, nbid: str, page_id: str, filename: str, content: bytes) -> str:
+        call = "attach XML record"
+        answer = self._call(
+            "POST", "entries", "add_attachment", call,
+            {"nbid": nbid, "pid": page_id, "filename": filename, "caption": XML_CAPTION},
+            content=content,
+        )
+        return _required_text(answer, "eid", call)
+
+    def _call(
+        self,
+        http_method: str,
+        api_class: str,
+        method: str,
+        call: str,
+        params: dict[str, str],
+        data: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Element:
+        """One signed call; the parsed XML answer, or the matching export error."""
+        akid = self.settings.access_key_id.get_secret_value()
+        password = self.settings.access_password.get_secret_value()
+        self.limiter.wait()
+        expires = str(int(time.time() * 1000))
+        signed = {
+            "akid": akid,
+            "expires": expires,
+            "sig": sign(akid, password, method, expires),
+            "uid": self.settings.user_id,
+            **params,
+        }
+        response = request(
+            http_method, join_url(self.settings.url, api_class, method),
+            destination=self.name, call=call, params=signed, data=data, content=content,
+            headers={"Content-Type": "application/octet-stream"} if content is not None else None,
+            check=False, all_5xx_transient=True, secrets=(akid, password),
+            settings=self.http,
+        )
+        secrets = (akid, password)
+        if response.status_code >= 500 or response.status_code == 429:
+            check_status(response, destination=self.name, call=call, all_5xx_transient=True,
+                         secrets=secrets)
+        # LabArchives explains refusals in an <error> body, whatever the status.
+        answer = parse_xml(response, destination=self.name, call=call)
+        _raise_for_error(answer, call, response.status_code, secrets)
+        check_status(response, destination=self.name, call=call, secrets=secrets)
+        return answer
+
+    def _required(self) -> list[tuple[str, str]]:
+        return [
+            ("NX_LABARCHIVES_URL", self.settings.url),
+            ("NX_LABARCHIVES_ACCESS_KEY_ID", self.settings.access_key_id.get_secret_value()),
+            ("NX_LABARCHIVES_ACCESS_PASSWORD", self.settings.access_password.get_secret_value()),
+            ("NX_LABARCHIVES_USER_ID", self.settings.user_id),
+        ]
+
+    def _success(self, nbid: str, state: _PageState, found_existing: bool = False) -> ExportResult:
+        base = notebook_base_url(self.settings.url)
+        url = base if nbid == INBOX else f"{base}/#/{nbid}/{state.page_id}"
+        return ExportResult(
+            success=True,
+            destination_name=self.name,
+            record_id=state.text_eid,
+            record_url=url,
+            metadata={
+                "nbid": nbid,
+                "page_tree_id": state.page_id,
+                "attachment_eid": state.attachment_eid,
+                "found_existing": found_existing,
+            },
+        )
+
+    def _failure(self, message: str) -> ExportResult:
+        return ExportResult(success=False, destination_name=self.name, error_message=message)
+
+
+def _raise_for_error(answer: Element, call: str, status: int, secrets: tuple[str, ...]) -> None:
+    """Raise for an ``<error>`` answer: refused credentials, permission, or other."""
+    error = answer if answer.tag == "error" else answer.find(".//error")
+    if error is None:
+        return
+    code = (error.findtext("error-code") or error.findtext("code") or "").strip()
+    description = error.findtext("error-description") or error.findtext("msg") or ""
+    detail = f"LabArchives error {code or '?'} (HTTP {status}): {snippet(description, secrets)}"
+    if code in AUTH_ERROR_CODES:
+        raise CredentialsRefused(f"labarchives: {call}: credentials were refused: {detail}")
+    if code in PERMISSION_ERROR_CODES:
+        raise PermanentExportError(f"labarchives: {call}: permission refused: {detail}")
+    raise PermanentExportError(f"labarchives: {call}: {detail}")
+
+
+def _required_text(answer: Element, tag: str, call: str) -> str:
+    value = answer.findtext(f".//{tag}")
+    if not value or not value.strip():
+        raise UnexpectedAnswer(f"labarchives: {call}: unexpected answer: no <{tag}>")
+    return value.strip()
+
+
+def summary_html(context: ExportContext) -> str:
+    """The summary entry: session details, the CDCS link and the preview images."""
+    event = context.reservation_event
+    user = context.user or (event.username if event else None) or "unknown"
+    rows = [
+        ("Session ID", context.session_identifier),
+        ("Instrument", context.instrument_pid),
+        ("User", user),
+        ("Start", context.dt_from.isoformat()),
+        ("End", context.dt_to.isoformat()),
+    ]
+    items = "".join(f"<li><strong>{escape(k)}:</strong> {escape(v)}</li>" for k, v in rows)
+    parts = ["<h2>NexusLIMS Session</h2>", f"<ul>{items}</ul>"]
+    cdcs = context.get_result("cdcs")
+    if cdcs is not None and cdcs.success and cdcs.record_url:
+        parts.append(f'<p><a href="{escape(cdcs.record_url)}">View in CDCS</a></p>')
+    images = [_preview_img(Path(p)) for a in context.activities for p in a.previews]
+    shown = [img for img in images if img][:MAX_PREVIEWS]
+    if shown:
+        parts += ["<h3>Previews</h3>", *shown]
+    parts.append(f"<p>The XML record is attached below ({escape(XML_CAPTION)}).</p>")
+    return "\n".join(parts)
+
+
+def _preview_img(path: Path) -> str | None:
+    """An ``<img>`` with the preview inlined, or None when it cannot be read."""
+    try:
+        if path.stat().st_size > MAX_PREVIEW_BYTES:
+            logger.info("labarchives: preview %s is too large to embed", path.name)
+            return None
+        data = path.read_bytes()
+    except OSError:
+        logger.warning("labarchives: preview %s cannot be read; left out", path)
+        return None
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<p><img src="data:{mime};base64,{encoded}" alt="{escape(path.name)}"></p>'

@@ -1,0 +1,117 @@
+"""The local archive: a copy of every record on a disk the facility controls.
+
+It is also the example for plugin authors: a destination is a small class with
+``name``, ``priority``, ``enabled``, ``validate_config`` and ``export``, whose
+``export`` reports failures as results instead of raising.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from destinations.contract import ExportContext, ExportResult
+
+
+class LocalArchiveSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    path: Path | None = Field(None, alias="NX_EXPORT_LOCAL_PATH")
+
+
+class LocalArchiveDestination:
+    """Write ``<NX_EXPORT_LOCAL_PATH>/<instrument_pid>/<session_identifier>.xml``.
+
+    Beside the record goes ``<session_identifier>.json``: the context and the
+    results of earlier destinations this export saw.
+    """
+
+    name = "local"
+    priority = 50
+    depends_on: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.settings = LocalArchiveSettings()
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.path is not None
+
+    def validate_config(self) -> tuple[bool, str | None]:
+        root = self.settings.path
+        if root is None:
+            return False, "NX_EXPORT_LOCAL_PATH is not set"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".nx-check-"):
+                pass
+        except OSError as error:
+            return False, f"NX_EXPORT_LOCAL_PATH {root} is not writable: {error.strerror or error}"
+        return True, None
+
+    def export(self, context: ExportContext) -> ExportResult:
+        root = self.settings.path
+        if root is None:
+            return self._failure("NX_EXPORT_LOCAL_PATH is not set")
+        try:
+            folder = root / _safe_component(context.instrument_pid)
+            target = folder / f"{_safe_component(context.session_identifier)}.xml"
+        except ValueError as error:
+            return self._failure(str(error))
+        try:
+            record = Path(context.xml_file_path).read_bytes()
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomically(target, record)
+            _write_atomically(target.with_suffix(".json"), _sidecar(context))
+        except OSError as error:
+            return self._failure(f"could not write {target}: {error.strerror or error}")
+        return ExportResult(
+            success=True,
+            destination_name=self.name,
+            record_id=str(target.relative_to(root)),
+            record_url=target.as_uri(),
+        )
+
+    def _failure(self, message: str) -> ExportResult:
+        return ExportResult(success=False, destination_name=self.name, error_message=message)
+
+
+def _safe_component(value: str) -> str:
+    """A path component that cannot climb out of the archive or hide itself."""
+    cleaned = "".join("_" if ch in '/\\\0' else ch for ch in value).strip()
+    if cleaned in {"", ".", ".."}:
+        raise ValueError(f"{value!r} cannot name a file in the archive")
+    return cleaned
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _sidecar(context: ExportContext) -> bytes:
+    def default(value: Any) -> str:
+        if isinstance(value, datetime | Path):
+            return str(value)
+        return repr(value)
+
+    document = asdict(context)
+    document["exported_at"] = datetime.now().astimezone().isoformat()
+    return json.dumps(document, indent=2, default=default, ensure_ascii=False).encode()

@@ -1,0 +1,65 @@
+"""Checks that a record file is one the destinations can export.
+
+Run before a job is enqueued and again on the worker, so a bad record is
+reported with a specific message instead of failing in every destination.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, fromstring
+
+NEXUS_NAMESPACE = "https://data.nist.gov/od/dm/nexus/experiment/v1.0"
+ROOT_ELEMENT = f"{{{NEXUS_NAMESPACE}}}Experiment"
+
+
+class RecordError(ValueError):
+    """The record file cannot be exported; the message says why."""
+
+
+def check_record(path: Path, max_bytes: int, records_root: Path | None = None) -> None:
+    """Raise ``RecordError`` unless ``path`` is a readable, well-formed NexusLIMS record."""
+    if records_root is not None:
+        resolved, root = path.resolve(), records_root.resolve()
+        if not resolved.is_relative_to(root):
+            raise RecordError(f"record {path} is outside NX_RECORDS_PATH ({records_root})")
+    if not path.exists():
+        raise RecordError(f"record file {path} does not exist")
+    if not path.is_file():
+        raise RecordError(f"record {path} is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise RecordError(f"record file {path} is empty")
+    if size > max_bytes:
+        raise RecordError(
+            f"record file {path} is {size} bytes, larger than NX_EXPORT_MAX_RECORD_BYTES ({max_bytes})"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise RecordError(f"record file {path} cannot be read: {error.strerror or error}") from None
+    check_record_bytes(data, str(path))
+
+
+def check_record_bytes(data: bytes, label: str) -> None:
+    """Check the content of a record: UTF-8, XML, well formed, no entities, right root."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RecordError(f"record {label} is not UTF-8 (byte {error.start})") from None
+    if not text.lstrip().startswith("<"):
+        raise RecordError(f"record {label} is not XML (it does not start with '<')")
+    try:
+        # Entities are refused outright: an external one can read local files
+        # (XXE) and nested ones can expand to gigabytes.
+        root = fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as error:
+        raise RecordError(f"record {label} declares XML entities, which are refused ({type(error).__name__})") from None
+    except ParseError as error:
+        raise RecordError(f"record {label} is not well-formed XML: {error}") from None
+    if root.tag != ROOT_ELEMENT:
+        raise RecordError(
+            f"record {label} has root element {root.tag!r}; expected nx:Experiment in {NEXUS_NAMESPACE}"
+        )

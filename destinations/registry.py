@@ -1,0 +1,151 @@
+"""Discovery: the built-in destinations, entry-point plugins and configured classes.
+
+Later sources win over earlier ones for the same name, so a facility can replace
+a built-in: built-ins, then the ``nexuslims_export.destinations`` entry points,
+then ``NX_EXPORT_PLUGINS``. A plugin that fails to import or to instantiate is
+logged and skipped; it never stops the worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from destinations.contract import Destination, dependencies_of
+
+ENTRY_POINT_GROUP = "nexuslims_export.destinations"
+
+BUILTINS: dict[str, str] = {
+    "local": "destinations.local:LocalArchiveDestination",
+    "cdcs": "destinations.cdcs:CDCSDestination",
+    "elabftw": "destinations.elabftw:ELabFTWDestination",
+    "labarchives": "destinations.labarchives:LabArchivesDestination",
+}
+
+# Task names are "export.<destination name>"; these two are the job's own tasks.
+RESERVED_NAMES = frozenset({"record", "finish"})
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DestinationInfo:
+    """What planning needs to know of a destination, without the destination itself."""
+
+    name: str
+    priority: int
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass
+class Registry:
+    """The destinations found, where each came from, and what was skipped and why."""
+
+    destinations: dict[str, Destination] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    replaced: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Destination]:
+        return iter(sorted(self.destinations.values(), key=lambda d: (-d.priority, d.name)))
+
+    def get(self, name: str) -> Destination | None:
+        return self.destinations.get(name)
+
+    def enabled(self) -> dict[str, DestinationInfo]:
+        """Planning information of every enabled destination, by name."""
+        return {d.name: describe(d) for d in self if _is_enabled(d)}
+
+    def add(self, destination: object, origin: str) -> None:
+        problem = _contract_problem(destination)
+        if problem:
+            self.skip(origin, problem)
+            return
+        assert isinstance(destination, Destination)
+        previous = self.origins.get(destination.name)
+        if previous is not None:
+            self.replaced.append((destination.name, previous, origin))
+            logger.info("destination %r from %s replaces the one from %s", destination.name, origin, previous)
+        self.destinations[destination.name] = destination
+        self.origins[destination.name] = origin
+
+    def skip(self, origin: str, reason: str) -> None:
+        self.skipped.append((origin, reason))
+        logger.warning("destination plugin %s skipped: %s", origin, reason)
+
+
+def describe(destination: Destination) -> DestinationInfo:
+    return DestinationInfo(destination.name, int(destination.priority), dependencies_of(destination))
+
+
+def discover(plugins: Iterable[str] = ()) -> Registry:
+    """Find every destination: built-ins, entry points, then ``plugins`` ("module:Class")."""
+    registry = Registry()
+    for target in BUILTINS.values():
+        _load(registry, target, origin=f"built-in {target}")
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry_point.load()
+        except Exception as error:  # a broken plugin must not stop the worker
+            registry.skip(f"entry point {entry_point.value}", f"import failed: {error!r}")
+            continue
+        _instantiate(registry, loaded, origin=f"entry point {entry_point.value}")
+    for target in plugins:
+        if target.strip():
+            _load(registry, target.strip(), origin=f"NX_EXPORT_PLUGINS {target.strip()}")
+    return registry
+
+
+def parse_plugin_list(value: str) -> list[str]:
+    """Split ``NX_EXPORT_PLUGINS`` ("module:Class,module:Class")."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _load(registry: Registry, target: str, origin: str) -> None:
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        registry.skip(origin, f"{target!r} is not of the form 'module:Class'")
+        return
+    try:
+        loaded = getattr(importlib.import_module(module_name), attribute)
+    except Exception as error:
+        registry.skip(origin, f"import failed: {error!r}")
+        return
+    _instantiate(registry, loaded, origin)
+
+
+def _instantiate(registry: Registry, loaded: object, origin: str) -> None:
+    try:
+        destination = loaded() if isinstance(loaded, type) else loaded
+    except Exception as error:
+        registry.skip(origin, f"could not be instantiated: {error!r}")
+        return
+    registry.add(destination, origin)
+
+
+def _contract_problem(destination: object) -> str | None:
+    if not isinstance(destination, Destination):
+        return (
+            "does not follow the destination contract (needs name, priority, enabled, "
+            "validate_config, export)"
+        )
+    name = destination.name
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        return f"name {name!r} must be a non-empty word (letters, digits, '-', '_')"
+    if name in RESERVED_NAMES:
+        return f"name {name!r} is reserved for the worker's own tasks"
+    priority = destination.priority
+    if not isinstance(priority, int) or not 0 <= priority <= 1000:
+        return f"priority {priority!r} must be an integer from 0 to 1000"
+    return None
+
+
+def _is_enabled(destination: Destination) -> bool:
+    try:
+        return bool(destination.enabled)
+    except Exception as error:
+        logger.warning("destination %r: 'enabled' raised %r; treated as disabled", destination.name, error)
+        return False

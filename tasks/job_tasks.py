@@ -1,0 +1,68 @@
+"""The job's own tasks: ``export.record`` starts a job, ``export.finish`` closes it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, shared_task
+
+from destinations.plan import is_satisfied
+from tasks.jobs import job_from_record, start_job
+from tasks.job_store import now_iso
+from tasks.messages import describe_context
+from tasks.runtime import job_store, local_registry
+
+logger = logging.getLogger(__name__)
+
+
+class JobFailedError(Exception):
+    """At least one destination of the job failed; the message names them and why."""
+
+
+@shared_task(name="export.record", bind=True, acks_late=True, reject_on_worker_lost=True)
+def export_record(
+    self: Task,
+    context: dict[str, Any],
+    strategy: str | None = None,
+    destinations: list[str] | None = None,
+) -> dict[str, Any]:
+    """Start a job from a plain Celery client: ``send_task("export.record", kwargs=...)``.
+
+    A malformed context, a bad record or an impossible plan fails this task
+    once, with the reason; it is never retried.
+    """
+    job_id = start_job(self.app, context, strategy, destinations, local_registry())
+    return {"job_id": job_id}
+
+
+@shared_task(name="export.finish", bind=True, acks_late=True, reject_on_worker_lost=True)
+def finish_job(self: Task, job_id: str) -> dict[str, Any]:
+    """Decide the job's outcome once every destination that will run has run."""
+    store = job_store(self.app)
+    stored = store.load(job_id)
+    if stored is None:
+        raise JobFailedError(f"job {job_id} is unknown; its record may have expired")
+    planned = stored["job"].get("destinations", [])
+    entries = stored["destinations"]
+    outcomes = {
+        name: entries[name]["state"] == "SUCCESS"
+        for name in planned
+        if entries.get(name, {}).get("state") in ("SUCCESS", "FAILURE")
+    }
+    never_ran = [name for name in planned if name not in outcomes]
+    if never_ran:
+        store.mark_skipped(job_id, never_ran, "an earlier destination succeeded (first_success)")
+    strategy = stored["job"].get("strategy", "all")
+    satisfied = is_satisfied(strategy, planned, outcomes)
+    store.update_job(job_id, finished_at=now_iso(), satisfied=satisfied)
+    summary = job_from_record(job_id, store.load(job_id) or stored).to_dict()
+    failed = {name: entries[name].get("error") for name, ok in outcomes.items() if not ok}
+    if failed:
+        verdict = "satisfied" if satisfied else "not satisfied"
+        details = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        raise JobFailedError(
+            f"{len(failed)} of {len(planned)} destinations failed (strategy {strategy} {verdict}) "
+            f"for {stored['job'].get('summary') or describe_context(stored['job'].get('context', {}))}: {details}"
+        )
+    return summary

@@ -1,0 +1,220 @@
+"""The job API: enqueue an export, read a job back, wait for it.
+
+A job is one record sent to its destinations under one strategy. Its record in
+Redis (see ``job_store``) outlives the processes that made it for the
+retention period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, current_app
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from destinations.contract import ExportContext
+from destinations.plan import ExportPlan, is_satisfied, plan_export
+from destinations.record import check_record
+from destinations.registry import Registry
+from tasks import catalog
+from tasks.canvas import build_canvas
+from tasks.messages import context_from_message, context_to_message, describe_context
+from tasks.runtime import job_store, local_registry
+
+FINISHED = "finished"
+
+
+class JobNotFoundError(LookupError):
+    """No job with this id (never created, or older than the retention period)."""
+
+
+@dataclass
+class DestinationStatus:
+    """One destination of a job: where it stands and what it produced."""
+
+    name: str
+    state: str
+    attempts: int = 0
+    record_id: str | None = None
+    record_url: str | None = None
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "SUCCESS"
+
+
+@dataclass
+class ExportJob:
+    """A job as stored: ``state`` is queued, running or finished."""
+
+    id: str
+    strategy: str
+    state: str
+    satisfied: bool
+    destinations: dict[str, DestinationStatus]
+    created_at: str | None
+    finished_at: str | None
+    session_identifier: str | None
+    instrument_pid: str | None
+    record: str | None
+    finish_task_id: str | None = None
+    app: Celery | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.state == FINISHED
+
+    def refresh(self) -> ExportJob:
+        return get_job(self.id, app=self.app)
+
+    def wait(self, timeout: float | None = None) -> ExportJob:
+        """Block until the job finished; TimeoutError after ``timeout`` seconds.
+
+        Waits on the result of the job's finish task, which the Redis backend
+        pushes to us, instead of polling the job record.
+        """
+        app = self.app or current_app
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self
+        while not job.finished:
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+            if job.finish_task_id:
+                with contextlib.suppress(CeleryTimeoutError):
+                    app.AsyncResult(job.finish_task_id).get(
+                        timeout=min(remaining, 1.0), propagate=False, interval=0.01
+                    )
+            else:
+                time.sleep(min(remaining, 0.05))
+            job = job.refresh()
+        return job
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "strategy": self.strategy,
+            "state": self.state,
+            "satisfied": self.satisfied,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "session_identifier": self.session_identifier,
+            "instrument_pid": self.instrument_pid,
+            "record": self.record,
+            "destinations": {
+                name: {k: v for k, v in vars(status).items() if k != "name"}
+                for name, status in self.destinations.items()
+            },
+        }
+
+
+def enqueue_export(
+    context: ExportContext | Mapping[str, Any],
+    strategy: str | None = None,
+    destinations: Sequence[str] | None = None,
+    app: Celery | None = None,
+) -> ExportJob:
+    """Validate, plan and enqueue one record's export; return the queued job.
+
+    Raises ``InvalidContextError``, ``RecordError`` or ``ExportRequestError``
+    (all ``ValueError``) before anything is enqueued.
+    """
+    app = app or current_app
+    job_id = start_job(app, context, strategy, destinations, local_registry())
+    return get_job(job_id, app=app)
+
+
+def start_job(
+    app: Celery,
+    context: ExportContext | Mapping[str, Any],
+    strategy: str | None,
+    destinations: Sequence[str] | None,
+    registry: Registry,
+) -> str:
+    """Shared by ``enqueue_export`` and the ``export.record`` task."""
+    checked = context_from_message(context)
+    check_record(
+        Path(checked.xml_file_path),
+        max_bytes=int(app.conf.nx_export_max_record_bytes),
+        records_root=_optional_path(app.conf.get("nx_records_path")),
+    )
+    offered, disabled = catalog.available(app, registry)
+    plan = plan_export(strategy or app.conf.nx_export_strategy, offered, destinations, known=sorted(disabled))
+    return launch(app, plan, context_to_message(checked))
+
+
+def launch(app: Celery, plan: ExportPlan, message: dict[str, Any], job_id: str | None = None) -> str:
+    """Write the job record, then send its canvas."""
+    job_id = job_id or str(uuid.uuid4())
+    finish_id = str(uuid.uuid4())
+    store = job_store(app)
+    if store.load(job_id) is None:
+        store.create(
+            job_id,
+            {"strategy": plan.strategy, "destinations": list(plan.destinations), "context": message,
+             "summary": describe_context(message), "finish_task_id": finish_id, "runs": 1},
+            plan.destinations,
+        )
+    build_canvas(app, plan, job_id, message, finish_id).apply_async()
+    return job_id
+
+
+def get_job(job_id: str, app: Celery | None = None) -> ExportJob:
+    app = app or current_app
+    stored = job_store(app).load(job_id)
+    if stored is None:
+        raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
+    return job_from_record(job_id, stored, app)
+
+
+def job_from_record(job_id: str, stored: dict[str, Any], app: Celery | None = None) -> ExportJob:
+    job = stored["job"]
+    entries = stored["destinations"]
+    statuses = {name: _status(name, entries.get(name, {})) for name in job.get("destinations", [])}
+    finished = job.get("finished_at") is not None
+    started = any(status.state != "PENDING" for status in statuses.values())
+    context = job.get("context", {})
+    outcomes = {name: s.succeeded for name, s in statuses.items() if s.state in ("SUCCESS", "FAILURE")}
+    return ExportJob(
+        id=job_id,
+        strategy=job.get("strategy", "all"),
+        state=FINISHED if finished else ("running" if started else "queued"),
+        satisfied=is_satisfied(job.get("strategy", "all"), list(statuses), outcomes),
+        destinations=statuses,
+        created_at=job.get("created_at"),
+        finished_at=job.get("finished_at"),
+        session_identifier=context.get("session_identifier"),
+        instrument_pid=context.get("instrument_pid"),
+        record=context.get("xml_file_path"),
+        finish_task_id=job.get("finish_task_id"),
+        app=app,
+    )
+
+
+def _status(name: str, entry: Mapping[str, Any]) -> DestinationStatus:
+    result = entry.get("result") or {}
+    return DestinationStatus(
+        name=name,
+        state=entry.get("state", "PENDING"),
+        attempts=entry.get("attempts", 0),
+        record_id=result.get("record_id"),
+        record_url=result.get("record_url"),
+        error=entry.get("error"),
+        started_at=entry.get("started_at"),
+        finished_at=entry.get("finished_at"),
+        history=list(entry.get("history", [])),
+    )
+
+
+def _optional_path(value: Any) -> Path | None:
+    return Path(value) if value else None

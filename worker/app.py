@@ -1,0 +1,99 @@
+"""The Celery app, configured from ``WorkerSettings``.
+
+Importing this module builds the app and declares every task, one per
+discovered destination; it starts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+from kombu import Exchange, Queue
+
+import tasks.job_tasks  # noqa: F401  (declares export.record and export.finish)
+from tasks import catalog
+from tasks.destination_tasks import declare_destination_task
+from tasks.runtime import JOB_QUEUE, destination_queue, local_registry
+from worker.settings import WorkerSettings, load_settings
+
+logger = logging.getLogger(__name__)
+
+# Retry policy defaults; the largest backoff stays well below the visibility timeout.
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF_SECONDS = 2.0
+DEFAULT_BACKOFF_MAX_SECONDS = 600.0
+
+
+def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    return {
+        "broker_url": settings.effective_broker_url,
+        "result_backend": settings.effective_result_backend,
+        # JSON only: a worker that accepts pickle runs whatever anyone who reaches Redis sends.
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "result_expires": timedelta(days=settings.retention_days),
+        "result_extended": True,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": JOB_QUEUE,
+        "task_routes": (route_task,),
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "task_track_started": True,
+        "worker_hijack_root_logger": False,
+        "nx_export_strategy": settings.strategy,
+        "nx_export_plugins": settings.plugins,
+        "nx_export_max_record_bytes": settings.max_record_bytes,
+        "nx_records_path": str(settings.records_path) if settings.records_path else None,
+        "nx_export_retry_default": {
+            "max_attempts": DEFAULT_MAX_ATTEMPTS,
+            "backoff": DEFAULT_BACKOFF_SECONDS,
+            "backoff_max": min(DEFAULT_BACKOFF_MAX_SECONDS, settings.visibility_timeout / 4),
+        },
+    }
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str]:
+    """``export.<destination>`` to its own queue, the job's tasks to the job queue."""
+    if name.startswith("export.") and name not in ("export.record", "export.finish"):
+        return {"queue": destination_queue(name.removeprefix("export."))}
+    return {"queue": JOB_QUEUE}
+
+
+def create_app(settings: WorkerSettings | None = None) -> Celery:
+    settings = settings or load_settings()
+    app = Celery("nexuslims_export", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    for name in local_registry().destinations:
+        declare_destination_task(name)
+    # One direct exchange per queue, bound by its own name: sharing Celery's
+    # default routing key would copy every message into every queue.
+    app.conf.task_queues = [Queue(queue, Exchange(queue, type="direct"), routing_key=queue) for queue in all_queues()]
+    return app
+
+
+def all_queues() -> list[str]:
+    return [JOB_QUEUE, *(destination_queue(name) for name in local_registry().destinations)]
+
+
+@worker_ready.connect
+def _publish_catalog(sender: Any = None, **_: Any) -> None:
+    app = sender.app if sender is not None else None
+    if app is None:
+        return
+    catalog.publish(app, local_registry(), hostname=getattr(sender, "hostname", None))
+
+
+app = create_app()

@@ -1,0 +1,225 @@
+"""``nx-export``: run workers, enqueue records, follow jobs, try the embedded demo.
+
+Exit status: 0 when a job's strategy is satisfied, 1 when not, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from worker.settings import SettingsError, WorkerSettings, load_settings
+
+BAD_INPUT = 2
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(BAD_INPUT)
+
+
+def connect() -> WorkerSettings:
+    """Load the settings and, with no broker configured, start or reuse the private Redis."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        fail(str(error))
+    if settings.uses_embedded_redis:
+        from worker import embedded_redis
+
+        try:
+            embedded_redis.ensure_running(settings.state_dir)
+        except embedded_redis.EmbeddedRedisError as error:
+            fail(str(error))
+    return settings
+
+
+def celery_app() -> Any:
+    try:
+        from worker.app import app
+    except SettingsError as error:
+        fail(str(error))
+    return app
+
+
+def parse_moment(value: str, option: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r} is not an ISO 8601 date and time (e.g. 2026-03-04T09:00:00-05:00)")
+
+
+def step(job: Any) -> Any:
+    """Wait briefly for progress, then return the job as it now stands."""
+    try:
+        return job.wait(timeout=0.25)
+    except TimeoutError:
+        return job.refresh()
+
+
+@click.group()
+@click.version_option(package_name="nexuslims-export-worker")
+def main() -> None:
+    """Export NexusLIMS records to every configured destination, in parallel."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a worker; extra options go to ``celery worker`` (e.g. --pool threads -c 16)."""
+    connect()
+    app = celery_app()
+    from worker.app import all_queues
+
+    arguments = list(ctx.args)
+    if not any(arg in ("-Q", "--queues") or arg.startswith("--queues=") for arg in arguments):
+        arguments = ["--queues", ",".join(all_queues()), *arguments]
+    if not any(arg in ("-l", "--loglevel") or arg.startswith("--loglevel=") for arg in arguments):
+        arguments = ["--loglevel", "INFO", *arguments]
+    app.worker_main(["worker", "--task-events", *arguments])
+
+
+@main.command()
+@click.argument("record", type=click.Path(path_type=Path))
+@click.option("--session-id", required=True, help="The session's identifier in the LIMS.")
+@click.option("--instrument", required=True, help="Instrument PID, e.g. FEI-Titan-TEM-635816.")
+@click.option("--start", "start", required=True, help="Session start, ISO 8601.")
+@click.option("--end", "end", required=True, help="Session end, ISO 8601.")
+@click.option("--user", default=None, help="The session's user.")
+@click.option("--strategy", default=None, help="all, first_success or best_effort.")
+@click.option("--destination", "destinations", multiple=True, help="Only these destinations.")
+@click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def enqueue(
+    record: Path,
+    session_id: str,
+    instrument: str,
+    start: str,
+    end: str,
+    user: str | None,
+    strategy: str | None,
+    destinations: tuple[str, ...],
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Export RECORD; prints the job id."""
+    dt_from, dt_to = parse_moment(start, "--start"), parse_moment(end, "--end")
+    connect()
+    celery_app()
+    from tasks.jobs import enqueue_export
+
+    context = {
+        "xml_file_path": str(record.absolute()),
+        "session_identifier": session_id,
+        "instrument_pid": instrument,
+        "dt_from": dt_from,
+        "dt_to": dt_to,
+        "user": user,
+    }
+    try:
+        job = enqueue_export(context, strategy=strategy, destinations=list(destinations) or None)
+    except ValueError as error:
+        fail(str(error))
+    if not wait:
+        click.echo(json.dumps({"job_id": job.id}) if as_json else job.id)
+        return
+    if not as_json:
+        click.echo(job.id)
+    _finish(job, as_json, timeout)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--watch", is_flag=True, help="Follow the job until it finishes.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(job_id: str, watch: bool, as_json: bool) -> None:
+    """Show a job: its state and every destination's result."""
+    connect()
+    celery_app()
+    from tasks.jobs import JobNotFoundError, get_job
+
+    try:
+        job = get_job(job_id)
+    except JobNotFoundError as error:
+        fail(str(error))
+    if watch:
+        _finish(job, as_json, None)
+    from worker.display import print_job
+
+    print_job(job, as_json)
+    sys.exit(0 if job.satisfied or not job.finished else 1)
+
+
+def _finish(job: Any, as_json: bool, timeout: float | None) -> NoReturn:
+    from worker.display import follow_job, print_job
+
+    try:
+        job = follow_job(job, step, timeout, quiet=as_json)
+    except TimeoutError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    print_job(job, as_json)
+    sys.exit(0 if job.satisfied else 1)
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Run validate_config on every enabled destination.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def destinations(check: bool, as_json: bool) -> None:
+    """List the discovered destinations."""
+    try:
+        load_settings()
+    except SettingsError as error:
+        fail(str(error))
+    celery_app()
+    from destinations.contract import dependencies_of
+    from tasks.runtime import destination_queue, local_registry
+
+    registry = local_registry()
+    rows = []
+    for destination in registry:
+        enabled = bool(registry.enabled().get(destination.name))
+        row: dict[str, Any] = {
+            "name": destination.name,
+            "enabled": enabled,
+            "priority": destination.priority,
+            "depends_on": list(dependencies_of(destination)),
+            "queue": destination_queue(destination.name),
+            "origin": registry.origins[destination.name],
+        }
+        if check and enabled:
+            try:
+                ok, message = destination.validate_config()
+            except Exception as error:  # validate_config should not raise; report it if it does
+                ok, message = False, f"validate_config raised {type(error).__name__}: {error}"
+            row["valid"], row["problem"] = ok, message
+        rows.append(row)
+    skipped = [{"origin": origin, "reason": reason} for origin, reason in registry.skipped]
+    if as_json:
+        click.echo(json.dumps({"destinations": rows, "skipped": skipped}, indent=2))
+    else:
+        from worker.display import destinations_table
+
+        destinations_table(rows, skipped)
+    if check and any(row.get("valid") is False for row in rows):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def demo(as_json: bool) -> None:
+    """Export the bundled sample records to a local archive, end to end."""
+    from worker.demo import run_demo
+
+    sys.exit(run_demo(as_json))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""``nx-export demo``: the whole flow on one machine with nothing installed but this package.
+
+Starts (or reuses) the private Redis and a worker, exports the bundled sample
+records to a local archive, prints the results, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from importlib.resources import as_file, files
+from pathlib import Path
+
+from rich.console import Console
+
+SAMPLES = [
+    ("titan-tem-session.xml", "demo-titan-2026-11-02", "FEI-Titan-TEM-635816",
+     "2026-11-02T09:00:00-05:00", "2026-11-02T12:30:00-05:00", "demo"),
+    ("quanta-sem-session.xml", "demo-quanta-2026-11-03", "FEI-Quanta200-ESEM-633137",
+     "2026-11-03T13:00:00+01:00", "2026-11-03T15:00:00+01:00", "zoë"),
+    ("minimal-session.xml", "demo-jeol-2026-11-04", "JEOL-JEM3010-TEM-565989",
+     "2026-11-04T08:00:00+00:00", "2026-11-04T09:00:00+00:00", None),
+]  # fmt: skip
+
+
+def run_demo(as_json: bool = False) -> int:
+    from worker import embedded_redis
+    from worker.settings import load_settings
+
+    settings = load_settings()
+    archive = Path(os.environ.get("NX_EXPORT_LOCAL_PATH") or settings.state_dir / "demo-archive")
+    # The client plans over the destinations its own environment enables, so
+    # the local archive must be enabled here too, before the app is imported.
+    os.environ["NX_EXPORT_LOCAL_PATH"] = str(archive)
+    console = Console(stderr=True)
+    started_redis = False
+    if settings.uses_embedded_redis:
+        started_redis = embedded_redis.ensure_running(settings.state_dir)
+        console.print(f"Redis: private server on {settings.embedded_socket}")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / "demo-worker.log"
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", "--pool", "threads", "--concurrency", "4",
+             "--loglevel", "WARNING", "--hostname", f"demo-{os.getpid()}@%h"],
+            env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    console.print(f"worker: started, log in {log_path}")
+    try:
+        return _export_samples(archive, as_json, console)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if started_redis:
+            embedded_redis.stop(settings.state_dir)
+
+
+def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
+    from worker import enqueue_export
+    from worker.display import print_job
+
+    jobs = []
+    samples = files("worker") / "samples"
+    for file_name, session, instrument, start, end, user in SAMPLES:
+        with as_file(samples / file_name) as record:
+            jobs.append(
+                enqueue_export(
+                    {
+                        "xml_file_path": str(record),
+                        "session_identifier": session,
+                        "instrument_pid": instrument,
+                        "dt_from": start,
+                        "dt_to": end,
+                        "user": user,
+                    },
+                    strategy="all",
+                    destinations=["local"],
+                )
+            )
+    console.print(f"enqueued {len(jobs)} jobs; waiting for the worker…")
+    finished = [job.wait(timeout=120) for job in jobs]
+    if as_json:
+        print(json.dumps({"archive": str(archive), "jobs": [job.to_dict() for job in finished]}, indent=2))
+    else:
+        for job in finished:
+            print_job(job, as_json=False)
+        print(f"archive: {archive}")
+    return 0 if all(job.satisfied for job in finished) else 1

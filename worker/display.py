@@ -1,0 +1,131 @@
+"""Showing jobs to people (rich tables on a terminal, plain lines elsewhere) and to scripts (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from tasks.jobs import ExportJob
+
+STATE_STYLES = {
+    "SUCCESS": "green",
+    "FAILURE": "red",
+    "RETRY": "yellow",
+    "STARTED": "cyan",
+    "PENDING": "dim",
+    "SKIPPED": "dim",
+}
+
+
+def job_table(job: ExportJob) -> Table:
+    verdict = ("satisfied" if job.satisfied else "NOT satisfied") if job.finished else job.state
+    table = Table(title=f"job {job.id} — {job.strategy}: {verdict}", title_justify="left")
+    for column in ("destination", "state", "attempts", "record", "error"):
+        table.add_column(column, overflow="fold")
+    for status in job.destinations.values():
+        style = STATE_STYLES.get(status.state, "")
+        table.add_row(
+            status.name,
+            f"[{style}]{status.state}[/]" if style else status.state,
+            str(status.attempts),
+            status.record_url or status.record_id or "",
+            status.error or "",
+        )
+    return table
+
+
+def job_lines(job: ExportJob) -> list[str]:
+    lines = [f"job {job.id} strategy={job.strategy} state={job.state} satisfied={job.satisfied}"]
+    for status in job.destinations.values():
+        lines.append(
+            f"  {status.name}: {status.state} attempts={status.attempts}"
+            + (f" record={status.record_url or status.record_id}" if status.record_id else "")
+            + (f" error={status.error}" if status.error else "")
+        )
+    return lines
+
+
+def print_job(job: ExportJob, as_json: bool, console: Console | None = None) -> None:
+    if as_json:
+        print(json.dumps(job.to_dict(), indent=2))
+        return
+    console = console or Console()
+    if console.is_terminal:
+        console.print(job_table(job))
+    else:
+        print("\n".join(job_lines(job)))
+
+
+def follow_job(
+    job: ExportJob, refresh: Callable[[ExportJob], ExportJob], timeout: float | None, quiet: bool = False
+) -> ExportJob:
+    """Show a job's progress until it finishes (or ``timeout``); return its last state."""
+    console = Console(stderr=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    live_view = console.is_terminal and not quiet
+    seen: dict[str, tuple[str, int]] = {}
+
+    def plain_progress(current: ExportJob) -> None:
+        for status in current.destinations.values():
+            key = (status.state, status.attempts)
+            if seen.get(status.name) != key:
+                seen[status.name] = key
+                if not quiet:
+                    print(f"{status.name}: {status.state} (attempt {status.attempts})", file=sys.stderr)
+
+    current = job
+    with Live(job_table(current), console=console, refresh_per_second=8) if live_view else _NoLive() as live:
+        while True:
+            if live_view:
+                live.update(job_table(current))
+            else:
+                plain_progress(current)
+            if current.finished:
+                return current
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job.id} did not finish within {timeout} s")
+            current = refresh(current)
+
+
+class _NoLive:
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        return None
+
+    def update(self, _: Any) -> None:
+        return None
+
+
+def destinations_table(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> None:
+    console = Console()
+    table = Table(title="destinations", title_justify="left")
+    for column in ("name", "enabled", "priority", "depends on", "queue", "check", "origin"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if "valid" not in row:
+            check = ""
+        elif row["valid"]:
+            check = "[green]ok[/]"
+        else:
+            check = f"[red]{row['problem']}[/]"
+        table.add_row(
+            row["name"],
+            "yes" if row["enabled"] else "no",
+            str(row["priority"]),
+            ", ".join(row["depends_on"]),
+            row["queue"],
+            check,
+            row["origin"],
+        )
+    console.print(table)
+    for item in skipped:
+        console.print(f"[yellow]skipped[/] {item['origin']}: {item['reason']}")

