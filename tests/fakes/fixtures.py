@@ -1,0 +1,115 @@
+"""Pytest fixtures for the destination tests: started fakes and export contexts.
+
+Test modules load them with ``pytest_plugins = ["tests.fakes.fixtures"]``.
+Each fake fixture starts a fresh fake and points the destination's ``NX_*``
+variables at it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from destinations.contract import Activity, ExportContext, ExportResult
+from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+
+SESSION_ID = "2026-03-04_FEI-Titan-TEM-635816_0001"
+INSTRUMENT = "FEI-Titan-TEM-635816"
+RECORD_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
+  <nx:title>EELS mapping of Ni-Al lamella</nx:title>
+  <nx:summary>
+    <nx:experimenter>Ada Lovelace</nx:experimenter>
+    <nx:instrument pid="FEI-Titan-TEM-635816">FEI Titan TEM</nx:instrument>
+  </nx:summary>
+</nx:Experiment>
+"""
+# A 1x1 PNG, for preview images.
+PNG_BYTES = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
+
+
+@pytest.fixture(autouse=True)
+def _short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a misbehaving fake from holding a test for a minute."""
+    monkeypatch.setenv("NX_HTTP_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("NX_HTTP_READ_TIMEOUT", "5")
+
+
+@pytest.fixture
+def record_file(tmp_path: Path) -> Path:
+    """A small NexusLIMS record on disk."""
+    path = tmp_path / f"{SESSION_ID}.xml"
+    path.write_text(RECORD_XML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def preview_file(tmp_path: Path) -> Path:
+    """A tiny preview image."""
+    path = tmp_path / "survey_001.dm4.thumb.png"
+    path.write_bytes(PNG_BYTES)
+    return path
+
+
+@pytest.fixture
+def make_context(record_file: Path) -> Callable[..., ExportContext]:
+    """Build an export context for the record; keyword arguments override fields."""
+
+    def build(**overrides: Any) -> ExportContext:
+        fields: dict[str, Any] = {
+            "xml_file_path": record_file,
+            "session_identifier": SESSION_ID,
+            "instrument_pid": INSTRUMENT,
+            "dt_from": datetime(2026, 3, 4, 9, 0),
+            "dt_to": datetime(2026, 3, 4, 13, 30),
+            "user": "ada",
+            "metadata": {"export_attempt": 1, "export_job_id": "job-1"},
+            "activities": [Activity(files=["/data/survey_001.dm4"], previews=[])],
+        }
+        fields.update(overrides)
+        return ExportContext(**fields)
+
+    return build
+
+
+def cdcs_result(url: str = "https://cdcs.example.org/data?id=abc123") -> ExportResult:
+    """A successful CDCS result, as the notebooks read it."""
+    return ExportResult(success=True, destination_name="cdcs", record_id="abc123", record_url=url)
+
+
+@pytest.fixture
+def cdcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCDCS]:
+    """A running fake CDCS, with ``NX_CDCS_*`` pointing at it."""
+    with FakeCDCS() as fake:
+        monkeypatch.setenv("NX_CDCS_URL", fake.root_url)
+        monkeypatch.setenv("NX_CDCS_TOKEN", fake.token)
+        yield fake
+
+
+@pytest.fixture
+def elabftw(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeELabFTW]:
+    """A running fake eLabFTW, with ``NX_ELABFTW_*`` pointing at it."""
+    with FakeELabFTW() as fake:
+        monkeypatch.setenv("NX_ELABFTW_URL", fake.url)
+        monkeypatch.setenv("NX_ELABFTW_API_KEY", fake.api_key)
+        yield fake
+
+
+@pytest.fixture
+def labarchives(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLabArchives]:
+    """A running fake LabArchives with notebook ``nb-1``, calls unthrottled."""
+    with FakeLabArchives() as fake:
+        monkeypatch.setenv("NX_LABARCHIVES_URL", fake.api_url)
+        monkeypatch.setenv("NX_LABARCHIVES_ACCESS_KEY_ID", fake.akid)
+        monkeypatch.setenv("NX_LABARCHIVES_ACCESS_PASSWORD", fake.password)
+        monkeypatch.setenv("NX_LABARCHIVES_USER_ID", fake.uid)
+        monkeypatch.setenv("NX_LABARCHIVES_NOTEBOOK_ID", "nb-1")
+        monkeypatch.setenv("NX_LABARCHIVES_MIN_CALL_INTERVAL", "0")
+        yield fake

@@ -1,0 +1,126 @@
+"""Real services for the tests: a Redis server and worker processes, started and stopped here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from worker.embedded_redis import redis_server_binary
+
+PLUGIN_DIR = Path(__file__).parent / "plugins"
+PROJECT_ROOT = Path(__file__).parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1 with AOF on, in its own directory."""
+
+    def __init__(self, directory: Path, port: int | None = None, password: str | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.password = password
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                   "--dir", str(self.directory), "--appendonly", "yes",
+                   "--maxmemory-policy", "noeviction", "--save", ""]  # fmt: skip
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("test redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+class WorkerProcess:
+    """``nx-export worker`` in a subprocess, with the test plugins installed by entry point."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str, pool: str = "threads",
+                 concurrency: int = 8, extra: list[str] | None = None) -> None:  # fmt: skip
+        self.env = env
+        self.log_path = log_path
+        self.name = name
+        self.command = [sys.executable, "-m", "worker.cli", "worker", "--pool", pool,
+                        "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+                        *(extra or [])]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = 30) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            if "ready." in self.log():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready within {ready_timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def install_test_plugins(target: Path) -> Path:
+    """Lay the test plugins out as an installed distribution that entry points find."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PLUGIN_DIR / "nx_test_destinations.py", target)
+    dist_info = target / "nx_test_destinations-1.0.dist-info"
+    dist_info.mkdir(exist_ok=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: nx-test-destinations\nVersion: 1.0\n")
+    shutil.copy(PLUGIN_DIR / "entry_points.txt", dist_info / "entry_points.txt")
+    return target
+
+
+def worker_env(broker_url: str, plugin_path: Path | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NX_")}
+    env["NX_EXPORT_BROKER_URL"] = broker_url
+    paths = [str(PROJECT_ROOT)] + ([str(plugin_path)] if plugin_path else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.update(extra)
+    return env

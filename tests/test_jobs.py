@@ -1,0 +1,200 @@
+"""Jobs end to end: a real Redis, a real worker process, plugin destinations by entry point."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from destinations.plan import ExportRequestError
+from destinations.record import RecordError
+from tasks.messages import InvalidContextError
+from tests.conftest import make_context, read_log
+
+
+def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:
+    from worker import enqueue_export
+
+    return enqueue_export(context, app=app, **options)
+
+
+def test_all_runs_independent_destinations_in_parallel(app: Any, record: Path, export_log: Path) -> None:
+    context = make_context(record, export_log, alpha="sleep:1", beta="sleep:1", gamma="sleep:1")
+    started = time.monotonic()
+    job = enqueue(app, context, strategy="all", destinations=["alpha", "beta", "gamma"]).wait(timeout=30)
+    elapsed = time.monotonic() - started
+    assert job.satisfied and job.finished
+    assert {name: s.state for name, s in job.destinations.items()} == dict.fromkeys(
+        ("alpha", "beta", "gamma"), "SUCCESS"
+    )
+    runs = read_log(export_log)
+    # Each export takes 1 s; one after another they would need 3 s.
+    assert max(r["start"] for r in runs) < min(r["end"] for r in runs), runs
+    assert elapsed < 2.5
+
+
+def test_all_is_not_satisfied_when_one_destination_fails(app: Any, record: Path) -> None:
+    job = enqueue(app, make_context(record, beta="fail"), strategy="all",
+                  destinations=["alpha", "beta"]).wait(timeout=30)  # fmt: skip
+    assert not job.satisfied
+    assert job.destinations["alpha"].state == "SUCCESS"
+    assert job.destinations["beta"].state == "FAILURE"
+    assert job.destinations["beta"].error == "beta refused the record"
+
+
+def test_best_effort_is_satisfied_by_one_success(app: Any, record: Path) -> None:
+    job = enqueue(app, make_context(record, alpha="fail", gamma="raise"), strategy="best_effort",
+                  destinations=["alpha", "beta", "gamma"]).wait(timeout=30)  # fmt: skip
+    assert job.satisfied
+    assert job.destinations["gamma"].state == "FAILURE"
+    assert "RuntimeError" in (job.destinations["gamma"].error or "")
+
+
+def test_best_effort_with_every_destination_failing_is_not_satisfied(app: Any, record: Path) -> None:
+    job = enqueue(app, make_context(record, alpha="fail", beta="fail"), strategy="best_effort",
+                  destinations=["alpha", "beta"]).wait(timeout=30)  # fmt: skip
+    assert job.finished and not job.satisfied
+
+
+def test_first_success_stops_after_the_first_success(app: Any, record: Path, export_log: Path) -> None:
+    job = enqueue(app, make_context(record, export_log), strategy="first_success",
+                  destinations=["alpha", "beta", "gamma"]).wait(timeout=30)  # fmt: skip
+    assert job.satisfied
+    assert [r["name"] for r in read_log(export_log)] == ["alpha"]
+    assert job.destinations["beta"].state == "SKIPPED"
+    assert job.destinations["gamma"].state == "SKIPPED"
+
+
+def test_first_success_falls_through_failures_in_priority_order(app: Any, record: Path, export_log: Path) -> None:
+    job = enqueue(app, make_context(record, export_log, alpha="fail", beta="raise"), strategy="first_success",
+                  destinations=["gamma", "beta", "alpha"]).wait(timeout=30)  # fmt: skip
+    assert job.satisfied
+    assert [r["name"] for r in read_log(export_log)] == ["alpha", "beta", "gamma"]
+    assert job.destinations["gamma"].state == "SUCCESS"
+
+
+def test_first_success_with_no_success_still_finishes(app: Any, record: Path) -> None:
+    job = enqueue(app, make_context(record, alpha="fail", beta="fail"), strategy="first_success",
+                  destinations=["alpha", "beta"]).wait(timeout=30)  # fmt: skip
+    assert job.finished and not job.satisfied
+    assert {s.state for s in job.destinations.values()} == {"FAILURE"}
+
+
+def test_dependent_runs_after_its_dependency_and_sees_its_result(app: Any, record: Path, export_log: Path) -> None:
+    job = enqueue(app, make_context(record, export_log, alpha="sleep:0.5"), strategy="all",
+                  destinations=["linked", "alpha", "beta"]).wait(timeout=30)  # fmt: skip
+    assert job.satisfied
+    runs = {r["name"]: r for r in read_log(export_log)}
+    assert runs["linked"]["start"] >= runs["alpha"]["end"]
+    assert "alpha" in runs["linked"]["saw"]
+
+
+def test_dependent_runs_even_when_its_dependency_failed(app: Any, record: Path, export_log: Path) -> None:
+    job = enqueue(app, make_context(record, export_log, alpha="fail"), strategy="best_effort",
+                  destinations=["alpha", "linked"]).wait(timeout=30)  # fmt: skip
+    assert job.destinations["linked"].state == "SUCCESS"
+    assert [r["saw"] for r in read_log(export_log) if r["name"] == "linked"] == [["alpha"]]
+
+
+def test_transient_errors_are_retried_by_celery(app: Any, record: Path) -> None:
+    job = enqueue(app, make_context(record, alpha="transient:2"), destinations=["alpha"]).wait(timeout=30)
+    alpha = job.destinations["alpha"]
+    assert job.satisfied
+    assert alpha.attempts == 3
+    assert [h["outcome"] for h in alpha.history] == ["retry", "retry", "success"]
+
+
+def test_builtin_local_archive_receives_the_record(app: Any, record: Path, archive_path: Path) -> None:
+    context = make_context(record)
+    job = enqueue(app, context, destinations=["local"]).wait(timeout=30)
+    assert job.satisfied
+    written = archive_path / "FEI-Titan-TEM-635816" / f"{context['session_identifier']}.xml"
+    assert written.read_bytes() == record.read_bytes()
+    assert written.with_suffix(".json").exists()
+
+
+def test_default_strategy_runs_every_enabled_destination(app: Any, record: Path) -> None:
+    # Cycle destinations are enabled in the worker, so the whole catalogue cannot be planned.
+    from worker import enqueue_export
+
+    with pytest.raises(ExportRequestError, match="cycle"):
+        enqueue_export(make_context(record), app=app)
+
+
+def test_job_can_be_read_back_by_id(app: Any, record: Path) -> None:
+    from worker import get_job
+
+    job = enqueue(app, make_context(record), destinations=["beta"]).wait(timeout=30)
+    again = get_job(job.id, app=app)
+    assert again.to_dict()["destinations"]["beta"]["record_id"] == job.destinations["beta"].record_id
+    assert again.finished and again.satisfied
+
+
+def test_send_task_from_a_plain_celery_client_completes_a_job(app: Any, record: Path, redis_server: Any) -> None:
+    from celery import Celery
+
+    plain = Celery(broker=redis_server.url, backend=redis_server.url)
+    plain.conf.task_routes = {"export.record": {"queue": "nx-export"}}
+    answer = plain.send_task(
+        "export.record", kwargs={"context": make_context(record), "strategy": "all", "destinations": ["gamma"]}
+    ).get(timeout=30)
+    from worker import get_job
+
+    job = get_job(answer["job_id"], app=app).wait(timeout=30)
+    assert job.satisfied and job.destinations["gamma"].state == "SUCCESS"
+
+
+def test_malformed_context_sent_to_the_worker_fails_once_with_the_reason(app: Any, redis_server: Any) -> None:
+    from celery import Celery
+
+    plain = Celery(broker=redis_server.url, backend=redis_server.url)
+    result = plain.send_task("export.record", kwargs={"context": {"session_identifier": 5}}, queue="nx-export")
+    with pytest.raises(Exception, match="xml_file_path") as raised:
+        result.get(timeout=30)
+    assert "InvalidContextError" in type(raised.value).__name__ or "invalid context" in str(raised.value)
+    assert result.state == "FAILURE"
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"session_identifier": "  "}, InvalidContextError, "session_identifier is empty"),
+        ({"dt_to": "2026-03-04T08:00:00-05:00"}, InvalidContextError, "ends .* before it starts"),
+        ({"xml_file_path": "/nonexistent/record.xml"}, RecordError, "does not exist"),
+        ({"colour": "blue"}, InvalidContextError, "unknown fields: colour"),
+    ],
+)
+def test_bad_context_is_refused_at_enqueue(
+    app: Any, record: Path, change: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        enqueue(app, {**make_context(record), **change}, destinations=["alpha"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"strategy": "most"}, "unknown strategy 'most'"),
+        ({"destinations": ["nowhere"]}, "unknown destination 'nowhere'"),
+        ({"destinations": ["cycle_a", "cycle_b"]}, "cycle"),
+        ({"destinations": ["disabled"]}, "unknown destination 'disabled'"),
+    ],
+)
+def test_bad_request_is_refused_at_enqueue_and_nothing_is_queued(
+    app: Any, record: Path, options: dict[str, Any], message: str
+) -> None:
+    client = app.backend.client
+    jobs_before = client.zcard("nxexport:jobs")
+    with pytest.raises(ExportRequestError, match=message):
+        enqueue(app, make_context(record), **options)
+    assert client.zcard("nxexport:jobs") == jobs_before
+    assert client.llen("export.alpha") == 0
+
+
+def test_broken_plugins_are_skipped_and_the_worker_runs(session_worker: Any) -> None:
+    log = session_worker.log()
+    assert "nx_test_destinations:Broken skipped: could not be instantiated" in log
+    assert "not_a_destination" in log and "does not follow the destination contract" in log
+    assert "nx_test_destinations_that_do_not_exist" in log
