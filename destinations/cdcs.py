@@ -75,7 +75,7 @@ class CDCSDestination:
             if not value:
                 return False, f"cdcs: setting missing: {env_name} is not set"
         try:
-            self._fetch_template_id()
+            self.template_id(refresh=True)
         except ExportError as exc:
             return False, validation_message(exc)
         return True, None
@@ -112,13 +112,13 @@ class CDCSDestination:
                     return self._success(str(record["id"]), title, found_existing=True)
         return None
 
-    def template_id(self) -> str:
+    def template_id(self, refresh: bool = False) -> str:
         """The current template id, cached per process for ten minutes."""
         root = self.settings.url
         now = time.monotonic()
         with _template_lock:
             cached = _template_cache.get(root)
-        if cached and cached[1] > now:
+        if cached and cached[1] > now and not refresh:
             return cached[0]
         template = self._fetch_template_id()
         with _template_lock:

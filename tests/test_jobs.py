@@ -196,5 +196,5 @@ def test_bad_request_is_refused_at_enqueue_and_nothing_is_queued(
 def test_broken_plugins_are_skipped_and_the_worker_runs(session_worker: Any) -> None:
     log = session_worker.log()
     assert "nx_test_destinations:Broken skipped: could not be instantiated" in log
-    assert "not_a_destination" in log and "does not follow the destination contract" in log
+    assert "nx_test_destinations:NotADestination skipped: does not follow the destination contract" in log
     assert "nx_test_destinations_that_do_not_exist" in log
