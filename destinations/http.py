@@ -262,7 +262,8 @@ def request(
     Raises
     ------
     TransientExportError
-        Connection errors and timeouts (``HostUnreachable``), 429, 502/503/504.
+        Connection errors and timeouts (``HostUnreachable``), a connection lost
+        before the answer, 429, 502/503/504.
     PermanentExportError
         Refused credentials (``CredentialsRefused``), other 4xx and 5xx, and a
         redirect to another host.
@@ -290,10 +291,16 @@ def request(
                 f"{destination}: {call}: host unreachable: timed out ({where}): "
                 f"{type(exc).__name__}"
             ) from None
-        except httpx.TransportError as exc:
+        except httpx.ConnectError as exc:
             raise HostUnreachable(
                 f"{destination}: {call}: host unreachable ({where}): "
                 f"{type(exc).__name__}: {redact(str(exc), hidden)}"
+            ) from None
+        except httpx.TransportError as exc:
+            # The request may have been acted on: callers look before re-creating.
+            raise TransientExportError(
+                f"{destination}: {call}: connection lost before an answer ({where}): "
+                f"{type(exc).__name__}"
             ) from None
         if not response.is_redirect:
             if check:

@@ -24,7 +24,7 @@ from destinations.contract import ExportContext, ExportResult
 class LocalArchiveSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    path: Path | None = Field(None, alias="NX_EXPORT_LOCAL_PATH")
+    path: Path | None = Field(None, validation_alias="NX_EXPORT_LOCAL_PATH")
 
 
 class LocalArchiveDestination:
@@ -86,7 +86,7 @@ class LocalArchiveDestination:
 
 def _safe_component(value: str) -> str:
     """A path component that cannot climb out of the archive or hide itself."""
-    cleaned = "".join("_" if ch in '/\\\0' else ch for ch in value).strip()
+    cleaned = "".join("_" if ch in "/\\\0" else ch for ch in value).strip()
     if cleaned in {"", ".", ".."}:
         raise ValueError(f"{value!r} cannot name a file in the archive")
     return cleaned

@@ -52,9 +52,13 @@ def plan_export(
         for name in requested:
             if name not in available:
                 if name in known:
-                    raise ExportRequestError(f"destination {name!r} is not enabled (its settings are missing)")
+                    raise ExportRequestError(
+                        f"destination {name!r} is not enabled (its settings are missing)"
+                    )
                 choices = ", ".join(sorted(available)) or "none"
-                raise ExportRequestError(f"unknown destination {name!r}; enabled destinations: {choices}")
+                raise ExportRequestError(
+                    f"unknown destination {name!r}; enabled destinations: {choices}"
+                )
         chosen = {name: available[name] for name in dict.fromkeys(requested)}
     else:
         chosen = dict(available)

@@ -34,7 +34,8 @@ def check_record(path: Path, max_bytes: int, records_root: Path | None = None) -
         raise RecordError(f"record file {path} is empty")
     if size > max_bytes:
         raise RecordError(
-            f"record file {path} is {size} bytes, larger than NX_EXPORT_MAX_RECORD_BYTES ({max_bytes})"
+            f"record file {path} is {size} bytes, "
+            f"larger than NX_EXPORT_MAX_RECORD_BYTES ({max_bytes})"
         )
     try:
         data = path.read_bytes()
@@ -56,10 +57,13 @@ def check_record_bytes(data: bytes, label: str) -> None:
         # (XXE) and nested ones can expand to gigabytes.
         root = fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as error:
-        raise RecordError(f"record {label} declares XML entities, which are refused ({type(error).__name__})") from None
+        raise RecordError(
+            f"record {label} declares XML entities, which are refused ({type(error).__name__})"
+        ) from None
     except ParseError as error:
         raise RecordError(f"record {label} is not well-formed XML: {error}") from None
     if root.tag != ROOT_ELEMENT:
         raise RecordError(
-            f"record {label} has root element {root.tag!r}; expected nx:Experiment in {NEXUS_NAMESPACE}"
+            f"record {label} has root element {root.tag!r}; "
+            f"expected nx:Experiment in {NEXUS_NAMESPACE}"
         )

@@ -68,7 +68,12 @@ class Registry:
         previous = self.origins.get(destination.name)
         if previous is not None:
             self.replaced.append((destination.name, previous, origin))
-            logger.info("destination %r from %s replaces the one from %s", destination.name, origin, previous)
+            logger.info(
+                "destination %r from %s replaces the one from %s",
+                destination.name,
+                origin,
+                previous,
+            )
         self.destinations[destination.name] = destination
         self.origins[destination.name] = origin
 
@@ -78,7 +83,9 @@ class Registry:
 
 
 def describe(destination: Destination) -> DestinationInfo:
-    return DestinationInfo(destination.name, int(destination.priority), dependencies_of(destination))
+    return DestinationInfo(
+        destination.name, int(destination.priority), dependencies_of(destination)
+    )
 
 
 def discover(plugins: Iterable[str] = ()) -> Registry:
@@ -133,7 +140,11 @@ def _contract_problem(destination: object) -> str | None:
             "validate_config, export)"
         )
     name = destination.name
-    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+    if (
+        not isinstance(name, str)
+        or not name
+        or not name.replace("_", "").replace("-", "").isalnum()
+    ):
         return f"name {name!r} must be a non-empty word (letters, digits, '-', '_')"
     if name in RESERVED_NAMES:
         return f"name {name!r} is reserved for the worker's own tasks"
@@ -147,5 +158,7 @@ def _is_enabled(destination: Destination) -> bool:
     try:
         return bool(destination.enabled)
     except Exception as error:
-        logger.warning("destination %r: 'enabled' raised %r; treated as disabled", destination.name, error)
+        logger.warning(
+            "destination %r: 'enabled' raised %r; treated as disabled", destination.name, error
+        )
         return False

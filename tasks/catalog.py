@@ -38,7 +38,9 @@ def available(app: Celery, registry: Registry) -> tuple[dict[str, DestinationInf
         raw = client.get(key)
         if raw:
             for name, entry in _entries(raw).items():
-                offered[name] = DestinationInfo(name, int(entry["priority"]), tuple(entry["depends_on"]))
+                offered[name] = DestinationInfo(
+                    name, int(entry["priority"]), tuple(entry["depends_on"])
+                )
     offered.update(registry.enabled())
     return offered, set(registry.destinations) - set(offered)
 

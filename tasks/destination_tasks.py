@@ -42,7 +42,9 @@ def declare_destination_task(name: str) -> None:
     shared_task(name=f"export.{name}", bind=True, base=DestinationTask)(run_destination)
 
 
-def run_destination(self: Task, job_id: str, context: dict[str, Any], strategy: str = "all") -> dict[str, Any]:
+def run_destination(
+    self: Task, job_id: str, context: dict[str, Any], strategy: str = "all"
+) -> dict[str, Any]:
     name = self.name.removeprefix("export.")
     store = job_store(self.app)
     stored = store.load(job_id)
@@ -74,7 +76,12 @@ def _export(
 ) -> dict[str, Any]:
     destination = local_registry().get(name)
     if destination is None:
-        return result_to_json(failure(name, f"destination {name!r} is not installed on worker {self.request.hostname}"), name)
+        return result_to_json(
+            failure(
+                name, f"destination {name!r} is not installed on worker {self.request.hostname}"
+            ),
+            name,
+        )
     try:
         context = context_from_message(message)
     except InvalidContextError as error:
@@ -91,17 +98,28 @@ def _export(
         _retry_or_give_up(self, name, job_id, error, attempt)
         return result_to_json(failure(name, f"gave up after {attempt} attempts: {error}"), name)
     except Exception as error:  # the contract says export never raises; a plugin broke it
-        logger.exception("destination %s raised while exporting %s", name, describe_context(message))
+        logger.exception(
+            "destination %s raised while exporting %s", name, describe_context(message)
+        )
         return result_to_json(failure(name, f"{name} raised {type(error).__name__}: {error}"), name)
     return result_to_json(outcome, name)
 
 
-def _retry_or_give_up(self: Task, name: str, job_id: str, error: TransientExportError, attempt: int) -> None:
+def _retry_or_give_up(
+    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int
+) -> None:
     """Raise Celery's Retry while attempts remain; return when they are used up."""
-    policy = self.app.conf.get("nx_export_retry", {}).get(name) or self.app.conf.nx_export_retry_default
+    policy = (
+        self.app.conf.get("nx_export_retry", {}).get(name) or self.app.conf.nx_export_retry_default
+    )
     if attempt >= int(policy["max_attempts"]):
         return
-    countdown = retry_delay(self.request.retries, float(policy["backoff"]), float(policy["backoff_max"]), error.retry_after)
+    countdown = retry_delay(
+        self.request.retries,
+        float(policy["backoff"]),
+        float(policy["backoff_max"]),
+        error.retry_after,
+    )
     job_store(self.app).record_retry(job_id, name, str(error), countdown)
     raise self.retry(exc=error, countdown=countdown, max_retries=None)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -74,8 +74,13 @@ class JobStore:
         def change(entry: dict[str, Any]) -> dict[str, Any]:
             history = [
                 *entry.get("history", []),
-                {"attempt": entry.get("attempts", 0), "at": now_iso(), "outcome": "retry",
-                 "error": error, "retry_in": round(countdown, 1)},
+                {
+                    "attempt": entry.get("attempts", 0),
+                    "at": now_iso(),
+                    "outcome": "retry",
+                    "error": error,
+                    "retry_in": round(countdown, 1),
+                },
             ]
             return {**entry, "state": "RETRY", "error": error, "history": history}
 
@@ -86,8 +91,12 @@ class JobStore:
             outcome = "success" if result.get("success") else "failure"
             history = [
                 *entry.get("history", []),
-                {"attempt": entry.get("attempts", 0), "at": now_iso(), "outcome": outcome,
-                 "error": result.get("error_message")},
+                {
+                    "attempt": entry.get("attempts", 0),
+                    "at": now_iso(),
+                    "outcome": outcome,
+                    "error": result.get("error_message"),
+                },
             ]
             return {
                 **_new_destination_entry(),
@@ -115,14 +124,19 @@ class JobStore:
             self._update(
                 job_id,
                 f"dest:{name}",
-                lambda entry: {**entry, "state": "PENDING", "result": None, "error": None,
-                               "finished_at": None},
+                lambda entry: {
+                    **entry,
+                    "state": "PENDING",
+                    "result": None,
+                    "error": None,
+                    "finished_at": None,
+                },
             )
 
     # -- reading -----------------------------------------------------------------------------
 
     def load(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.client.hgetall(job_key(job_id))
+        raw = cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id)))
         if not raw:
             return None
         fields = {_text(key): json.loads(value) for key, value in raw.items()}
@@ -137,7 +151,8 @@ class JobStore:
 
     def job_ids(self, since: datetime | None = None) -> list[str]:
         low = since.timestamp() if since else "-inf"
-        return [_text(member) for member in self.client.zrangebyscore(JOB_INDEX, low, "+inf")]
+        members = cast(list[bytes], self.client.zrangebyscore(JOB_INDEX, low, "+inf"))
+        return [_text(member) for member in members]
 
     # -- plumbing ----------------------------------------------------------------------------
 

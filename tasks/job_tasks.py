@@ -8,8 +8,8 @@ from typing import Any
 from celery import Task, shared_task
 
 from destinations.plan import is_satisfied
-from tasks.jobs import job_from_record, start_job
 from tasks.job_store import now_iso
+from tasks.jobs import job_from_record, start_job
 from tasks.messages import describe_context
 from tasks.runtime import job_store, local_registry
 
@@ -61,8 +61,9 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     if failed:
         verdict = "satisfied" if satisfied else "not satisfied"
         details = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        about = stored["job"].get("summary") or describe_context(stored["job"].get("context", {}))
         raise JobFailedError(
-            f"{len(failed)} of {len(planned)} destinations failed (strategy {strategy} {verdict}) "
-            f"for {stored['job'].get('summary') or describe_context(stored['job'].get('context', {}))}: {details}"
+            f"{len(failed)} of {len(planned)} destinations failed "
+            f"(strategy {strategy} {verdict}) for {about}: {details}"
         )
     return summary

@@ -149,11 +149,15 @@ def start_job(
         records_root=_optional_path(app.conf.get("nx_records_path")),
     )
     offered, disabled = catalog.available(app, registry)
-    plan = plan_export(strategy or app.conf.nx_export_strategy, offered, destinations, known=sorted(disabled))
+    plan = plan_export(
+        strategy or app.conf.nx_export_strategy, offered, destinations, known=sorted(disabled)
+    )
     return launch(app, plan, context_to_message(checked))
 
 
-def launch(app: Celery, plan: ExportPlan, message: dict[str, Any], job_id: str | None = None) -> str:
+def launch(
+    app: Celery, plan: ExportPlan, message: dict[str, Any], job_id: str | None = None
+) -> str:
     """Write the job record, then send its canvas."""
     job_id = job_id or str(uuid.uuid4())
     finish_id = str(uuid.uuid4())
@@ -161,8 +165,14 @@ def launch(app: Celery, plan: ExportPlan, message: dict[str, Any], job_id: str |
     if store.load(job_id) is None:
         store.create(
             job_id,
-            {"strategy": plan.strategy, "destinations": list(plan.destinations), "context": message,
-             "summary": describe_context(message), "finish_task_id": finish_id, "runs": 1},
+            {
+                "strategy": plan.strategy,
+                "destinations": list(plan.destinations),
+                "context": message,
+                "summary": describe_context(message),
+                "finish_task_id": finish_id,
+                "runs": 1,
+            },
             plan.destinations,
         )
     build_canvas(app, plan, job_id, message, finish_id).apply_async()
@@ -184,7 +194,9 @@ def job_from_record(job_id: str, stored: dict[str, Any], app: Celery | None = No
     finished = job.get("finished_at") is not None
     started = any(status.state != "PENDING" for status in statuses.values())
     context = job.get("context", {})
-    outcomes = {name: s.succeeded for name, s in statuses.items() if s.state in ("SUCCESS", "FAILURE")}
+    outcomes = {
+        name: s.succeeded for name, s in statuses.items() if s.state in ("SUCCESS", "FAILURE")
+    }
     return ExportJob(
         id=job_id,
         strategy=job.get("strategy", "all"),

@@ -52,10 +52,15 @@ def archive_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def session_worker(
-    redis_server: RedisServer, plugin_path: Path, archive_path: Path, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer,
+    plugin_path: Path,
+    archive_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     env = worker_env(redis_server.url, plugin_path, NX_EXPORT_LOCAL_PATH=str(archive_path))
-    worker = WorkerProcess(env, tmp_path_factory.mktemp("logs") / "worker.log", name="session").start()
+    worker = WorkerProcess(
+        env, tmp_path_factory.mktemp("logs") / "worker.log", name="session"
+    ).start()
     yield worker
     worker.stop()
 

@@ -28,7 +28,9 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server on 127.0.0.1 with AOF on, in its own directory."""
 
-    def __init__(self, directory: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, password: str | None = None
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.password = password
@@ -49,7 +51,9 @@ class RedisServer:
                    "--maxmemory-policy", "noeviction", "--save", ""]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -112,7 +116,9 @@ def install_test_plugins(target: Path) -> Path:
     shutil.copy(PLUGIN_DIR / "nx_test_destinations.py", target)
     dist_info = target / "nx_test_destinations-1.0.dist-info"
     dist_info.mkdir(exist_ok=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: nx-test-destinations\nVersion: 1.0\n")
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nx-test-destinations\nVersion: 1.0\n"
+    )
     shutil.copy(PLUGIN_DIR / "entry_points.txt", dist_info / "entry_points.txt")
     return target
 

@@ -20,10 +20,14 @@ def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:
     return enqueue_export(context, app=app, **options)
 
 
-def test_all_runs_independent_destinations_in_parallel(app: Any, record: Path, export_log: Path) -> None:
+def test_all_runs_independent_destinations_in_parallel(
+    app: Any, record: Path, export_log: Path
+) -> None:
     context = make_context(record, export_log, alpha="sleep:1", beta="sleep:1", gamma="sleep:1")
     started = time.monotonic()
-    job = enqueue(app, context, strategy="all", destinations=["alpha", "beta", "gamma"]).wait(timeout=30)
+    job = enqueue(app, context, strategy="all", destinations=["alpha", "beta", "gamma"]).wait(
+        timeout=30
+    )
     elapsed = time.monotonic() - started
     assert job.satisfied and job.finished
     assert {name: s.state for name, s in job.destinations.items()} == dict.fromkeys(
@@ -52,13 +56,17 @@ def test_best_effort_is_satisfied_by_one_success(app: Any, record: Path) -> None
     assert "RuntimeError" in (job.destinations["gamma"].error or "")
 
 
-def test_best_effort_with_every_destination_failing_is_not_satisfied(app: Any, record: Path) -> None:
+def test_best_effort_with_every_destination_failing_is_not_satisfied(
+    app: Any, record: Path
+) -> None:
     job = enqueue(app, make_context(record, alpha="fail", beta="fail"), strategy="best_effort",
                   destinations=["alpha", "beta"]).wait(timeout=30)  # fmt: skip
     assert job.finished and not job.satisfied
 
 
-def test_first_success_stops_after_the_first_success(app: Any, record: Path, export_log: Path) -> None:
+def test_first_success_stops_after_the_first_success(
+    app: Any, record: Path, export_log: Path
+) -> None:
     job = enqueue(app, make_context(record, export_log), strategy="first_success",
                   destinations=["alpha", "beta", "gamma"]).wait(timeout=30)  # fmt: skip
     assert job.satisfied
@@ -67,8 +75,11 @@ def test_first_success_stops_after_the_first_success(app: Any, record: Path, exp
     assert job.destinations["gamma"].state == "SKIPPED"
 
 
-def test_first_success_falls_through_failures_in_priority_order(app: Any, record: Path, export_log: Path) -> None:
-    job = enqueue(app, make_context(record, export_log, alpha="fail", beta="raise"), strategy="first_success",
+def test_first_success_falls_through_failures_in_priority_order(
+    app: Any, record: Path, export_log: Path
+) -> None:
+    context = make_context(record, export_log, alpha="fail", beta="raise")
+    job = enqueue(app, context, strategy="first_success",
                   destinations=["gamma", "beta", "alpha"]).wait(timeout=30)  # fmt: skip
     assert job.satisfied
     assert [r["name"] for r in read_log(export_log)] == ["alpha", "beta", "gamma"]
@@ -82,7 +93,9 @@ def test_first_success_with_no_success_still_finishes(app: Any, record: Path) ->
     assert {s.state for s in job.destinations.values()} == {"FAILURE"}
 
 
-def test_dependent_runs_after_its_dependency_and_sees_its_result(app: Any, record: Path, export_log: Path) -> None:
+def test_dependent_runs_after_its_dependency_and_sees_its_result(
+    app: Any, record: Path, export_log: Path
+) -> None:
     job = enqueue(app, make_context(record, export_log, alpha="sleep:0.5"), strategy="all",
                   destinations=["linked", "alpha", "beta"]).wait(timeout=30)  # fmt: skip
     assert job.satisfied
@@ -91,7 +104,9 @@ def test_dependent_runs_after_its_dependency_and_sees_its_result(app: Any, recor
     assert "alpha" in runs["linked"]["saw"]
 
 
-def test_dependent_runs_even_when_its_dependency_failed(app: Any, record: Path, export_log: Path) -> None:
+def test_dependent_runs_even_when_its_dependency_failed(
+    app: Any, record: Path, export_log: Path
+) -> None:
     job = enqueue(app, make_context(record, export_log, alpha="fail"), strategy="best_effort",
                   destinations=["alpha", "linked"]).wait(timeout=30)  # fmt: skip
     assert job.destinations["linked"].state == "SUCCESS"
@@ -99,14 +114,18 @@ def test_dependent_runs_even_when_its_dependency_failed(app: Any, record: Path, 
 
 
 def test_transient_errors_are_retried_by_celery(app: Any, record: Path) -> None:
-    job = enqueue(app, make_context(record, alpha="transient:2"), destinations=["alpha"]).wait(timeout=30)
+    job = enqueue(app, make_context(record, alpha="transient:2"), destinations=["alpha"]).wait(
+        timeout=30
+    )
     alpha = job.destinations["alpha"]
     assert job.satisfied
     assert alpha.attempts == 3
     assert [h["outcome"] for h in alpha.history] == ["retry", "retry", "success"]
 
 
-def test_builtin_local_archive_receives_the_record(app: Any, record: Path, archive_path: Path) -> None:
+def test_builtin_local_archive_receives_the_record(
+    app: Any, record: Path, archive_path: Path
+) -> None:
     context = make_context(record)
     job = enqueue(app, context, destinations=["local"]).wait(timeout=30)
     assert job.satisfied
@@ -128,17 +147,22 @@ def test_job_can_be_read_back_by_id(app: Any, record: Path) -> None:
 
     job = enqueue(app, make_context(record), destinations=["beta"]).wait(timeout=30)
     again = get_job(job.id, app=app)
-    assert again.to_dict()["destinations"]["beta"]["record_id"] == job.destinations["beta"].record_id
+    assert (
+        again.to_dict()["destinations"]["beta"]["record_id"] == job.destinations["beta"].record_id
+    )
     assert again.finished and again.satisfied
 
 
-def test_send_task_from_a_plain_celery_client_completes_a_job(app: Any, record: Path, redis_server: Any) -> None:
+def test_send_task_from_a_plain_celery_client_completes_a_job(
+    app: Any, record: Path, redis_server: Any
+) -> None:
     from celery import Celery
 
     plain = Celery(broker=redis_server.url, backend=redis_server.url)
     plain.conf.task_routes = {"export.record": {"queue": "nx-export"}}
     answer = plain.send_task(
-        "export.record", kwargs={"context": make_context(record), "strategy": "all", "destinations": ["gamma"]}
+        "export.record",
+        kwargs={"context": make_context(record), "strategy": "all", "destinations": ["gamma"]},
     ).get(timeout=30)
     from worker import get_job
 
@@ -146,14 +170,20 @@ def test_send_task_from_a_plain_celery_client_completes_a_job(app: Any, record: 
     assert job.satisfied and job.destinations["gamma"].state == "SUCCESS"
 
 
-def test_malformed_context_sent_to_the_worker_fails_once_with_the_reason(app: Any, redis_server: Any) -> None:
+def test_malformed_context_sent_to_the_worker_fails_once_with_the_reason(
+    app: Any, redis_server: Any
+) -> None:
     from celery import Celery
 
     plain = Celery(broker=redis_server.url, backend=redis_server.url)
-    result = plain.send_task("export.record", kwargs={"context": {"session_identifier": 5}}, queue="nx-export")
+    result = plain.send_task(
+        "export.record", kwargs={"context": {"session_identifier": 5}}, queue="nx-export"
+    )
     with pytest.raises(Exception, match="xml_file_path") as raised:
         result.get(timeout=30)
-    assert "InvalidContextError" in type(raised.value).__name__ or "invalid context" in str(raised.value)
+    assert "InvalidContextError" in type(raised.value).__name__ or "invalid context" in str(
+        raised.value
+    )
     assert result.state == "FAILURE"
 
 
@@ -196,5 +226,8 @@ def test_bad_request_is_refused_at_enqueue_and_nothing_is_queued(
 def test_broken_plugins_are_skipped_and_the_worker_runs(session_worker: Any) -> None:
     log = session_worker.log()
     assert "nx_test_destinations:Broken skipped: could not be instantiated" in log
-    assert "nx_test_destinations:NotADestination skipped: does not follow the destination contract" in log
+    assert (
+        "nx_test_destinations:NotADestination skipped: does not follow the destination contract"
+        in log
+    )
     assert "nx_test_destinations_that_do_not_exist" in log

@@ -44,7 +44,9 @@ def test_cycle_is_refused() -> None:
         ("all", ["nowhere"], "unknown destination 'nowhere'"),
     ],
 )
-def test_bad_requests_say_what_is_wrong(strategy: str, requested: list[str] | None, message: str) -> None:
+def test_bad_requests_say_what_is_wrong(
+    strategy: str, requested: list[str] | None, message: str
+) -> None:
     with pytest.raises(ExportRequestError, match=message):
         plan_export(strategy, CATALOG, requested)
 

@@ -65,7 +65,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     }
 
 
-def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str]:
+def route_task(
+    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
+) -> dict[str, str]:
     """``export.<destination>`` to its own queue, the job's tasks to the job queue."""
     if name.startswith("export.") and name not in ("export.record", "export.finish"):
         return {"queue": destination_queue(name.removeprefix("export."))}
@@ -80,7 +82,9 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         declare_destination_task(name)
     # One direct exchange per queue, bound by its own name: sharing Celery's
     # default routing key would copy every message into every queue.
-    app.conf.task_queues = [Queue(queue, Exchange(queue, type="direct"), routing_key=queue) for queue in all_queues()]
+    app.conf.task_queues = [
+        Queue(queue, Exchange(queue, type="direct"), routing_key=queue) for queue in all_queues()
+    ]
     return app
 
 

@@ -51,7 +51,9 @@ def parse_moment(value: str, option: str) -> datetime:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        fail(f"{option} {value!r} is not an ISO 8601 date and time (e.g. 2026-03-04T09:00:00-05:00)")
+        fail(
+            f"{option} {value!r} is not an ISO 8601 date and time (e.g. 2026-03-04T09:00:00-05:00)"
+        )
 
 
 def step(job: Any) -> Any:
@@ -94,7 +96,9 @@ def worker(ctx: click.Context) -> None:
 @click.option("--strategy", default=None, help="all, first_success or best_effort.")
 @click.option("--destination", "destinations", multiple=True, help="Only these destinations.")
 @click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
-@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option(
+    "--timeout", type=float, default=None, help="With --wait: give up after this many seconds."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def enqueue(
     record: Path,

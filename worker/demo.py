@@ -44,7 +44,7 @@ def run_demo(as_json: bool = False) -> int:
     log_path = settings.state_dir / "demo-worker.log"
     with log_path.open("ab") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--pool", "threads", "--concurrency", "4",
+            [sys.executable, "-m", "worker.cli", "worker", "--pool", "threads", "-c", "4",
              "--loglevel", "WARNING", "--hostname", f"demo-{os.getpid()}@%h"],
             env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -86,7 +86,11 @@ def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
     console.print(f"enqueued {len(jobs)} jobs; waiting for the worker…")
     finished = [job.wait(timeout=120) for job in jobs]
     if as_json:
-        print(json.dumps({"archive": str(archive), "jobs": [job.to_dict() for job in finished]}, indent=2))
+        print(
+            json.dumps(
+                {"archive": str(archive), "jobs": [job.to_dict() for job in finished]}, indent=2
+            )
+        )
     else:
         for job in finished:
             print_job(job, as_json=False)

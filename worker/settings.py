@@ -33,50 +33,50 @@ class WorkerSettings(BaseSettings):
 
     broker_url: str | None = Field(
         None,
-        alias="NX_EXPORT_BROKER_URL",
+        validation_alias="NX_EXPORT_BROKER_URL",
         description="Redis URL of the broker; unset starts a private Redis under the state dir.",
     )
     result_backend: str | None = Field(
         None,
-        alias="NX_EXPORT_RESULT_BACKEND",
+        validation_alias="NX_EXPORT_RESULT_BACKEND",
         description="Redis URL of the result backend; defaults to the broker.",
     )
     strategy: Strategy = Field(
         "all",
-        alias="NX_EXPORT_STRATEGY",
+        validation_alias="NX_EXPORT_STRATEGY",
         description="Default strategy: all, first_success or best_effort.",
     )
     retention_days: float = Field(
         30.0,
-        alias="NX_EXPORT_RETENTION_DAYS",
+        validation_alias="NX_EXPORT_RETENTION_DAYS",
         gt=0,
         description="How long jobs and results stay readable.",
     )
     state_dir: Path = Field(
         default_factory=_default_state_dir,
-        alias="NX_EXPORT_STATE_DIR",
+        validation_alias="NX_EXPORT_STATE_DIR",
         description="Where the embedded Redis keeps its socket, data and log.",
     )
     records_path: Path | None = Field(
         None,
-        alias="NX_RECORDS_PATH",
+        validation_alias="NX_RECORDS_PATH",
         description="When set, only records below this folder are accepted.",
     )
     max_record_bytes: int = Field(
         50_000_000,
-        alias="NX_EXPORT_MAX_RECORD_BYTES",
+        validation_alias="NX_EXPORT_MAX_RECORD_BYTES",
         gt=0,
         description="Largest record file accepted.",
     )
     plugins: str = Field(
         "",
-        alias="NX_EXPORT_PLUGINS",
+        validation_alias="NX_EXPORT_PLUGINS",
         description="Extra destination classes, 'module:Class,module:Class'; they win over "
         "built-ins and entry points of the same name.",
     )
     visibility_timeout: int = Field(
         6 * 3600,
-        alias="NX_EXPORT_VISIBILITY_TIMEOUT",
+        validation_alias="NX_EXPORT_VISIBILITY_TIMEOUT",
         gt=0,
         description="Seconds before Redis hands an unacknowledged task to another worker.",
     )

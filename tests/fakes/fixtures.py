@@ -86,11 +86,12 @@ def cdcs_result(url: str = "https://cdcs.example.org/data?id=abc123") -> ExportR
 
 @pytest.fixture
 def cdcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCDCS]:
-    """A running fake CDCS, with ``NX_CDCS_*`` pointing at it."""
+    """A running fake CDCS, with ``NX_CDCS_*`` pointing at it; no ``//`` path allowed."""
     with FakeCDCS() as fake:
         monkeypatch.setenv("NX_CDCS_URL", fake.root_url)
         monkeypatch.setenv("NX_CDCS_TOKEN", fake.token)
         yield fake
+    assert fake.double_slash_paths == [], "a request path contained '//'"
 
 
 @pytest.fixture
@@ -100,6 +101,7 @@ def elabftw(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeELabFTW]:
         monkeypatch.setenv("NX_ELABFTW_URL", fake.url)
         monkeypatch.setenv("NX_ELABFTW_API_KEY", fake.api_key)
         yield fake
+    assert fake.double_slash_paths == [], "a request path contained '//'"
 
 
 @pytest.fixture
@@ -113,3 +115,4 @@ def labarchives(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLabArchives]:
         monkeypatch.setenv("NX_LABARCHIVES_NOTEBOOK_ID", "nb-1")
         monkeypatch.setenv("NX_LABARCHIVES_MIN_CALL_INTERVAL", "0")
         yield fake
+    assert fake.double_slash_paths == [], "a request path contained '//'"

@@ -22,7 +22,16 @@ from werkzeug.wrappers import Request, Response
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log: the fakes keep their own, and query strings carry signatures."""
+    """Passes the raw request line to the app; no access log (query strings carry signatures).
+
+    The standard library folds a leading ``//`` in the path into ``/`` before
+    WSGI sees it; the raw line keeps it so the fakes can refuse it.
+    """
+
+    def make_environ(self) -> dict[str, Any]:
+        environ = super().make_environ()
+        environ["fake.request_line"] = self.requestline
+        return environ
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
@@ -49,8 +58,12 @@ class ServerThread:
             self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
         )
         self.port = self._server.server_address[1]
+        # A short poll interval makes stop() quick.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"fake-server-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"fake-server-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -248,7 +261,9 @@ class FakeService:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
-        raw_path = str(environ.get("RAW_URI") or request.path).split("?", 1)[0]
+        line = str(environ.get("fake.request_line", "")).split()
+        raw_target = line[1] if len(line) >= 2 else str(environ.get("RAW_URI") or request.path)
+        raw_path = raw_target.split("?", 1)[0]
         entry = LoggedRequest(
             time=time.time(),
             method=request.method,

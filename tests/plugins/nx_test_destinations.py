@@ -37,7 +37,9 @@ class _TestDestination:
             time.sleep(float(behaviour.split(":", 1)[1]))
         if behaviour.startswith("transient:") and attempt <= int(behaviour.split(":", 1)[1]):
             self._log(context, started, "transient")
-            raise TransientExportError(f"{self.name}: service busy (attempt {attempt})", retry_after=0.1)
+            raise TransientExportError(
+                f"{self.name}: service busy (attempt {attempt})", retry_after=0.1
+            )
         if behaviour == "raise":
             self._log(context, started, "raise")
             raise RuntimeError(f"{self.name} broke its contract")
@@ -47,19 +49,29 @@ class _TestDestination:
             success=success,
             destination_name=self.name,
             record_id=f"{self.name}-{context.session_identifier}" if success else None,
-            record_url=f"https://{self.name}.example.org/{context.session_identifier}" if success else None,
+            record_url=f"https://{self.name}.example.org/{context.session_identifier}"
+            if success
+            else None,
             error_message=None if success else f"{self.name} refused the record",
-            metadata={"saw": {k: v.success for k, v in context.previous_results.items()},
-                      "record_bytes": len(Path(context.xml_file_path).read_bytes())},
+            metadata={
+                "saw": {k: v.success for k, v in context.previous_results.items()},
+                "record_bytes": len(Path(context.xml_file_path).read_bytes()),
+            },
         )
 
     def _log(self, context: ExportContext, started: float, outcome: str) -> None:
         log = context.metadata.get("log")
         if not log:
             return
-        line = {"name": self.name, "session": context.session_identifier, "outcome": outcome,
-                "start": started, "end": time.time(), "pid": os.getpid(),
-                "saw": sorted(context.previous_results)}
+        line = {
+            "name": self.name,
+            "session": context.session_identifier,
+            "outcome": outcome,
+            "start": started,
+            "end": time.time(),
+            "pid": os.getpid(),
+            "saw": sorted(context.previous_results),
+        }
         with open(log, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(line) + "\n")
 
@@ -74,6 +86,16 @@ class Beta(_TestDestination):
 
 class Gamma(_TestDestination):
     name, priority = "gamma", 100
+
+
+class Failing(_TestDestination):
+    """Refuses every record unless told otherwise."""
+
+    name, priority = "failing", 20
+
+    def export(self, context: ExportContext) -> ExportResult:
+        context.metadata.setdefault("behaviour", {}).setdefault(self.name, "fail")
+        return super().export(context)
 
 
 class Linked(_TestDestination):

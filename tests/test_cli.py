@@ -1,0 +1,134 @@
+"""``nx-export`` as an operator runs it: real processes, real Redis, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RECORD
+from tests.support import PROJECT_ROOT, WorkerProcess, worker_env
+
+
+def nx_export(*arguments: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *arguments],
+        capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT,
+        env=env or worker_env(os.environ["NX_EXPORT_BROKER_URL"], None),
+    )  # fmt: skip
+
+
+def enqueue_arguments(record: Path, *extra: str) -> list[str]:
+    return ["enqueue", str(record), "--session-id", "cli-session", "--instrument", "FEI-Titan-TEM-635816",
+            "--start", "2026-03-04T09:00:00-05:00", "--end", "2026-03-04T13:30:00-05:00", *extra]  # fmt: skip
+
+
+def test_enqueue_wait_exits_0_when_satisfied(session_worker: Any, record: Path) -> None:
+    done = nx_export(*enqueue_arguments(record, "--destination", "alpha", "--wait", "--json"))
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["satisfied"] is True
+    assert job["destinations"]["alpha"]["state"] == "SUCCESS"
+
+
+def test_enqueue_wait_exits_1_when_not_satisfied(session_worker: Any, record: Path) -> None:
+    arguments = enqueue_arguments(record, "--destination", "alpha", "--destination", "failing", "--wait")
+    done = nx_export(*arguments)
+    assert done.returncode == 1, done.stderr
+    assert "failing: FAILURE" in done.stdout
+    assert "failing refused the record" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"record": "missing.xml"}, "does not exist"),
+        ({"--end": "2026-03-04T08:00:00-05:00"}, "before it starts"),
+        ({"--session-id": " "}, "session_identifier is empty"),
+        ({"--start": "yesterday"}, "--start 'yesterday' is not an ISO 8601"),
+        ({"--strategy": "most"}, "unknown strategy 'most'"),
+        ({"--destination": "nowhere"}, "unknown destination 'nowhere'"),
+        ({"content": "not xml at all"}, "is not XML"),
+        ({"content": "<nx:Experiment xmlns:nx='x'><unclosed></nx:Experiment>"}, "not well-formed"),
+        ({"content": "<html/>"}, "root element 'html'"),
+        ({"content": ""}, "is empty"),
+    ],
+)
+def test_bad_input_exits_2_with_a_specific_message(
+    session_worker: Any, tmp_path: Path, change: dict[str, str], message: str
+) -> None:
+    record = tmp_path / "record.xml"
+    record.write_text(change.pop("content", RECORD.format(title="t")), encoding="utf-8")
+    if "record" in change:
+        record = tmp_path / change.pop("record")
+    arguments = enqueue_arguments(record)
+    for option, value in change.items():
+        if option in arguments:
+            arguments[arguments.index(option) + 1] = value
+        else:
+            arguments += [option, value]
+    if "--destination" not in change:
+        arguments += ["--destination", "alpha"]
+    done = nx_export(*arguments)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_status_survives_a_worker_restart(
+    redis_server: Any, plugin_path: Path, record: Path, tmp_path: Path
+) -> None:
+    env = worker_env(redis_server.url, plugin_path)
+    worker = WorkerProcess(env, tmp_path / "worker.log", name="restart").start()
+    try:
+        done = nx_export(*enqueue_arguments(record, "--destination", "beta", "--wait", "--json"))
+        job_id = json.loads(done.stdout)["id"]
+    finally:
+        worker.stop()
+    worker = WorkerProcess(env, tmp_path / "worker-again.log", name="restart").start()
+    try:
+        status = nx_export("status", job_id, "--json")
+    finally:
+        worker.stop()
+    assert status.returncode == 0, status.stderr
+    job = json.loads(status.stdout)
+    assert job["id"] == job_id and job["state"] == "finished"
+    assert job["destinations"]["beta"]["record_id"] == "beta-cli-session"
+
+
+def test_status_of_unknown_job_exits_2(session_worker: Any) -> None:
+    done = nx_export("status", "no-such-job")
+    assert done.returncode == 2
+    assert "no job no-such-job" in done.stderr
+
+
+def test_destinations_check_names_the_failing_destination(tmp_path: Path) -> None:
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    env = {**worker_env(os.environ["NX_EXPORT_BROKER_URL"], None), "NX_EXPORT_LOCAL_PATH": str(blocked)}
+    done = nx_export("destinations", "--check", "--json", env=env)
+    assert done.returncode == 1
+    rows = {row["name"]: row for row in json.loads(done.stdout)["destinations"]}
+    assert rows["local"]["enabled"] is True
+    assert rows["local"]["valid"] is False
+    assert "not writable" in rows["local"]["problem"]
+
+
+def test_demo_runs_on_the_embedded_redis(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NX_")}
+    env["NX_EXPORT_STATE_DIR"] = str(tmp_path / "state")
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    done = nx_export("demo", "--json", env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["jobs"]) == 3
+    assert all(job["destinations"]["local"]["state"] == "SUCCESS" for job in report["jobs"])
+    archived = sorted(p.name for p in Path(report["archive"]).rglob("*.xml"))
+    assert archived == ["demo-jeol-2026-11-04.xml", "demo-quanta-2026-11-03.xml", "demo-titan-2026-11-02.xml"]
+    # The demo stops the private Redis it started.
+    assert not (tmp_path / "state" / "redis.pid").exists() or not (tmp_path / "state" / "redis.sock").exists()
