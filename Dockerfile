@@ -1,0 +1,14 @@
+FROM python:3.12-slim
+
+# The worker runs as an unprivileged user; records arrive on a read-only volume.
+RUN useradd --create-home --uid 10001 nxexport
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+COPY tasks ./tasks
+COPY destinations ./destinations
+RUN pip install --no-cache-dir ".[flower]"
+
+USER nxexport
+ENV NX_EXPORT_STATE_DIR=/home/nxexport/state
+CMD ["nx-export", "worker", "--pool", "threads", "--concurrency", "16"]
