@@ -24,8 +24,14 @@ def nx_export(*arguments: str, env: dict[str, str] | None = None, timeout: float
 
 
 def enqueue_arguments(record: Path, *extra: str) -> list[str]:
-    return ["enqueue", str(record), "--session-id", "cli-session", "--instrument", "FEI-Titan-TEM-635816",
-            "--start", "2026-03-04T09:00:00-05:00", "--end", "2026-03-04T13:30:00-05:00", *extra]  # fmt: skip
+    return [
+        "enqueue", str(record),
+        "--session-id", "cli-session",
+        "--instrument", "FEI-Titan-TEM-635816",
+        "--start", "2026-03-04T09:00:00-05:00",
+        "--end", "2026-03-04T13:30:00-05:00",
+        *extra,
+    ]  # fmt: skip
 
 
 def test_enqueue_wait_exits_0_when_satisfied(session_worker: Any, record: Path) -> None:
@@ -37,7 +43,9 @@ def test_enqueue_wait_exits_0_when_satisfied(session_worker: Any, record: Path) 
 
 
 def test_enqueue_wait_exits_1_when_not_satisfied(session_worker: Any, record: Path) -> None:
-    arguments = enqueue_arguments(record, "--destination", "alpha", "--destination", "failing", "--wait")
+    arguments = enqueue_arguments(
+        record, "--destination", "alpha", "--destination", "failing", "--wait"
+    )
     done = nx_export(*arguments)
     assert done.returncode == 1, done.stderr
     assert "failing: FAILURE" in done.stdout
@@ -110,7 +118,10 @@ def test_status_of_unknown_job_exits_2(session_worker: Any) -> None:
 def test_destinations_check_names_the_failing_destination(tmp_path: Path) -> None:
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
-    env = {**worker_env(os.environ["NX_EXPORT_BROKER_URL"], None), "NX_EXPORT_LOCAL_PATH": str(blocked)}
+    env = {
+        **worker_env(os.environ["NX_EXPORT_BROKER_URL"], None),
+        "NX_EXPORT_LOCAL_PATH": str(blocked),
+    }
     done = nx_export("destinations", "--check", "--json", env=env)
     assert done.returncode == 1
     rows = {row["name"]: row for row in json.loads(done.stdout)["destinations"]}
@@ -129,6 +140,13 @@ def test_demo_runs_on_the_embedded_redis(tmp_path: Path) -> None:
     assert len(report["jobs"]) == 3
     assert all(job["destinations"]["local"]["state"] == "SUCCESS" for job in report["jobs"])
     archived = sorted(p.name for p in Path(report["archive"]).rglob("*.xml"))
-    assert archived == ["demo-jeol-2026-11-04.xml", "demo-quanta-2026-11-03.xml", "demo-titan-2026-11-02.xml"]
+    assert archived == [
+        "demo-jeol-2026-11-04.xml",
+        "demo-quanta-2026-11-03.xml",
+        "demo-titan-2026-11-02.xml",
+    ]
     # The demo stops the private Redis it started.
-    assert not (tmp_path / "state" / "redis.pid").exists() or not (tmp_path / "state" / "redis.sock").exists()
+    assert (
+        not (tmp_path / "state" / "redis.pid").exists()
+        or not (tmp_path / "state" / "redis.sock").exists()
+    )

@@ -6,6 +6,7 @@ Exit status: 0 when a job's strategy is satisfied, 1 when not, 2 for bad input.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +85,20 @@ def worker(ctx: click.Context) -> None:
     if not any(arg in ("-l", "--loglevel") or arg.startswith("--loglevel=") for arg in arguments):
         arguments = ["--loglevel", "INFO", *arguments]
     app.worker_main(["worker", "--task-events", *arguments])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def flower(ctx: click.Context) -> None:
+    """Run Flower on this app; basic auth from FLOWER_BASIC_AUTH (user:password)."""
+    connect()
+    app = celery_app()
+    arguments = list(ctx.args)
+    if not os.environ.get("FLOWER_BASIC_AUTH") and not any("basic-auth" in a for a in arguments):
+        click.echo(
+            "warning: FLOWER_BASIC_AUTH is not set: Flower's API answers 401 to everyone", err=True
+        )
+    app.start(["celery", "flower", *arguments])
 
 
 @main.command()

