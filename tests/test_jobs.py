@@ -231,3 +231,9 @@ def test_broken_plugins_are_skipped_and_the_worker_runs(session_worker: Any) -> 
         in log
     )
     assert "nx_test_destinations_that_do_not_exist" in log
+
+
+def test_job_records_expire_after_the_retention_period(app: Any, record: Path) -> None:
+    job = enqueue(app, make_context(record), destinations=["alpha"]).wait(timeout=30)
+    ttl = app.backend.client.ttl(f"nxexport:job:{job.id}")
+    assert 29 * 86400 < ttl <= 30 * 86400
