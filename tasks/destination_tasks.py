@@ -109,9 +109,7 @@ def _retry_or_give_up(
     self: Task, name: str, job_id: str, error: TransientExportError, attempt: int
 ) -> None:
     """Raise Celery's Retry while attempts remain; return when they are used up."""
-    policy = (
-        self.app.conf.get("nx_export_retry", {}).get(name) or self.app.conf.nx_export_retry_default
-    )
+    policy = self.app.conf.nx_export_retry[name]
     if attempt >= int(policy["max_attempts"]):
         return
     countdown = retry_delay(

@@ -60,7 +60,13 @@ def session_worker(
     archive_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(redis_server.url, plugin_path, NX_EXPORT_LOCAL_PATH=str(archive_path))
+    env = worker_env(
+        redis_server.url,
+        plugin_path,
+        NX_EXPORT_LOCAL_PATH=str(archive_path),
+        NX_EXPORT_BACKOFF_SECONDS="0.1",
+        NX_EXPORT_BETA_MAX_ATTEMPTS="2",
+    )
     worker = WorkerProcess(
         env, tmp_path_factory.mktemp("logs") / "worker.log", name="session"
     ).start()

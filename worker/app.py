@@ -7,6 +7,7 @@ discovered destination; it starts nothing.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -18,14 +19,9 @@ import tasks.job_tasks  # noqa: F401  (declares export.record and export.finish)
 from tasks import catalog
 from tasks.destination_tasks import declare_destination_task
 from tasks.runtime import JOB_QUEUE, destination_queue, local_registry
-from worker.settings import WorkerSettings, load_settings
+from worker.settings import WorkerSettings, destination_policy, load_settings
 
 logger = logging.getLogger(__name__)
-
-# Retry policy defaults; the largest backoff stays well below the visibility timeout.
-DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_BACKOFF_SECONDS = 2.0
-DEFAULT_BACKOFF_MAX_SECONDS = 600.0
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -57,11 +53,6 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "nx_export_plugins": settings.plugins,
         "nx_export_max_record_bytes": settings.max_record_bytes,
         "nx_records_path": str(settings.records_path) if settings.records_path else None,
-        "nx_export_retry_default": {
-            "max_attempts": DEFAULT_MAX_ATTEMPTS,
-            "backoff": DEFAULT_BACKOFF_SECONDS,
-            "backoff_max": min(DEFAULT_BACKOFF_MAX_SECONDS, settings.visibility_timeout / 4),
-        },
     }
 
 
@@ -78,7 +69,17 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or load_settings()
     app = Celery("nexuslims_export", set_as_current=True)
     app.conf.update(celery_config(settings))
-    for name in local_registry().destinations:
+    policies = {
+        name: destination_policy(name, settings, os.environ)
+        for name in local_registry().destinations
+    }
+    app.conf.nx_export_retry = policies
+    app.conf.task_annotations = {
+        f"export.{name}": {"rate_limit": policy["rate_limit"]}
+        for name, policy in policies.items()
+        if policy["rate_limit"]
+    }
+    for name in policies:
         declare_destination_task(name)
     # One direct exchange per queue, bound by its own name: sharing Celery's
     # default routing key would copy every message into every queue.

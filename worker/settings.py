@@ -6,8 +6,9 @@ itself needs lives here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,24 @@ class WorkerSettings(BaseSettings):
         description="Extra destination classes, 'module:Class,module:Class'; they win over "
         "built-ins and entry points of the same name.",
     )
+    max_attempts: int = Field(
+        5,
+        validation_alias="NX_EXPORT_MAX_ATTEMPTS",
+        ge=1,
+        description="Attempts at a destination on transient errors, the first included.",
+    )
+    backoff_seconds: float = Field(
+        2.0,
+        validation_alias="NX_EXPORT_BACKOFF_SECONDS",
+        gt=0,
+        description="First retry delay; it doubles each retry, with jitter.",
+    )
+    backoff_max_seconds: float = Field(
+        600.0,
+        validation_alias="NX_EXPORT_BACKOFF_MAX_SECONDS",
+        gt=0,
+        description="Longest retry delay; kept below a quarter of the visibility timeout.",
+    )
     visibility_timeout: int = Field(
         6 * 3600,
         validation_alias="NX_EXPORT_VISIBILITY_TIMEOUT",
@@ -96,6 +115,43 @@ class WorkerSettings(BaseSettings):
     @property
     def effective_result_backend(self) -> str:
         return self.result_backend or self.effective_broker_url
+
+
+DESTINATION_POLICY_KEYS = {
+    "MAX_ATTEMPTS": ("max_attempts", int),
+    "BACKOFF_SECONDS": ("backoff", float),
+    "BACKOFF_MAX_SECONDS": ("backoff_max", float),
+    "RATE_LIMIT": ("rate_limit", str),
+}
+
+
+def destination_policy(
+    name: str, settings: WorkerSettings, environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Retry and rate settings of one destination: ``NX_EXPORT_<NAME>_<KEY>`` over the defaults.
+
+    The backoff ceiling stays below a quarter of the visibility timeout, so a
+    task waiting for its retry is never handed to a second worker meanwhile.
+    """
+    policy: dict[str, Any] = {
+        "max_attempts": settings.max_attempts,
+        "backoff": settings.backoff_seconds,
+        "backoff_max": settings.backoff_max_seconds,
+        "rate_limit": None,
+    }
+    prefix = f"NX_EXPORT_{name.upper().replace('-', '_')}_"
+    for suffix, (key, kind) in DESTINATION_POLICY_KEYS.items():
+        raw = environ.get(prefix + suffix)
+        if raw is None or raw == "":
+            continue
+        try:
+            policy[key] = kind(raw)
+        except ValueError:
+            raise SettingsError(
+                f"invalid setting: {prefix + suffix}: expected {kind.__name__} (got {raw!r})"
+            ) from None
+    policy["backoff_max"] = min(policy["backoff_max"], settings.visibility_timeout / 4)
+    return policy
 
 
 def load_settings() -> WorkerSettings:
