@@ -5,6 +5,11 @@ One ``httpx.Client`` per worker process, with timeouts, TLS verification and a
 ``TransientExportError`` (worth retrying) or a ``PermanentExportError`` (not),
 with a message that names the destination, the call, the status and a snippet of
 the answer, and never a secret.
+
+Redirects are followed here, not by httpx: a redirect on the same origin
+(scheme, host, port) is followed with the credentials; a redirect to any other
+origin is a ``PermanentExportError`` and is never requested, so a token, key or
+signature cannot leak to a host the operator did not configure.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -110,21 +116,32 @@ def get_client(settings: HttpSettings | None = None) -> httpx.Client:
             if any(other[0] != key[0] for other in _clients):
                 # Inherited across fork: forget, never close, the parent's sockets.
                 _clients.clear()
-            verify: bool | str = cert or True
-            if settings.disable_ssl_verify:
-                verify = False
             client = httpx.Client(
                 timeout=httpx.Timeout(
                     settings.read_timeout,
                     connect=settings.connect_timeout,
                 ),
-                verify=verify,
+                verify=_tls_verification(settings),
                 headers={"User-Agent": user_agent()},
                 # Redirects are followed by request() so credentials never leave the host.
                 follow_redirects=False,
             )
             _clients[key] = client
         return client
+
+
+def _tls_verification(settings: HttpSettings) -> ssl.SSLContext | bool:
+    """Verification on by default, against the bundle when one is configured."""
+    if settings.disable_ssl_verify:
+        return False
+    if settings.cert_bundle_file:
+        try:
+            return ssl.create_default_context(cafile=str(settings.cert_bundle_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise PermanentExportError(
+                f"NX_CERT_BUNDLE_FILE {settings.cert_bundle_file} cannot be loaded: {exc}"
+            ) from None
+    return True
 
 
 def join_url(root: str, *parts: str) -> str:
@@ -312,14 +329,13 @@ def request(
                     secrets=hidden,
                 )
             return response
-        location = response.next_request.url if response.next_request else None
-        if location is None:
-            break
+        location = response.next_request.url if response.next_request else target
         if not _same_origin(location, target):
             # Credentials are bound to the service's host: never send them elsewhere.
+            port = f":{location.port}" if location.port else ""
             raise PermanentExportError(
                 f"{destination}: {call}: redirected to another host "
-                f"({location.scheme}://{location.host}:{location.port or ''}{location.path}); "
+                f"({location.scheme}://{location.host}{port}{location.path}); "
                 "not following it with credentials"
             )
         if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):

@@ -328,7 +328,11 @@ class LabArchivesDestination:
             check_status(response, destination=self.name, call=call, all_5xx_transient=True,
                          secrets=secrets)
         # LabArchives explains refusals in an <error> body, whatever the status.
-        answer = parse_xml(response, destination=self.name, call=call)
+        try:
+            answer = parse_xml(response, destination=self.name, call=call)
+        except UnexpectedAnswer:
+            check_status(response, destination=self.name, call=call, secrets=secrets)
+            raise
         _raise_for_error(answer, call, response.status_code, secrets)
         check_status(response, destination=self.name, call=call, secrets=secrets)
         return answer

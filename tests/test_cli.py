@@ -153,7 +153,10 @@ def test_demo_runs_on_the_embedded_redis(tmp_path: Path) -> None:
 
 
 def test_invalid_setting_names_the_variable(tmp_path: Path) -> None:
-    env = {**worker_env(os.environ["NX_EXPORT_BROKER_URL"], None), "NX_EXPORT_RETENTION_DAYS": "soon"}
+    env = {
+        **worker_env(os.environ["NX_EXPORT_BROKER_URL"], None),
+        "NX_EXPORT_RETENTION_DAYS": "soon",
+    }
     done = nx_export("status", "any", env=env)
     assert done.returncode == 2
     assert "NX_EXPORT_RETENTION_DAYS" in done.stderr and "'soon'" in done.stderr

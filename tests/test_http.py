@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -51,7 +52,7 @@ class EchoService(FakeService):
 
 
 @pytest.fixture
-def echo() -> Iterator[EchoService]:
+def echo(short_timeouts: None) -> Iterator[EchoService]:
     with EchoService() as service:
         yield service
 
@@ -94,6 +95,14 @@ def test_timeouts_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert (client.timeout.connect, client.timeout.read) == (3.0, 7.5)
 
 
+def test_an_unreadable_cert_bundle_is_a_permanent_error(
+    echo: EchoService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("NX_CERT_BUNDLE_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(PermanentExportError, match="NX_CERT_BUNDLE_FILE"):
+        call(f"{echo.url}/x")
+
+
 @pytest.mark.parametrize("status", [502, 503, 504])
 def test_gateway_errors_are_transient(echo: EchoService, status: int) -> None:
     echo.fail_next(status)
@@ -125,7 +134,7 @@ def test_other_5xx_are_permanent_unless_all_5xx_are_transient(echo: EchoService)
 
 def test_404_is_permanent(echo: EchoService) -> None:
     echo.fail_next(404, body="no such thing")
-    with pytest.raises(PermanentExportError, match="HTTP 404 .GET /x.: no such thing"):
+    with pytest.raises(PermanentExportError, match=r"HTTP 404 \(GET /x\): no such thing"):
         call(f"{echo.url}/x")
 
 

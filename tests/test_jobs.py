@@ -241,7 +241,9 @@ def test_job_records_expire_after_the_retention_period(app: Any, record: Path) -
 
 def test_retries_stop_at_the_configured_number_of_attempts(app: Any, record: Path) -> None:
     # The session worker runs with NX_EXPORT_BETA_MAX_ATTEMPTS=2.
-    job = enqueue(app, make_context(record, beta="transient:5"), destinations=["beta"]).wait(timeout=30)
+    job = enqueue(app, make_context(record, beta="transient:5"), destinations=["beta"]).wait(
+        timeout=30
+    )
     beta = job.destinations["beta"]
     assert not job.satisfied
     assert beta.attempts == 2

@@ -90,7 +90,11 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
 
 
 def all_queues() -> list[str]:
-    return [JOB_QUEUE, *(destination_queue(name) for name in local_registry().destinations)]
+    """The job queue and the queue of every destination this worker has enabled.
+
+    A worker without a destination's settings leaves its tasks to workers that have them.
+    """
+    return [JOB_QUEUE, *(destination_queue(name) for name in local_registry().enabled())]
 
 
 @worker_ready.connect

@@ -1,8 +1,10 @@
 """Pytest fixtures for the destination tests: started fakes and export contexts.
 
 Test modules load them with ``pytest_plugins = ["tests.fakes.fixtures"]``.
-Each fake fixture starts a fresh fake and points the destination's ``NX_*``
-variables at it.
+Each fake fixture starts a fresh fake, points the destination's ``NX_*``
+variables at it, shortens the HTTP timeouts, and fails the test if any request
+path contained ``//``. Fixture names are prefixed to avoid clashing with other
+suites' fixtures, since plugins register theirs for the whole session.
 """
 
 from __future__ import annotations
@@ -35,15 +37,15 @@ PNG_BYTES = bytes.fromhex(
 )
 
 
-@pytest.fixture(autouse=True)
-def _short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep a misbehaving fake from holding a test for a minute."""
     monkeypatch.setenv("NX_HTTP_CONNECT_TIMEOUT", "2")
     monkeypatch.setenv("NX_HTTP_READ_TIMEOUT", "5")
 
 
 @pytest.fixture
-def record_file(tmp_path: Path) -> Path:
+def nexus_record(tmp_path: Path) -> Path:
     """A small NexusLIMS record on disk."""
     path = tmp_path / f"{SESSION_ID}.xml"
     path.write_text(RECORD_XML, encoding="utf-8")
@@ -51,7 +53,7 @@ def record_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def preview_file(tmp_path: Path) -> Path:
+def preview_image(tmp_path: Path) -> Path:
     """A tiny preview image."""
     path = tmp_path / "survey_001.dm4.thumb.png"
     path.write_bytes(PNG_BYTES)
@@ -59,12 +61,12 @@ def preview_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_context(record_file: Path) -> Callable[..., ExportContext]:
+def make_export_context(nexus_record: Path) -> Callable[..., ExportContext]:
     """Build an export context for the record; keyword arguments override fields."""
 
     def build(**overrides: Any) -> ExportContext:
         fields: dict[str, Any] = {
-            "xml_file_path": record_file,
+            "xml_file_path": nexus_record,
             "session_identifier": SESSION_ID,
             "instrument_pid": INSTRUMENT,
             "dt_from": datetime(2026, 3, 4, 9, 0),
@@ -91,7 +93,7 @@ def cdcs_success() -> ExportResult:
 
 
 @pytest.fixture
-def cdcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCDCS]:
+def fake_cdcs(monkeypatch: pytest.MonkeyPatch, short_timeouts: None) -> Iterator[FakeCDCS]:
     """A running fake CDCS, with ``NX_CDCS_*`` pointing at it; no ``//`` path allowed."""
     with FakeCDCS() as fake:
         monkeypatch.setenv("NX_CDCS_URL", fake.root_url)
@@ -101,7 +103,7 @@ def cdcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCDCS]:
 
 
 @pytest.fixture
-def elabftw(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeELabFTW]:
+def fake_elabftw(monkeypatch: pytest.MonkeyPatch, short_timeouts: None) -> Iterator[FakeELabFTW]:
     """A running fake eLabFTW, with ``NX_ELABFTW_*`` pointing at it."""
     with FakeELabFTW() as fake:
         monkeypatch.setenv("NX_ELABFTW_URL", fake.url)
@@ -111,7 +113,9 @@ def elabftw(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeELabFTW]:
 
 
 @pytest.fixture
-def labarchives(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLabArchives]:
+def fake_labarchives(
+    monkeypatch: pytest.MonkeyPatch, short_timeouts: None
+) -> Iterator[FakeLabArchives]:
     """A running fake LabArchives with notebook ``nb-1``, calls unthrottled."""
     with FakeLabArchives() as fake:
         monkeypatch.setenv("NX_LABARCHIVES_URL", fake.api_url)

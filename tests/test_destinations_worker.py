@@ -1,0 +1,111 @@
+"""The three services end to end: enqueue -> worker process -> HTTP fakes on 127.0.0.1.
+
+The worker is configured only through NexusLIMS's ``NX_*`` variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_context
+from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from tests.support import PROJECT_ROOT, WorkerProcess, worker_env
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]]:
+    with FakeCDCS() as cdcs, FakeELabFTW() as elab, FakeLabArchives() as labarchives:
+        yield cdcs, elab, labarchives
+    for fake in (cdcs, elab, labarchives):
+        assert fake.double_slash_paths == [], "a request path contained '//'"
+
+
+def service_env(cdcs: FakeCDCS, elab: FakeELabFTW, labarchives: FakeLabArchives) -> dict[str, str]:
+    return {
+        "NX_CDCS_URL": cdcs.root_url,
+        "NX_CDCS_TOKEN": cdcs.token,
+        "NX_ELABFTW_URL": elab.url,
+        "NX_ELABFTW_API_KEY": elab.api_key,
+        "NX_LABARCHIVES_URL": labarchives.api_url,
+        "NX_LABARCHIVES_ACCESS_KEY_ID": labarchives.akid,
+        "NX_LABARCHIVES_ACCESS_PASSWORD": labarchives.password,
+        "NX_LABARCHIVES_USER_ID": labarchives.uid,
+        "NX_LABARCHIVES_NOTEBOOK_ID": "nb-1",
+        "NX_HTTP_READ_TIMEOUT": "5",
+    }
+
+
+@pytest.fixture
+def service_worker(
+    redis_server: Any, services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives], tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    env = worker_env(redis_server.url, None, **service_env(*services))
+    worker = WorkerProcess(env, tmp_path / "worker.log", name="services").start()
+    yield worker
+    worker.stop()
+
+
+def test_a_record_reaches_all_three_services_with_the_cdcs_link(
+    app: Any,
+    services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives],
+    service_worker: WorkerProcess,
+    record: Path,
+) -> None:
+    from worker import enqueue_export
+
+    cdcs, elab, labarchives = services
+    context = make_context(record)
+    job = enqueue_export(
+        context, strategy="all", destinations=["cdcs", "elabftw", "labarchives"], app=app
+    ).wait(timeout=60)
+    assert job.satisfied, {n: s.error for n, s in job.destinations.items()}
+
+    (cdcs_record,) = cdcs.records.values()
+    assert cdcs_record["title"] == record.stem
+    assert cdcs_record["workspace"] == "ws-public"
+    cdcs_url = job.destinations["cdcs"].record_url
+    assert cdcs_url and cdcs_record["id"] in cdcs_url
+
+    (experiment,) = elab.experiments.values()
+    assert cdcs_url in experiment["body"]
+    assert experiment["metadata"]["extra_fields"]["CDCS Record"]["value"] == cdcs_url
+    assert [u["comment"] for u in experiment["uploads"]] == ["NexusLIMS XML record"]
+
+    folders = {n["tree_id"]: n for n in labarchives.nodes.values() if n["is_folder"]}
+    (page,) = [n for n in labarchives.nodes.values() if not n["is_folder"]]
+    assert page["display_text"] == f"2026-03-04 — {context['session_identifier']}"
+    instrument_folder = folders[page["parent"]]
+    assert instrument_folder["display_text"] == "FEI-Titan-TEM-635816"
+    assert folders[instrument_folder["parent"]]["display_text"] == "NexusLIMS Records"
+    kinds = sorted(e["part_type"] for e in labarchives.entries if e["pid"] == page["tree_id"])
+    assert kinds == ["Attachment", "text entry"]
+    (summary,) = [e for e in labarchives.entries if e["part_type"] == "text entry"]
+    assert cdcs_url in summary["entry_data"]
+    assert labarchives.signature_failures == []
+
+
+def test_check_names_the_service_whose_credentials_were_refused(
+    services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives], redis_server: Any
+) -> None:
+    env = worker_env(redis_server.url, None, **service_env(*services))
+    env["NX_ELABFTW_API_KEY"] = "1-wrong"
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "destinations", "--check", "--json"],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["destinations"]}
+    assert rows["cdcs"]["valid"] is True
+    assert rows["labarchives"]["valid"] is True
+    assert rows["elabftw"]["valid"] is False
+    assert "refused" in rows["elabftw"]["problem"].lower()
+    assert "1-wrong" not in done.stdout + done.stderr
+    assert os.environ.get("NX_ELABFTW_API_KEY") is None
