@@ -98,7 +98,7 @@ def flower(ctx: click.Context) -> None:
         click.echo(
             "warning: FLOWER_BASIC_AUTH is not set: Flower's API answers 401 to everyone", err=True
         )
-    app.start(["celery", "flower", *arguments])
+    app.start(["flower", *arguments])
 
 
 @main.command()

@@ -1,0 +1,185 @@
+"""Flower against the real worker: what an operator sees, and enqueuing through its HTTP API.
+
+Flower is started the way operators start it (``nx-export flower``) before the
+tasks run, because it only knows what it saw as events.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import make_context, wait_for
+from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, free_port, worker_env
+
+AUTH = ("user", "pass")
+START_TIMEOUT = 60
+
+
+@dataclass
+class Flower:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str, auth: Any = AUTH, **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", auth=auth, params=params, timeout=10)
+
+    def post(self, path: str, body: dict[str, Any], auth: Any = AUTH) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", auth=auth, json=body, timeout=10)
+
+    def tasks(self, **params: Any) -> dict[str, dict[str, Any]]:
+        response = self.get("/api/tasks", **params)
+        response.raise_for_status()
+        tasks: dict[str, dict[str, Any]] = response.json()
+        return tasks
+
+
+def _wait_until(flower: Flower, condition: Any, what: str) -> Any:
+    """Like ``wait_for``, but fails at once, with Flower's log, if Flower exited."""
+
+    def check() -> Any:
+        if flower.process.poll() is not None:
+            raise AssertionError(f"Flower exited with {flower.process.returncode}:\n{flower.log()}")
+        try:
+            return condition()
+        except httpx.HTTPError:
+            return None
+
+    try:
+        return wait_for(check, timeout=START_TIMEOUT, interval=0.2)
+    except AssertionError as error:
+        raise AssertionError(f"{what}: {error}\nFlower log:\n{flower.log()}") from None
+
+
+@pytest.fixture(scope="module")
+def flower(
+    redis_server: RedisServer,
+    session_worker: WorkerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Flower]:
+    port = free_port()
+    env = worker_env(redis_server.url, None, FLOWER_BASIC_AUTH=":".join(AUTH))
+    log_path = tmp_path_factory.mktemp("flower") / "flower.log"
+    command = [sys.executable, "-m", "worker.cli", "flower", f"--port={port}",
+               "--address=127.0.0.1"]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    running = Flower(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_until(
+            running,
+            lambda: running.get("/healthcheck", auth=None).status_code == 200,
+            "Flower did not answer /healthcheck",
+        )
+
+        def sees_session_worker() -> bool:
+            # status=true reads Flower's event state: true once the worker's heartbeats arrive.
+            workers = running.get("/api/workers", status="true").json()
+            return any(name.startswith("session@") and up for name, up in workers.items())
+
+        _wait_until(running, sees_session_worker, "Flower never saw the session worker's events")
+        yield running
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_failed_job_shows_as_one_failed_finish_task_naming_the_destination(
+    flower: Flower, app: Any, record: Path
+) -> None:
+    from worker import enqueue_export
+
+    context = make_context(record)
+    job = enqueue_export(context, app=app, strategy="all", destinations=["alpha", "failing"])
+    assert not job.wait(timeout=30).satisfied
+
+    def job_tasks() -> dict[str, dict[str, Any]] | None:
+        mine = {
+            task["name"]: task
+            for task in flower.tasks().values()
+            if job.id in str(task.get("args") or "")
+        }
+        done = {name: task.get("state") for name, task in mine.items()}
+        wanted = {
+            "export.alpha": "SUCCESS",
+            "export.failing": "SUCCESS",
+            "export.finish": "FAILURE",
+        }
+        return mine if done == wanted else None
+
+    mine = _wait_until(flower, job_tasks, "Flower did not show the job's three tasks finished")
+
+    # A destination's failure is its result; its task succeeded so the job could finish.
+    assert "'success': False" in mine["export.failing"]["result"]
+    assert "failing refused the record" in mine["export.failing"]["result"]
+    assert "'success': True" in mine["export.alpha"]["result"]
+
+    finish = mine["export.finish"]
+    assert finish["uuid"] == job.finish_task_id
+    assert "JobFailedError" in finish["exception"]
+    assert "1 of 2 destinations failed" in finish["exception"]
+    assert "failing: failing refused the record" in finish["exception"]
+    assert "alpha:" not in finish["exception"]
+    assert context["session_identifier"] in finish["exception"]
+
+    # Flower's FAILURE filter shows the job once: its finish task, not its destinations.
+    failed = flower.tasks(state="FAILURE")
+    assert job.finish_task_id in failed
+    assert not [t for t in failed.values() if t["name"] != "export.finish" and job.id in t["args"]]
+
+    # The arguments shown are the short summary, never the context itself.
+    for name, task in mine.items():
+        shown = task["args"]
+        assert context["session_identifier"] in shown, (name, shown)
+        assert f"job={job.id}" in shown and "record=record.xml" in shown, (name, shown)
+        assert len(shown) < 250, (name, shown)
+        for hidden in (str(record), "behaviour", "metadata", "dt_from", context["dt_to"]):
+            assert hidden not in shown, (name, hidden, shown)
+
+
+def test_job_enqueued_through_flowers_api_completes(flower: Flower, app: Any, record: Path) -> None:
+    from worker import get_job
+
+    context = make_context(record)
+    body = {"kwargs": {"context": context, "strategy": "all", "destinations": ["beta"]}}
+    response = flower.post("/api/task/async-apply/export.record", body)
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task-id"]
+
+    def answered() -> dict[str, Any] | None:
+        answer: dict[str, Any] = flower.get(f"/api/task/result/{task_id}").json()
+        return answer if answer["state"] in ("SUCCESS", "FAILURE") else None
+
+    answer = _wait_until(flower, answered, "export.record sent through Flower did not finish")
+    assert answer["state"] == "SUCCESS", answer
+    job = get_job(answer["result"]["job_id"], app=app).wait(timeout=30)
+    assert job.satisfied and job.finished
+    assert list(job.destinations) == ["beta"]
+    assert job.destinations["beta"].state == "SUCCESS"
+    assert job.session_identifier == context["session_identifier"]
+
+
+def test_api_requires_basic_auth(flower: Flower) -> None:
+    assert flower.get("/api/tasks", auth=None).status_code == 401
+    assert flower.get("/api/tasks", auth=("user", "wrong")).status_code == 401
+    refused = flower.post("/api/task/async-apply/export.record", {"kwargs": {}}, auth=None)
+    assert refused.status_code == 401
+    assert flower.get("/api/tasks").status_code == 200
