@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from celery import Celery, current_app
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from destinations.contract import ExportContext
-from destinations.plan import ExportPlan, is_satisfied, plan_export
+from destinations.plan import ExportPlan, ExportRequestError, is_satisfied, plan_export
 from destinations.record import check_record
 from destinations.registry import Registry
 from tasks import catalog
@@ -68,6 +69,7 @@ class ExportJob:
     instrument_pid: str | None
     record: str | None
     finish_task_id: str | None = None
+    runs: int = 1
     app: Celery | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -111,6 +113,7 @@ class ExportJob:
             "session_identifier": self.session_identifier,
             "instrument_pid": self.instrument_pid,
             "record": self.record,
+            "runs": self.runs,
             "destinations": {
                 name: {k: v for k, v in vars(status).items() if k != "name"}
                 for name, status in self.destinations.items()
@@ -155,28 +158,85 @@ def start_job(
     return launch(app, plan, context_to_message(checked))
 
 
-def launch(
-    app: Celery, plan: ExportPlan, message: dict[str, Any], job_id: str | None = None
-) -> str:
+def launch(app: Celery, plan: ExportPlan, message: dict[str, Any]) -> str:
     """Write the job record, then send its canvas."""
-    job_id = job_id or str(uuid.uuid4())
-    finish_id = str(uuid.uuid4())
-    store = job_store(app)
-    if store.load(job_id) is None:
-        store.create(
-            job_id,
-            {
-                "strategy": plan.strategy,
-                "destinations": list(plan.destinations),
-                "context": message,
-                "summary": describe_context(message),
-                "finish_task_id": finish_id,
-                "runs": 1,
-            },
-            plan.destinations,
-        )
+    job_id, finish_id = str(uuid.uuid4()), str(uuid.uuid4())
+    job_store(app).create(
+        job_id,
+        {
+            "strategy": plan.strategy,
+            "destinations": list(plan.destinations),
+            "context": message,
+            "summary": describe_context(message),
+            "finish_task_id": finish_id,
+            "runs": 1,
+        },
+        plan.destinations,
+    )
     build_canvas(app, plan, job_id, message, finish_id).apply_async()
     return job_id
+
+
+def retry_failed(
+    job_id: str, destinations: Sequence[str] | None = None, app: Celery | None = None
+) -> ExportJob:
+    """Run again the destinations of a finished job that failed or never ran.
+
+    The successful results of earlier runs stay in the job, so a re-run
+    notebook still links to the CDCS record of the first run. Every attempt is
+    kept in each destination's history.
+    """
+    app = app or current_app
+    job = get_job(job_id, app=app)
+    if not job.finished:
+        raise ExportRequestError(f"job {job_id} is still {job.state}; retry it once it finished")
+    if destinations:
+        unknown = sorted(set(destinations) - set(job.destinations))
+        if unknown:
+            raise ExportRequestError(f"job {job_id} has no destination {', '.join(unknown)}")
+        names = list(dict.fromkeys(destinations))
+    elif job.strategy == "first_success" and job.satisfied:
+        names = []
+    else:
+        names = [name for name, status in job.destinations.items() if not status.succeeded]
+    if not names:
+        raise ExportRequestError(f"nothing to retry: job {job_id} has no failed destination")
+    offered, disabled = catalog.available(app, local_registry())
+    plan = plan_export(job.strategy, offered, names, known=sorted(disabled))
+    store = job_store(app)
+    stored = store.load(job_id) or {}
+    message = stored["job"]["context"]
+    finish_id = str(uuid.uuid4())
+    store.reset_for_retry(job_id, names)
+    store.update_job(
+        job_id,
+        finished_at=None,
+        satisfied=None,
+        finish_task_id=finish_id,
+        runs=int(stored["job"].get("runs", 1)) + 1,
+    )
+    build_canvas(app, plan, job_id, message, finish_id).apply_async()
+    return get_job(job_id, app=app)
+
+
+def list_jobs(
+    since: datetime | None = None, failed_only: bool = False, app: Celery | None = None
+) -> list[ExportJob]:
+    """Jobs still within the retention period, oldest first.
+
+    ``failed_only`` keeps the finished jobs whose strategy was not satisfied.
+    """
+    app = app or current_app
+    store = job_store(app)
+    jobs = []
+    for job_id in store.job_ids(since):
+        stored = store.load(job_id)
+        if stored is None:
+            continue  # expired between the index read and now
+        job = job_from_record(job_id, stored, app)
+        if not failed_only or (job.finished and not job.satisfied):
+            jobs.append(job)
+    return jobs
 
 
 def get_job(job_id: str, app: Celery | None = None) -> ExportJob:
@@ -209,6 +269,7 @@ def job_from_record(job_id: str, stored: dict[str, Any], app: Celery | None = No
         instrument_pid=context.get("instrument_pid"),
         record=context.get("xml_file_path"),
         finish_task_id=job.get("finish_task_id"),
+        runs=int(job.get("runs", 1)),
         app=app,
     )
 

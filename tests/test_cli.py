@@ -160,3 +160,18 @@ def test_invalid_setting_names_the_variable(tmp_path: Path) -> None:
     done = nx_export("status", "any", env=env)
     assert done.returncode == 2
     assert "NX_EXPORT_RETENTION_DAYS" in done.stderr and "'soon'" in done.stderr
+
+
+def test_retry_and_jobs_commands(session_worker: Any, record: Path) -> None:
+    done = nx_export(*enqueue_arguments(record, "--destination", "failing", "--wait", "--json"))
+    job_id = json.loads(done.stdout)["id"]
+    listed = nx_export("jobs", "--failed", "--json")
+    assert listed.returncode == 0
+    assert job_id in {job["id"] for job in json.loads(listed.stdout)}
+    retried = nx_export("retry", job_id, "--wait", "--json")
+    assert retried.returncode == 1  # it fails again
+    job = json.loads(retried.stdout)
+    assert job["runs"] == 2
+    assert job["destinations"]["failing"]["attempts"] == 2
+    refused = nx_export("retry", job_id, "--destination", "nowhere")
+    assert refused.returncode == 2 and "has no destination nowhere" in refused.stderr

@@ -109,3 +109,42 @@ def test_check_names_the_service_whose_credentials_were_refused(
     assert "refused" in rows["elabftw"]["problem"].lower()
     assert "1-wrong" not in done.stdout + done.stderr
     assert os.environ.get("NX_ELABFTW_API_KEY") is None
+
+
+def test_retry_after_fixing_credentials_creates_only_the_missing_page(
+    app: Any,
+    services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives],
+    redis_server: Any,
+    record: Path,
+    tmp_path: Path,
+) -> None:
+    from tasks.jobs import retry_failed
+    from worker import enqueue_export
+
+    cdcs, elab, labarchives = services
+    env = worker_env(redis_server.url, None, **service_env(*services))
+    broken = {**env, "NX_LABARCHIVES_ACCESS_PASSWORD": "not-the-password"}
+    worker = WorkerProcess(broken, tmp_path / "broken.log", name="broken-la").start()
+    try:
+        first = enqueue_export(
+            make_context(record), destinations=["cdcs", "elabftw", "labarchives"], app=app
+        ).wait(timeout=60)
+    finally:
+        worker.stop()
+    assert not first.satisfied
+    labarchives_status = first.destinations["labarchives"]
+    assert labarchives_status.state == "FAILURE" and labarchives_status.attempts == 1
+    assert "not-the-password" not in (labarchives_status.error or "")
+    assert labarchives.nodes == {} or all(n["is_folder"] for n in labarchives.nodes.values())
+
+    worker = WorkerProcess(env, tmp_path / "fixed.log", name="fixed-la").start()
+    try:
+        again = retry_failed(first.id, app=app).wait(timeout=60)
+    finally:
+        worker.stop()
+    assert again.satisfied
+    assert len(cdcs.records) == 1 and len(elab.experiments) == 1
+    (page,) = [n for n in labarchives.nodes.values() if not n["is_folder"]]
+    (summary,) = [e for e in labarchives.entries if e["part_type"] == "text entry"]
+    assert summary["pid"] == page["tree_id"]
+    assert first.destinations["cdcs"].record_url in summary["entry_data"]

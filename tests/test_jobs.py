@@ -248,3 +248,43 @@ def test_retries_stop_at_the_configured_number_of_attempts(app: Any, record: Pat
     assert not job.satisfied
     assert beta.attempts == 2
     assert "gave up after 2 attempts" in (beta.error or "")
+
+
+def test_retry_failed_reruns_only_failed_destinations_with_earlier_results(
+    app: Any, record: Path, export_log: Path
+) -> None:
+    from tasks.jobs import retry_failed
+
+    context = make_context(record, export_log, linked="fail-first:1")
+    first = enqueue(app, context, destinations=["alpha", "linked", "beta"]).wait(timeout=30)
+    assert not first.satisfied
+    assert first.destinations["linked"].state == "FAILURE"
+
+    again = retry_failed(first.id, app=app).wait(timeout=30)
+    assert again.satisfied and again.runs == 2
+    runs = read_log(export_log)
+    assert [r["name"] for r in runs].count("alpha") == 1
+    assert [r["name"] for r in runs].count("beta") == 1
+    rerun = [r for r in runs if r["name"] == "linked"][-1]
+    assert "alpha" in rerun["saw"]
+    linked = again.destinations["linked"]
+    assert [h["outcome"] for h in linked.history] == ["failure", "success"]
+    assert again.destinations["alpha"].record_id == first.destinations["alpha"].record_id
+
+
+def test_retry_of_a_job_without_failures_is_refused(app: Any, record: Path) -> None:
+    from tasks.jobs import retry_failed
+
+    job = enqueue(app, make_context(record), destinations=["alpha"]).wait(timeout=30)
+    with pytest.raises(ExportRequestError, match="nothing to retry"):
+        retry_failed(job.id, app=app)
+
+
+def test_jobs_lists_the_unsatisfied_ones(app: Any, record: Path) -> None:
+    from tasks.jobs import list_jobs
+
+    good = enqueue(app, make_context(record), destinations=["alpha"]).wait(timeout=30)
+    bad = enqueue(app, make_context(record), destinations=["failing"]).wait(timeout=30)
+    failed_ids = {job.id for job in list_jobs(failed_only=True, app=app)}
+    assert bad.id in failed_ids and good.id not in failed_ids
+    assert {good.id, bad.id} <= {job.id for job in list_jobs(app=app)}

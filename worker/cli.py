@@ -189,6 +189,54 @@ def _finish(job: Any, as_json: bool, timeout: float | None) -> NoReturn:
 
 
 @main.command()
+@click.argument("job_id")
+@click.option("--destination", "destinations", multiple=True, help="Only these destinations.")
+@click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
+@click.option(
+    "--timeout", type=float, default=None, help="With --wait: give up after this many seconds."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def retry(
+    job_id: str, destinations: tuple[str, ...], wait: bool, timeout: float | None, as_json: bool
+) -> None:
+    """Run again the destinations of JOB_ID that failed or never ran."""
+    connect()
+    celery_app()
+    from tasks.jobs import JobNotFoundError, retry_failed
+
+    try:
+        job = retry_failed(job_id, list(destinations) or None)
+    except (JobNotFoundError, ValueError) as error:
+        fail(str(error))
+    if wait:
+        _finish(job, as_json, timeout)
+    from worker.display import print_job
+
+    print_job(job, as_json)
+
+
+@main.command()
+@click.option("--failed", is_flag=True, help="Only finished jobs whose strategy was not satisfied.")
+@click.option("--since", default=None, help="Only jobs created at or after this ISO 8601 time.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def jobs(failed: bool, since: str | None, as_json: bool) -> None:
+    """List the jobs kept in Redis (the retention period), oldest first."""
+    moment = parse_moment(since, "--since") if since else None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.astimezone()
+    connect()
+    celery_app()
+    from tasks.jobs import list_jobs
+    from worker.display import jobs_table
+
+    found = list_jobs(since=moment, failed_only=failed)
+    if as_json:
+        click.echo(json.dumps([job.to_dict() for job in found], indent=2))
+    else:
+        jobs_table(found)
+
+
+@main.command()
 @click.option("--check", is_flag=True, help="Run validate_config on every enabled destination.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def destinations(check: bool, as_json: bool) -> None:

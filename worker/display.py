@@ -139,3 +139,29 @@ def destinations_table(rows: list[dict[str, Any]], skipped: list[dict[str, str]]
     console.print(table)
     for item in skipped:
         console.print(f"[yellow]skipped[/] {item['origin']}: {item['reason']}")
+
+
+def jobs_table(jobs: list[ExportJob]) -> None:
+    console = Console()
+    if not console.is_terminal:
+        for job in jobs:
+            failed = [n for n, s in job.destinations.items() if s.state == "FAILURE"]
+            print(
+                f"{job.id} {job.created_at} {job.state} satisfied={job.satisfied} "
+                f"session={job.session_identifier} failed={','.join(failed) or '-'}"
+            )
+        return
+    table = Table(title=f"{len(jobs)} jobs", title_justify="left")
+    for column in ("job", "created", "session", "state", "satisfied", "failed"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        failed = [n for n, s in job.destinations.items() if s.state == "FAILURE"]
+        table.add_row(
+            job.id,
+            job.created_at or "",
+            job.session_identifier or "",
+            job.state,
+            "yes" if job.satisfied else "[red]no[/]",
+            ", ".join(failed),
+        )
+    console.print(table)

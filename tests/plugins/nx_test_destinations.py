@@ -2,7 +2,8 @@
 
 Each one does what the job's ``context.metadata["behaviour"][<name>]`` says:
 ``succeed`` (default), ``fail``, ``raise``, ``sleep:<seconds>`` or
-``transient:<n>`` (ask for a retry n times, then succeed). Every export appends
+``transient:<n>`` (ask for a retry n times, then succeed) or ``fail-first:<n>``
+(fail the first n attempts, counted over every run of the job). Every export appends
 a JSON line to ``context.metadata["log"]`` when that is set.
 """
 
@@ -43,7 +44,10 @@ class _TestDestination:
         if behaviour == "raise":
             self._log(context, started, "raise")
             raise RuntimeError(f"{self.name} broke its contract")
-        success = behaviour != "fail"
+        failing_attempts = (
+            int(behaviour.split(":", 1)[1]) if behaviour.startswith("fail-first:") else 0
+        )
+        success = behaviour != "fail" and attempt > failing_attempts
         self._log(context, started, "success" if success else "failure")
         return ExportResult(
             success=success,
