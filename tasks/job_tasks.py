@@ -11,6 +11,7 @@ from destinations.plan import is_satisfied
 from tasks.job_store import now_iso
 from tasks.jobs import job_from_record, start_job
 from tasks.messages import describe_context
+from tasks.notify import notify_finished
 from tasks.runtime import job_store, local_registry
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     satisfied = is_satisfied(strategy, planned, outcomes)
     store.update_job(job_id, finished_at=now_iso(), satisfied=satisfied)
     summary = job_from_record(job_id, store.load(job_id) or stored).to_dict()
+    notify_finished(self.app, summary)
     failed = {name: entries[name].get("error") for name, ok in outcomes.items() if not ok}
     if failed:
         verdict = "satisfied" if satisfied else "not satisfied"

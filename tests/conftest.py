@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support import RedisServer, WorkerProcess, free_port, install_test_plugins, worker_env
+from tests.webhook_receiver import WebhookReceiver
 
 # The app reads its settings when first imported: point it at the test Redis first.
 _REDIS_PORT = free_port()
@@ -53,11 +54,29 @@ def archive_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("archive")
 
 
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.server.start()
+    yield receiver
+    receiver.server.stop()
+
+
+@pytest.fixture(scope="session")
+def callback_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("callback") / "finished.jsonl"
+
+
 @pytest.fixture(scope="session")
 def session_worker(
     redis_server: RedisServer,
     plugin_path: Path,
     archive_path: Path,
+    webhook_receiver: WebhookReceiver,
+    callback_log: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     env = worker_env(
@@ -66,6 +85,10 @@ def session_worker(
         NX_EXPORT_LOCAL_PATH=str(archive_path),
         NX_EXPORT_BACKOFF_SECONDS="0.1",
         NX_EXPORT_BETA_MAX_ATTEMPTS="2",
+        NX_EXPORT_WEBHOOK_URL=webhook_receiver.url,
+        NX_EXPORT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        NX_EXPORT_CALLBACK_TASK="lims.export_finished",
+        NX_TEST_CALLBACK_LOG=str(callback_log),
     )
     worker = WorkerProcess(
         env, tmp_path_factory.mktemp("logs") / "worker.log", name="session"

@@ -15,7 +15,7 @@ from celery import Celery
 from celery.signals import worker_ready
 from kombu import Exchange, Queue
 
-import tasks.job_tasks  # noqa: F401  (declares export.record and export.finish)
+import tasks.job_tasks  # noqa: F401  (declares export.record, export.finish, export.webhook)
 from tasks import catalog
 from tasks.destination_tasks import declare_destination_task
 from tasks.runtime import JOB_QUEUE, destination_queue, local_registry
