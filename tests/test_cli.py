@@ -175,3 +175,24 @@ def test_retry_and_jobs_commands(session_worker: Any, record: Path) -> None:
     assert job["destinations"]["failing"]["attempts"] == 2
     refused = nx_export("retry", job_id, "--destination", "nowhere")
     assert refused.returncode == 2 and "has no destination nowhere" in refused.stderr
+
+
+def test_strict_startup_refuses_a_worker_with_a_failing_destination(tmp_path: Path) -> None:
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    env = {
+        **worker_env(os.environ["NX_EXPORT_BROKER_URL"], None),
+        "NX_EXPORT_LOCAL_PATH": str(blocked),
+        "NX_EXPORT_STRICT_STARTUP": "true",
+    }
+    done = nx_export("worker", env=env, timeout=60)
+    assert done.returncode == 2
+    assert "NX_EXPORT_STRICT_STARTUP" in done.stderr and "local: " in done.stderr
+    assert "not writable" in done.stderr
+
+
+def test_worker_reports_its_destinations_at_start(session_worker: Any) -> None:
+    log = session_worker.log()
+    assert "destinations" in log
+    for name in ("alpha", "linked", "local", "export.alpha"):
+        assert name in log

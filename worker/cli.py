@@ -75,9 +75,22 @@ def main() -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a worker; extra options go to ``celery worker`` (e.g. --pool threads -c 16)."""
-    connect()
+    settings = connect()
     app = celery_app()
+    from tasks.runtime import local_registry
     from worker.app import all_queues
+    from worker.display import destinations_table
+    from worker.startup import destination_rows, failed_checks, skipped_rows
+
+    registry = local_registry()
+    rows = destination_rows(registry, check=True)
+    destinations_table(rows, skipped_rows(registry), stderr=True)
+    problems = failed_checks(rows)
+    if problems and settings.strict_startup:
+        fail(
+            "NX_EXPORT_STRICT_STARTUP is on and destinations failed their check: "
+            + "; ".join(problems)
+        )
 
     arguments = list(ctx.args)
     if not any(arg in ("-Q", "--queues") or arg.startswith("--queues=") for arg in arguments):
@@ -246,36 +259,17 @@ def destinations(check: bool, as_json: bool) -> None:
     except SettingsError as error:
         fail(str(error))
     celery_app()
-    from destinations.contract import dependencies_of
-    from tasks.runtime import destination_queue, local_registry
+    from tasks.runtime import local_registry
+    from worker.display import destinations_table
+    from worker.startup import destination_rows, failed_checks, skipped_rows
 
     registry = local_registry()
-    rows = []
-    for destination in registry:
-        enabled = bool(registry.enabled().get(destination.name))
-        row: dict[str, Any] = {
-            "name": destination.name,
-            "enabled": enabled,
-            "priority": destination.priority,
-            "depends_on": list(dependencies_of(destination)),
-            "queue": destination_queue(destination.name),
-            "origin": registry.origins[destination.name],
-        }
-        if check and enabled:
-            try:
-                ok, message = destination.validate_config()
-            except Exception as error:  # validate_config should not raise; report it if it does
-                ok, message = False, f"validate_config raised {type(error).__name__}: {error}"
-            row["valid"], row["problem"] = ok, message
-        rows.append(row)
-    skipped = [{"origin": origin, "reason": reason} for origin, reason in registry.skipped]
+    rows, skipped = destination_rows(registry, check), skipped_rows(registry)
     if as_json:
         click.echo(json.dumps({"destinations": rows, "skipped": skipped}, indent=2))
     else:
-        from worker.display import destinations_table
-
         destinations_table(rows, skipped)
-    if check and any(row.get("valid") is False for row in rows):
+    if failed_checks(rows):
         sys.exit(1)
 
 

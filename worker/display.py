@@ -115,8 +115,10 @@ class _NoLive:
         return None
 
 
-def destinations_table(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> None:
-    console = Console()
+def destinations_table(
+    rows: list[dict[str, Any]], skipped: list[dict[str, str]], stderr: bool = False
+) -> None:
+    console = Console(stderr=stderr)
     table = Table(title="destinations", title_justify="left")
     for column in ("name", "enabled", "priority", "depends on", "queue", "check", "origin"):
         table.add_column(column, overflow="fold")
@@ -134,7 +136,7 @@ def destinations_table(rows: list[dict[str, Any]], skipped: list[dict[str, str]]
             ", ".join(row["depends_on"]),
             row["queue"],
             check,
-            row["origin"],
+            row["origin"] + (f" (replaces {row['replaces']})" if "replaces" in row else ""),
         )
     console.print(table)
     for item in skipped:

@@ -93,6 +93,11 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="Longest retry delay; kept below a quarter of the visibility timeout.",
     )
+    strict_startup: bool = Field(
+        False,
+        validation_alias="NX_EXPORT_STRICT_STARTUP",
+        description="Refuse to start a worker when an enabled destination fails its check.",
+    )
     visibility_timeout: int = Field(
         6 * 3600,
         validation_alias="NX_EXPORT_VISIBILITY_TIMEOUT",
