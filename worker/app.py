@@ -26,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     transport = {"visibility_timeout": settings.visibility_timeout}
+    broker_transport = {
+        **transport,
+        # Sweep for the unacknowledged tasks of dead workers often enough that
+        # they come back soon after the visibility timeout, not minutes later.
+        "unacked_restore_interval": max(1, min(60, settings.visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.effective_broker_url,
         "result_backend": settings.effective_result_backend,
@@ -37,7 +44,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "event_serializer": "json",
         "result_expires": timedelta(days=settings.retention_days),
         "result_extended": True,
-        "broker_transport_options": transport,
+        "broker_transport_options": broker_transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,

@@ -1,0 +1,89 @@
+"""A worker killed mid-export loses no job and creates no duplicate record."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import RECORD, make_context, wait_for
+from tests.fakes import FakeCDCS, FakeELabFTW
+from tests.support import WorkerProcess, worker_env
+
+JOBS = 8
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeCDCS, FakeELabFTW]]:
+    with FakeCDCS() as cdcs, FakeELabFTW() as elab:
+        cdcs.create_latency = 0.4
+        elab.create_latency = 0.4
+        yield cdcs, elab
+
+
+def crash_env(redis_url: str, cdcs: FakeCDCS, elab: FakeELabFTW) -> dict[str, str]:
+    return worker_env(
+        redis_url,
+        None,
+        NX_CDCS_URL=cdcs.root_url,
+        NX_CDCS_TOKEN=cdcs.token,
+        NX_ELABFTW_URL=elab.url,
+        NX_ELABFTW_API_KEY=elab.api_key,
+        # Unacknowledged tasks of a dead worker come back after this many seconds.
+        NX_EXPORT_VISIBILITY_TIMEOUT="6",
+        NX_HTTP_READ_TIMEOUT="5",
+    )
+
+
+def kill_tree(worker: WorkerProcess) -> None:
+    assert worker.process is not None
+    parent = psutil.Process(worker.process.pid)
+    for process in [*parent.children(recursive=True), parent]:
+        process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+
+
+def test_sigkilled_workers_lose_no_job_and_duplicate_nothing(
+    app: Any, redis_server: Any, fakes: tuple[FakeCDCS, FakeELabFTW], tmp_path: Path
+) -> None:
+    from worker import enqueue_export
+
+    cdcs, elab = fakes
+    env = crash_env(redis_server.url, cdcs, elab)
+    first = WorkerProcess(env, tmp_path / "first.log", name="doomed", pool="prefork", concurrency=2)
+    first.start()
+    jobs = []
+    for number in range(JOBS):
+        record = tmp_path / f"crash-{number}.xml"
+        record.write_text(RECORD.format(title=f"crash {number}"), encoding="utf-8")
+        jobs.append(enqueue_export(make_context(record), destinations=["cdcs", "elabftw"], app=app))
+    # Kill the whole worker while exports are in flight.
+    wait_for(lambda: len(cdcs.requests_to("POST /rest/data/")) >= 2, timeout=30)
+    kill_tree(first)
+
+    second = WorkerProcess(env, tmp_path / "second.log", name="survivor", pool="prefork", concurrency=2)
+    second.start()
+    try:
+        # And one of the survivor's pool processes, while it works.
+        wait_for(lambda: psutil.Process(second.process.pid).children() if second.process else [])
+        time.sleep(1.0)
+        children = psutil.Process(second.process.pid).children() if second.process else []
+        if children:
+            os.kill(children[0].pid, signal.SIGKILL)
+        finished = [job.wait(timeout=90) for job in jobs]
+    finally:
+        second.stop()
+
+    assert all(job.satisfied for job in finished), [
+        {n: (s.state, s.error) for n, s in job.destinations.items()} for job in finished if not job.satisfied
+    ]
+    titles = [record["title"] for record in cdcs.records.values()]
+    assert sorted(titles) == sorted(f"crash-{number}" for number in range(JOBS))
+    sessions = [tag for e in elab.experiments.values() for tag in e["tags"] if tag.startswith("nx-session:")]
+    assert len(sessions) == len(set(sessions)) == JOBS
