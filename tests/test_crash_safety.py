@@ -67,7 +67,9 @@ def test_sigkilled_workers_lose_no_job_and_duplicate_nothing(
     wait_for(lambda: len(cdcs.requests_to("POST /rest/data/")) >= 2, timeout=30)
     kill_tree(first)
 
-    second = WorkerProcess(env, tmp_path / "second.log", name="survivor", pool="prefork", concurrency=2)
+    second = WorkerProcess(
+        env, tmp_path / "second.log", name="survivor", pool="prefork", concurrency=2
+    )
     second.start()
     try:
         # And one of the survivor's pool processes, while it works.
@@ -81,9 +83,13 @@ def test_sigkilled_workers_lose_no_job_and_duplicate_nothing(
         second.stop()
 
     assert all(job.satisfied for job in finished), [
-        {n: (s.state, s.error) for n, s in job.destinations.items()} for job in finished if not job.satisfied
+        {n: (s.state, s.error) for n, s in job.destinations.items()}
+        for job in finished
+        if not job.satisfied
     ]
     titles = [record["title"] for record in cdcs.records.values()]
     assert sorted(titles) == sorted(f"crash-{number}" for number in range(JOBS))
-    sessions = [tag for e in elab.experiments.values() for tag in e["tags"] if tag.startswith("nx-session:")]
+    sessions = [
+        tag for e in elab.experiments.values() for tag in e["tags"] if tag.startswith("nx-session:")
+    ]
     assert len(sessions) == len(set(sessions)) == JOBS

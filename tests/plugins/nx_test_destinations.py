@@ -3,7 +3,8 @@
 Each one does what the job's ``context.metadata["behaviour"][<name>]`` says:
 ``succeed`` (default), ``fail``, ``raise``, ``sleep:<seconds>`` or
 ``transient:<n>`` (ask for a retry n times, then succeed) or ``fail-first:<n>``
-(fail the first n attempts, counted over every run of the job). Every export appends
+(fail the first n attempts, counted over every run of the job). ``NX_TEST_<NAME>_BEHAVIOUR`` in the worker's environment sets the default.
+Every export appends
 a JSON line to ``context.metadata["log"]`` when that is set.
 """
 
@@ -35,7 +36,8 @@ class _TestDestination:
 
     def export(self, context: ExportContext) -> ExportResult:
         started = time.time()
-        behaviour = str(context.metadata.get("behaviour", {}).get(self.name, "succeed"))
+        default = os.environ.get(f"NX_TEST_{self.name.upper()}_BEHAVIOUR", "succeed")
+        behaviour = str(context.metadata.get("behaviour", {}).get(self.name, default))
         attempt = int(context.metadata.get("export_attempt", 1))
         if behaviour.startswith("sleep:"):
             time.sleep(float(behaviour.split(":", 1)[1]))
