@@ -3,9 +3,9 @@
 Each one does what the job's ``context.metadata["behaviour"][<name>]`` says:
 ``succeed`` (default), ``fail``, ``raise``, ``sleep:<seconds>`` or
 ``transient:<n>`` (ask for a retry n times, then succeed) or ``fail-first:<n>``
-(fail the first n attempts, counted over every run of the job). ``NX_TEST_<NAME>_BEHAVIOUR`` in the worker's environment sets the default.
-Every export appends
-a JSON line to ``context.metadata["log"]`` when that is set.
+(fail the first n attempts, counted over every run of the job).
+``NX_TEST_<NAME>_BEHAVIOUR`` in the worker's environment sets the default.
+Every export appends a JSON line to ``context.metadata["log"]`` when that is set.
 """
 
 from __future__ import annotations
