@@ -6,10 +6,12 @@ reported with a specific message instead of failing in every destination.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
+from lxml import etree
 
 NEXUS_NAMESPACE = "https://data.nist.gov/od/dm/nexus/experiment/v1.0"
 ROOT_ELEMENT = f"{{{NEXUS_NAMESPACE}}}Experiment"
@@ -19,8 +21,13 @@ class RecordError(ValueError):
     """The record file cannot be exported; the message says why."""
 
 
-def check_record(path: Path, max_bytes: int, records_root: Path | None = None) -> None:
-    """Raise ``RecordError`` unless ``path`` is a readable, well-formed NexusLIMS record."""
+def check_record(
+    path: Path, max_bytes: int, records_root: Path | None = None, schema: Path | None = None
+) -> None:
+    """Raise ``RecordError`` unless ``path`` is a readable, well-formed NexusLIMS record.
+
+    With ``schema`` (an XSD), the record must also be valid against it.
+    """
     if records_root is not None:
         resolved, root = path.resolve(), records_root.resolve()
         if not resolved.is_relative_to(root):
@@ -42,6 +49,29 @@ def check_record(path: Path, max_bytes: int, records_root: Path | None = None) -
     except OSError as error:
         raise RecordError(f"record file {path} cannot be read: {error.strerror or error}") from None
     check_record_bytes(data, str(path))
+    if schema is not None:
+        check_against_schema(data, str(path), schema)
+
+
+def check_against_schema(data: bytes, label: str, schema: Path) -> None:
+    validator = _load_schema(str(schema))
+    # Entities were refused above; parse without network access all the same.
+    document = etree.fromstring(
+        data, parser=etree.XMLParser(resolve_entities=False, no_network=True)
+    )
+    if not validator.validate(document):
+        first = validator.error_log.last_error
+        where = f"line {first.line}: " if first is not None else ""
+        message = first.message if first is not None else "invalid"
+        raise RecordError(f"record {label} is not valid against {schema.name}: {where}{message}")
+
+
+@lru_cache(maxsize=4)
+def _load_schema(path: str) -> etree.XMLSchema:
+    try:
+        return etree.XMLSchema(etree.parse(path, parser=etree.XMLParser(no_network=True)))
+    except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as error:
+        raise RecordError(f"NX_EXPORT_RECORD_SCHEMA {path} cannot be used: {error}") from None
 
 
 def check_record_bytes(data: bytes, label: str) -> None:

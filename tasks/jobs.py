@@ -150,6 +150,7 @@ def start_job(
         Path(checked.xml_file_path),
         max_bytes=int(app.conf.nx_export_max_record_bytes),
         records_root=_optional_path(app.conf.get("nx_records_path")),
+        schema=_optional_path(app.conf.get("nx_export_record_schema")),
     )
     offered, disabled = catalog.available(app, registry)
     plan = plan_export(

@@ -60,6 +60,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "nx_export_plugins": settings.plugins,
         "nx_export_max_record_bytes": settings.max_record_bytes,
         "nx_records_path": str(settings.records_path) if settings.records_path else None,
+        "nx_export_record_schema": str(settings.record_schema) if settings.record_schema else None,
     }
 
 

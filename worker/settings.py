@@ -69,6 +69,11 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="Largest record file accepted.",
     )
+    record_schema: Path | None = Field(
+        None,
+        validation_alias="NX_EXPORT_RECORD_SCHEMA",
+        description="An XSD every record must be valid against before it is enqueued.",
+    )
     plugins: str = Field(
         "",
         validation_alias="NX_EXPORT_PLUGINS",
