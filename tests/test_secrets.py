@@ -1,0 +1,115 @@
+"""Secrets stay in the worker's environment; only JSON is ever accepted."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from tests.conftest import WEBHOOK_SECRET, make_context, wait_for
+from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from tests.support import RedisServer, WorkerProcess, worker_env
+from tests.test_cli import enqueue_arguments, nx_export
+from tests.test_destinations_worker import service_env
+
+
+def every_redis_value(client: Any) -> Iterator[bytes]:
+    """Every key and every value in the database, whatever its type."""
+    for key in client.scan_iter(count=500):
+        yield key
+        kind = client.type(key)
+        if kind == b"string":
+            yield client.get(key) or b""
+        elif kind == b"hash":
+            for field, value in client.hgetall(key).items():
+                yield field + b"=" + value
+        elif kind == b"list":
+            yield from client.lrange(key, 0, -1)
+        elif kind == b"set":
+            yield from client.smembers(key)
+        elif kind == b"zset":
+            yield from client.zrange(key, 0, -1)
+
+
+def test_pickle_messages_are_refused(
+    app: Any, redis_server: Any, session_worker: WorkerProcess, callback_log: Path
+) -> None:
+    sender = Celery(broker=redis_server.url)
+    sender.conf.accept_content = ["pickle", "json"]
+    for serializer in ("pickle", "json"):
+        sender.send_task(
+            "lims.export_finished",
+            args=({"id": f"sent-as-{serializer}", "satisfied": True},),
+            queue="nx-export",
+            serializer=serializer,
+        )
+
+    def delivered() -> set[str]:
+        lines = callback_log.read_text().splitlines() if callback_log.exists() else []
+        return {json.loads(line)["id"] for line in lines}
+
+    wait_for(lambda: "sent-as-json" in delivered())
+    time.sleep(0.5)
+    assert "sent-as-pickle" not in delivered()
+    assert "Refusing to deserialize untrusted content of type pickle" in session_worker.log()
+    assert session_worker.process is not None and session_worker.process.poll() is None
+
+
+def test_no_secret_reaches_redis_logs_or_flower_arguments(
+    app: Any, redis_server: Any, record: Path, tmp_path: Path
+) -> None:
+    from worker import enqueue_export
+
+    with FakeCDCS() as cdcs, FakeELabFTW() as elab, FakeLabArchives() as labarchives:
+        cdcs.fail_next(503, count=2)
+        env = worker_env(redis_server.url, None, **service_env(cdcs, elab, labarchives))
+        env["NX_EXPORT_BACKOFF_SECONDS"] = "0.1"
+        env["NX_ELABFTW_API_KEY"] = "7-wrong-key-that-is-secret"
+        worker = WorkerProcess(env, tmp_path / "worker.log", name="secrets").start()
+        try:
+            job = enqueue_export(
+                make_context(record), destinations=["cdcs", "elabftw", "labarchives"], app=app
+            ).wait(timeout=60)
+        finally:
+            worker.stop()
+        secrets = [
+            cdcs.token,
+            "7-wrong-key-that-is-secret",
+            elab.api_key,
+            labarchives.password,
+            WEBHOOK_SECRET,
+        ]
+    cdcs_history = [entry["outcome"] for entry in job.destinations["cdcs"].history]
+    assert cdcs_history[0] == "retry" and cdcs_history[-1] == "success"
+    assert job.destinations["elabftw"].state == "FAILURE"  # credentials refused
+    places = {
+        "redis": b"\n".join(every_redis_value(app.backend.client)),
+        "log": worker.log().encode(),
+    }
+    for name, haystack in places.items():
+        for secret in secrets:
+            assert secret.encode() not in haystack, f"a configured secret is in the {name}"
+
+
+def test_redis_with_a_password_works_and_the_password_is_not_logged(
+    tmp_path: Path, plugin_path: Path, record: Path
+) -> None:
+    password = "redis-secret-pw-123"
+    server = RedisServer(tmp_path / "redis", password=password).start()
+    env = worker_env(server.url, plugin_path)
+    worker = WorkerProcess(env, tmp_path / "worker.log", name="password").start()
+    try:
+        done = nx_export(
+            *enqueue_arguments(record, "--destination", "beta", "--wait", "--json"), env=env
+        )
+    finally:
+        worker.stop()
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["satisfied"] is True
+    assert password not in worker.log()
+    assert password not in done.stdout + done.stderr
