@@ -196,3 +196,26 @@ def test_worker_reports_its_destinations_at_start(session_worker: Any) -> None:
     assert "destinations" in log
     for name in ("alpha", "linked", "local", "export.alpha"):
         assert name in log
+
+
+def test_a_paused_destination_waits_while_the_others_complete(app: Any, record: Path) -> None:
+    from tests.conftest import make_context
+    from worker import enqueue_export
+
+    paused = nx_export("pause", "beta")
+    assert paused.returncode == 0, paused.stderr
+    assert "no longer consuming" in paused.stdout
+    try:
+        job = enqueue_export(
+            make_context(record), strategy="best_effort", destinations=["alpha", "beta"], app=app
+        )
+        with pytest.raises(TimeoutError):
+            job.wait(timeout=3)
+        job = job.refresh()
+        assert job.destinations["alpha"].state == "SUCCESS"
+        assert job.destinations["beta"].state == "PENDING"
+    finally:
+        resumed = nx_export("resume", "beta")
+    assert resumed.returncode == 0 and "add consumer" in resumed.stdout
+    finished = job.wait(timeout=30)
+    assert finished.satisfied and finished.destinations["beta"].state == "SUCCESS"

@@ -202,6 +202,39 @@ def _finish(job: Any, as_json: bool, timeout: float | None) -> NoReturn:
 
 
 @main.command()
+@click.argument("destination")
+def pause(destination: str) -> None:
+    """Stop every worker taking DESTINATION's tasks; they wait in its queue."""
+    _set_consuming(destination, consume=False)
+
+
+@main.command()
+@click.argument("destination")
+def resume(destination: str) -> None:
+    """Let workers take DESTINATION's tasks again."""
+    _set_consuming(destination, consume=True)
+
+
+def _set_consuming(destination: str, consume: bool) -> None:
+    connect()
+    app = celery_app()
+    from tasks.runtime import destination_queue
+
+    queue = destination_queue(destination)
+    if consume:
+        replies = app.control.add_consumer(
+            queue, exchange=queue, exchange_type="direct", routing_key=queue, reply=True, timeout=2
+        )
+    else:
+        replies = app.control.cancel_consumer(queue, reply=True, timeout=2)
+    if not replies:
+        fail("no worker answered; is one running?")
+    for reply in replies:
+        for worker_name, answer in reply.items():
+            click.echo(f"{worker_name}: {answer.get('ok') or answer.get('error')}")
+
+
+@main.command()
 @click.argument("job_id")
 @click.option("--destination", "destinations", multiple=True, help="Only these destinations.")
 @click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
