@@ -43,7 +43,10 @@ def sign(secret: str, body: bytes) -> str:
 
 def notify_finished(app: Celery, summary: dict[str, Any]) -> None:
     settings = NotifySettings()
-    label = f"(job={summary['id']} satisfied={summary['satisfied']})"
+    label = (
+        f"(job={summary['id']} session={summary.get('session_identifier')} "
+        f"satisfied={summary['satisfied']})"
+    )
     if settings.webhook_url:
         app.send_task("export.webhook", args=(summary,), queue=JOB_QUEUE, argsrepr=label)
     if settings.callback_task:
