@@ -124,7 +124,7 @@ def test_failed_job_shows_as_one_failed_finish_task_naming_the_destination(
         }
         # The job-finished notifications name the job too; they are not its export tasks.
         done = {name: task.get("state") for name, task in mine.items() if name in wanted}
-        return mine if done == wanted else None
+        return {name: mine[name] for name in wanted} if done == wanted else None
 
     mine = _wait_until(flower, job_tasks, "Flower did not show the job's three tasks finished")
 
