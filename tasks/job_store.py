@@ -157,16 +157,15 @@ class JobStore:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _update(self, job_id: str, field: str, change: Any) -> None:
+        # No WATCH: each field has one writer at a time (the destination's own
+        # task, or the job's finish task once every destination is done).
         key = job_key(job_id)
-
-        def transaction(pipe: Any) -> None:
-            current = pipe.hget(key, field)
-            value = change(json.loads(current) if current else {})
-            pipe.multi()
+        current = cast(bytes | None, self.client.hget(key, field))
+        value = change(json.loads(current) if current else {})
+        with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(key, field, json.dumps(value))
             pipe.expire(key, self.retention)
-
-        self.client.transaction(transaction, key)
+            pipe.execute()
 
 
 def _new_destination_entry() -> dict[str, Any]:

@@ -152,7 +152,7 @@ def start_job(
         records_root=_optional_path(app.conf.get("nx_records_path")),
         schema=_optional_path(app.conf.get("nx_export_record_schema")),
     )
-    offered, disabled = catalog.available(app, registry)
+    offered, disabled = catalog.available(app, registry, destinations or ())
     plan = plan_export(
         strategy or app.conf.nx_export_strategy, offered, destinations, known=sorted(disabled)
     )
@@ -202,7 +202,7 @@ def retry_failed(
         names = [name for name, status in job.destinations.items() if not status.succeeded]
     if not names:
         raise ExportRequestError(f"nothing to retry: job {job_id} has no failed destination")
-    offered, disabled = catalog.available(app, local_registry())
+    offered, disabled = catalog.available(app, local_registry(), names)
     plan = plan_export(job.strategy, offered, names, known=sorted(disabled))
     store = job_store(app)
     stored = store.load(job_id) or {}

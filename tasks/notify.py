@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -41,8 +42,14 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+@lru_cache(maxsize=1)
+def notify_settings() -> NotifySettings:
+    """Read once per worker process: the environment does not change under it."""
+    return NotifySettings()
+
+
 def notify_finished(app: Celery, summary: dict[str, Any]) -> None:
-    settings = NotifySettings()
+    settings = notify_settings()
     label = (
         f"(job={summary['id']} session={summary.get('session_identifier')} "
         f"satisfied={summary['satisfied']})"
@@ -70,7 +77,7 @@ def notify_finished(app: Celery, summary: dict[str, Any]) -> None:
 )
 def deliver_webhook(self: Task, summary: dict[str, Any]) -> dict[str, Any]:
     """POST the job summary; the signature lets the receiver trust it."""
-    settings = NotifySettings()
+    settings = notify_settings()
     if not settings.webhook_url:
         return {"delivered": False, "reason": "NX_EXPORT_WEBHOOK_URL is not set on this worker"}
     body = json.dumps(summary, sort_keys=True).encode()

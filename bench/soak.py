@@ -1,0 +1,197 @@
+"""Soak: many jobs against flaky services while worker processes are killed.
+
+Not part of CI. Starts its own Redis, fake CDCS / eLabFTW / LabArchives on
+127.0.0.1 and prefork workers; a share of the services' answers are 503s or
+connections cut right after the record was created; workers are SIGKILLed and
+restarted during the run. Prints jobs, attempts, retries, jobs not satisfied,
+jobs lost and duplicate records per service::
+
+    .venv/bin/python -m bench.soak --jobs 200 --failure-rate 0.3 --kills 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil
+
+from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from tests.fakes.server import Failure
+from tests.support import RedisServer, WorkerProcess, worker_env
+
+RECORD = """<?xml version="1.0" encoding="UTF-8"?>
+<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
+  <nx:title>soak {number}</nx:title>
+</nx:Experiment>
+"""
+CREATE_CALLS = ("POST", "insert_node", "add_entry", "add_attachment")
+
+
+class Chaos:
+    """Makes a fake answer 503 or drop the connection after creating, at random."""
+
+    def __init__(self, fake: Any, rate: float, rng: random.Random) -> None:
+        self.fake, self.rate, self.rng = fake, rate, rng
+        self.injected: Counter[str] = Counter()
+        original = fake._take_failure
+
+        def take(method: str, path: str) -> Failure | None:
+            planned = original(method, path)
+            if planned is not None or self.rng.random() >= self.rate:
+                return planned
+            if any(call in f"{method} {path}" for call in CREATE_CALLS) and self.rng.random() < 0.3:
+                self.injected["dropped after create"] += 1
+                return Failure("drop", None)
+            self.injected["503"] += 1
+            return Failure("status", None, 503, "Service Unavailable", "text/plain", {})
+
+        fake._take_failure = take
+        # Random latency on every create call.
+        fake.create_delay = lambda: fake._stopping.wait(self.rng.uniform(0.0, 0.2))
+
+
+def kill_tree(worker: WorkerProcess) -> None:
+    if worker.process is None:
+        return
+    parent = psutil.Process(worker.process.pid)
+    for process in [*parent.children(recursive=True), parent]:
+        process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--failure-rate", type=float, default=0.3)
+    parser.add_argument("--kills", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--seed", type=int, default=7)
+    options = parser.parse_args()
+    rng = random.Random(options.seed)
+    scratch = Path(tempfile.mkdtemp(prefix="nx-soak-"))
+    redis = RedisServer(scratch / "redis").start()
+    os.environ["NX_EXPORT_BROKER_URL"] = redis.url
+    from worker import enqueue_export
+
+    cdcs, elab, labarchives = FakeCDCS().start(), FakeELabFTW().start(), FakeLabArchives().start()
+    chaos = [Chaos(fake, options.failure_rate, rng) for fake in (cdcs, elab, labarchives)]
+    env = worker_env(
+        redis.url,
+        None,
+        NX_CDCS_URL=cdcs.root_url, NX_CDCS_TOKEN=cdcs.token,
+        NX_ELABFTW_URL=elab.url, NX_ELABFTW_API_KEY=elab.api_key,
+        NX_LABARCHIVES_URL=labarchives.api_url, NX_LABARCHIVES_ACCESS_KEY_ID=labarchives.akid,
+        NX_LABARCHIVES_ACCESS_PASSWORD=labarchives.password, NX_LABARCHIVES_USER_ID=labarchives.uid,
+        NX_LABARCHIVES_NOTEBOOK_ID="nb-1",
+        # The fake has no terms of use: without this the soak would take an hour.
+        NX_LABARCHIVES_MIN_CALL_INTERVAL="0",
+        NX_EXPORT_VISIBILITY_TIMEOUT="10", NX_EXPORT_BACKOFF_SECONDS="0.2",
+        NX_EXPORT_MAX_ATTEMPTS="12", NX_HTTP_READ_TIMEOUT="5",
+    )  # fmt: skip
+    workers = [
+        WorkerProcess(
+            env, scratch / f"worker-{n}.log", name=f"soak{n}", pool="prefork", concurrency=4
+        )
+        for n in range(options.workers)
+    ]
+    started = time.monotonic()
+    try:
+        for worker in workers:
+            worker.start(ready_timeout=60)
+        jobs = []
+        for number in range(options.jobs):
+            record = scratch / f"soak-{number:04d}.xml"
+            record.write_text(RECORD.format(number=number), encoding="utf-8")
+            context = {
+                "xml_file_path": str(record),
+                "session_identifier": f"soak-{number:04d}",
+                "instrument_pid": "FEI-Titan-TEM-635816",
+                "dt_from": "2026-03-04T09:00:00",
+                "dt_to": "2026-03-04T10:00:00",
+            }
+            jobs.append(enqueue_export(context, destinations=["cdcs", "elabftw", "labarchives"]))
+        kills = 0
+
+        def killer() -> None:
+            nonlocal kills
+            for _ in range(options.kills):
+                time.sleep(rng.uniform(2, 6))
+                victim = rng.choice(workers)
+                kill_tree(victim)
+                kills += 1
+                victim.start(ready_timeout=60)
+
+        chaos_monkey = threading.Thread(target=killer, daemon=True)
+        chaos_monkey.start()
+        deadline = time.monotonic() + options.timeout
+        finished, lost = [], []
+        for job in jobs:
+            try:
+                finished.append(job.wait(timeout=max(1.0, deadline - time.monotonic())))
+            except TimeoutError:
+                lost.append(job.id)
+        chaos_monkey.join(timeout=120)
+    finally:
+        for worker in workers:
+            worker.stop()
+        for fake in (cdcs, elab, labarchives):
+            fake.stop()
+        redis.stop()
+    elapsed = time.monotonic() - started
+    attempts = sum(s.attempts for job in finished for s in job.destinations.values())
+    retries = sum(
+        1
+        for job in finished
+        for s in job.destinations.values()
+        for h in s.history
+        if h["outcome"] == "retry"
+    )
+    titles = Counter(record["title"] for record in cdcs.records.values())
+    tags = Counter(
+        t for e in elab.experiments.values() for t in e["tags"] if t.startswith("nx-session:")
+    )
+    pages = Counter(n["display_text"] for n in labarchives.nodes.values() if not n["is_folder"])
+    entries = Counter((e["pid"], e["part_type"]) for e in labarchives.entries)
+    rows = [
+        ("jobs", options.jobs),
+        ("finished", len(finished)),
+        ("satisfied", sum(job.satisfied for job in finished)),
+        ("not satisfied", sum(not job.satisfied for job in finished)),
+        ("lost (not finished in time)", len(lost)),
+        ("destination attempts", attempts),
+        ("retries", retries),
+        ("worker SIGKILLs", kills),
+        ("faults injected", dict(sum((c.injected for c in chaos), Counter()))),
+        ("duplicate CDCS records", sum(n - 1 for n in titles.values() if n > 1)),
+        ("duplicate eLabFTW experiments", sum(n - 1 for n in tags.values() if n > 1)),
+        ("duplicate LabArchives pages", sum(n - 1 for n in pages.values() if n > 1)),
+        ("duplicate LabArchives entries", sum(n - 1 for n in entries.values() if n > 1)),
+        ("wall time (s)", round(elapsed, 1)),
+    ]
+    print("| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    failures = [job for job in finished if not job.satisfied]
+    for job in failures[:5]:
+        print(job.id, {n: (s.state, s.error) for n, s in job.destinations.items()}, file=sys.stderr)
+    return 0 if not lost and not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
