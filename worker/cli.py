@@ -203,19 +203,21 @@ def _finish(job: Any, as_json: bool, timeout: float | None) -> NoReturn:
 
 @main.command()
 @click.argument("destination")
-def pause(destination: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def pause(destination: str, as_json: bool) -> None:
     """Stop every worker taking DESTINATION's tasks; they wait in its queue."""
-    _set_consuming(destination, consume=False)
+    _set_consuming(destination, consume=False, as_json=as_json)
 
 
 @main.command()
 @click.argument("destination")
-def resume(destination: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def resume(destination: str, as_json: bool) -> None:
     """Let workers take DESTINATION's tasks again."""
-    _set_consuming(destination, consume=True)
+    _set_consuming(destination, consume=True, as_json=as_json)
 
 
-def _set_consuming(destination: str, consume: bool) -> None:
+def _set_consuming(destination: str, consume: bool, as_json: bool) -> None:
     connect()
     app = celery_app()
     from tasks.runtime import destination_queue
@@ -229,6 +231,11 @@ def _set_consuming(destination: str, consume: bool) -> None:
         replies = app.control.cancel_consumer(queue, reply=True, timeout=2)
     if not replies:
         fail("no worker answered; is one running?")
+    if as_json:
+        click.echo(
+            json.dumps({name: answer for reply in replies for name, answer in reply.items()})
+        )
+        return
     for reply in replies:
         for worker_name, answer in reply.items():
             click.echo(f"{worker_name}: {answer.get('ok') or answer.get('error')}")
