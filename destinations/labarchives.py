@@ -6,6 +6,12 @@ XML attached with the caption ``NexusLIMS XML record``. Preview images are
 embedded in the summary entry as data URIs, so the page shows them inline and
 the summary stays one entry. Every call is signed and spaced by a limiter
 (LabArchives asks for at most one call per second per client).
+
+Given a Redis client (``use_redis``), the spacing holds across every worker
+process and host, and the folder ids are shared, so a record costs three calls
+once its folders exist. A record whose first call would wait longer than
+``NX_LABARCHIVES_MAX_CALL_WAIT`` keeps its slots and asks to be retried near
+them, handing its worker thread to other destinations meanwhile.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import time
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 from xml.etree.ElementTree import Element
 
 import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis import RedisError
 
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError, PermanentExportError, TransientExportError
@@ -35,11 +42,25 @@ from destinations.http import (
     HttpSettings,
     UnexpectedAnswer,
     check_status,
+    get_client,
     join_url,
     parse_xml,
     request,
     snippet,
     validation_message,
+)
+from destinations.labarchives_folders import (
+    FolderCache,
+    MemoryFolderCache,
+    RedisFolderCache,
+    account_hash,
+)
+from destinations.rate_limit import (
+    CallLimiter,
+    CallSlots,
+    MinIntervalLimiter,
+    RedisCallLimiter,
+    SlotsDeferred,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,36 +93,10 @@ class LabArchivesSettings(BaseSettings):
     min_call_interval: float = Field(
         default=1.0, validation_alias="NX_LABARCHIVES_MIN_CALL_INTERVAL"
     )
-
-
-class CallLimiter(Protocol):
-    """Spaces out calls; ``wait()`` returns when the next call may go."""
-
-    def wait(self) -> None:
-        """Block until a call is allowed."""
-        ...
-
-
-class MinIntervalLimiter:
-    """At most one call per ``interval`` seconds across the threads of a process.
-
-    Each caller reserves the next free slot under the lock and sleeps outside
-    it, so waiting threads do not hold each other up beyond their slot.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._next_slot = 0.0
-
-    def wait(self) -> None:
-        """Block until this caller's slot."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
+    max_call_wait: float = Field(default=5.0, validation_alias="NX_LABARCHIVES_MAX_CALL_WAIT")
+    folder_cache_seconds: float = Field(
+        default=86400.0, validation_alias="NX_LABARCHIVES_FOLDER_CACHE_SECONDS"
+    )
 
 
 _limiters: dict[tuple[int, float], MinIntervalLimiter] = {}
@@ -138,6 +133,10 @@ def notebook_base_url(api_url: str) -> str:
     return str(url.copy_with(host=host, path=path or "/")).rstrip("/")
 
 
+class NodeMissing(PermanentExportError):
+    """The service answered that a tree node does not exist (HTTP 404)."""
+
+
 @dataclass
 class _PageState:
     """What a notebook already holds for a session."""
@@ -154,10 +153,32 @@ class LabArchivesDestination:
     priority = 90
     depends_on = ("cdcs",)
 
-    def __init__(self, limiter: CallLimiter | None = None) -> None:
+    def __init__(
+        self, limiter: CallLimiter | None = None, folders: FolderCache | None = None
+    ) -> None:
         self.settings = LabArchivesSettings()
         self.http = HttpSettings()
-        self.limiter = limiter or process_limiter(self.settings.min_call_interval)
+        self.limiter: CallLimiter = limiter or process_limiter(self.settings.min_call_interval)
+        self.folders: FolderCache = folders or MemoryFolderCache(
+            self.settings.folder_cache_seconds
+        )
+        # The slots of the export running in this thread (the worker runs threads).
+        self._local = threading.local()
+
+    def use_redis(self, client: Any) -> None:
+        """Space calls and share folder ids through Redis, across every worker and host.
+
+        The worker calls this with its result backend's client; without it the
+        spacing holds within this process only.
+        """
+        account = account_hash(self.settings.url, self.settings.access_key_id.get_secret_value())
+        self.limiter = RedisCallLimiter(
+            client,
+            f"nxexport:labarchives:calls:{account}",
+            self.settings.min_call_interval,
+            self.settings.max_call_wait,
+        )
+        self.folders = RedisFolderCache(client, account, self.settings.folder_cache_seconds)
 
     @property
     def enabled(self) -> bool:
@@ -183,6 +204,11 @@ class LabArchivesDestination:
             return self._export(context)
         except TransientExportError:
             raise
+        except RedisError as exc:
+            raise TransientExportError(
+                f"labarchives: the shared call limiter (Redis) is unavailable: "
+                f"{type(exc).__name__}"
+            ) from None
         except PermanentExportError as exc:
             return self._failure(str(exc))
         except Exception as exc:  # the contract: export never raises anything else
@@ -216,29 +242,100 @@ class LabArchivesDestination:
                 f"{exc.strerror}"
             )
         nbid = self.settings.notebook_id
+        retry = context.metadata.get("export_attempt", 1) > 1
+        get_client(self.http)  # set up before the first slot, not after it
+        slots = self._reserve(self._expected_calls(nbid, context, retry), context)
+        self._local.slots = slots
+        try:
+            if not nbid:
+                return self._export_to_inbox(context, xml, retry)
+            # An attempt that was only deferred made no call: nothing to look up.
+            return self._export_to_notebook(context, xml, nbid, retry and not slots.resumed)
+        finally:
+            self._local.slots = None
+            slots.release()
+
+    def _expected_calls(self, nbid: str | None, context: ExportContext, retry: bool) -> int:
+        """The calls this export will make, so their slots are reserved together."""
         if not nbid:
-            if context.metadata.get("export_attempt", 1) > 1:
-                logger.warning("labarchives: the Inbox cannot be searched; %s may appear twice",
-                               context.session_identifier)
-            state = _PageState(page_id=INBOX)
-            state.text_eid = self._add_entry(INBOX, INBOX, summary_html(context))
-            state.attachment_eid = self._attach(INBOX, INBOX, context.xml_file_path.name, xml)
-            return self._success(INBOX, state)
-        folder = self._ensure_folder(nbid, "0", ROOT_FOLDER)
-        instrument = self._ensure_folder(nbid, folder, context.instrument_pid)
-        state = _PageState()
-        found = False
-        if context.metadata.get("export_attempt", 1) > 1:
-            state = self._page_state(nbid, instrument, context)
-            found = state.page_id is not None
-        if state.page_id is None:
-            state.page_id = self._insert_node(nbid, instrument, page_name(context), is_folder=False)
+            return 2
+        lookups = 2 if retry else 0
+        if self.folders.get(nbid, (ROOT_FOLDER, context.instrument_pid)) is None:
+            lookups += 1 if self.folders.get(nbid, (ROOT_FOLDER,)) else 2
+        return 3 + lookups
+
+    def _reserve(self, calls: int, context: ExportContext) -> CallSlots:
+        job = context.metadata.get("export_job_id")
+        try:
+            return self.limiter.reserve(calls, str(job) if job else None)
+        except SlotsDeferred as deferred:
+            # Come back a little before the slots, which stay reserved for this job.
+            raise TransientExportError(
+                f"labarchives: waiting for a call slot (one call per "
+                f"{self.settings.min_call_interval:g} s across all workers); "
+                f"next slot in {deferred.wait:.0f} s",
+                retry_after=max(0.0, deferred.wait - self.settings.max_call_wait / 2),
+            ) from None
+
+    def _export_to_inbox(self, context: ExportContext, xml: bytes, retry: bool) -> ExportResult:
+        if retry:
+            logger.warning("labarchives: the Inbox cannot be searched; %s may appear twice",
+                           context.session_identifier)
+        state = _PageState(page_id=INBOX)
+        state.text_eid = self._add_entry(INBOX, INBOX, summary_html(context))
+        state.attachment_eid = self._attach(INBOX, INBOX, context.xml_file_path.name, xml)
+        return self._success(INBOX, state)
+
+    def _export_to_notebook(
+        self, context: ExportContext, xml: bytes, nbid: str, look_up: bool
+    ) -> ExportResult:
+        state, page_id, found = self._session_page(context, nbid, look_up)
         if state.text_eid is None:
-            state.text_eid = self._add_entry(nbid, state.page_id, summary_html(context))
+            state.text_eid = self._add_entry(nbid, page_id, summary_html(context))
         if state.attachment_eid is None:
-            state.attachment_eid = self._attach(nbid, state.page_id,
-                                                context.xml_file_path.name, xml)
+            state.attachment_eid = self._attach(nbid, page_id, context.xml_file_path.name, xml)
         return self._success(nbid, state, found_existing=found)
+
+    def _session_page(
+        self, context: ExportContext, nbid: str, look_up: bool
+    ) -> tuple[_PageState, str, bool]:
+        """The session's page (found on a retry, else created) and whether it was found."""
+        try:
+            return self._find_or_insert_page(context, nbid, look_up)
+        except NodeMissing:
+            # A remembered folder was deleted or moved: find the folders again, once.
+            self.folders.drop(nbid)
+            return self._find_or_insert_page(context, nbid, look_up)
+
+    def _find_or_insert_page(
+        self, context: ExportContext, nbid: str, look_up: bool
+    ) -> tuple[_PageState, str, bool]:
+        instrument = self._instrument_folder(nbid, context.instrument_pid)
+        state = self._page_state(nbid, instrument, context) if look_up else _PageState()
+        if state.page_id is not None:
+            return state, state.page_id, True
+        state.page_id = self._insert_node(nbid, instrument, page_name(context), is_folder=False)
+        return state, state.page_id, False
+
+    def _instrument_folder(self, nbid: str, instrument_pid: str) -> str:
+        """The instrument folder's tree id: remembered, found, or created."""
+        path = (ROOT_FOLDER, instrument_pid)
+        cached = self.folders.get(nbid, path)
+        if cached:
+            return cached
+        # Two workers meeting a new instrument at once must not both create its folder.
+        with self.folders.creating(nbid):
+            return self.folders.get(nbid, path) or self._find_or_create_folders(nbid, path)
+
+    def _find_or_create_folders(self, nbid: str, path: tuple[str, str]) -> str:
+        root = self.folders.get(nbid, (ROOT_FOLDER,))
+        root_created = False
+        if root is None:
+            root, root_created = self._ensure_folder(nbid, "0", ROOT_FOLDER)
+            self.folders.put(nbid, (ROOT_FOLDER,), root)
+        instrument, _ = self._ensure_folder(nbid, root, path[1], known_empty=root_created)
+        self.folders.put(nbid, path, instrument)
+        return instrument
 
     def _page_state(self, nbid: str, instrument: str, context: ExportContext) -> _PageState:
         state = _PageState(page_id=self._find_node(nbid, instrument, page_name(context), True))
@@ -255,9 +352,14 @@ class LabArchivesDestination:
                 state.attachment_eid = eid
         return state
 
-    def _ensure_folder(self, nbid: str, parent: str, text: str) -> str:
-        existing = self._find_node(nbid, parent, text, is_page=False)
-        return existing or self._insert_node(nbid, parent, text, is_folder=True)
+    def _ensure_folder(
+        self, nbid: str, parent: str, text: str, known_empty: bool = False
+    ) -> tuple[str, bool]:
+        """The folder's tree id and whether it was created (a new folder has no children)."""
+        existing = None if known_empty else self._find_node(nbid, parent, text, is_page=False)
+        if existing:
+            return existing, False
+        return self._insert_node(nbid, parent, text, is_folder=True), True
 
     def _find_node(self, nbid: str, parent: str, text: str, is_page: bool) -> str | None:
         answer = self._call("GET", "tree_tools", "get_tree_level", "list notebook level",
@@ -307,7 +409,8 @@ class LabArchivesDestination:
         """One signed call; the parsed XML answer, or the matching export error."""
         akid = self.settings.access_key_id.get_secret_value()
         password = self.settings.access_password.get_secret_value()
-        self.limiter.wait()
+        slots: CallSlots | None = getattr(self._local, "slots", None)
+        (slots or self.limiter.reserve(1)).wait()
         expires = str(int(time.time() * 1000))
         signed = {
             "akid": akid,
@@ -377,6 +480,8 @@ def _raise_for_error(answer: Element, call: str, status: int, secrets: tuple[str
         raise CredentialsRefused(f"labarchives: {call}: credentials were refused: {detail}")
     if code in PERMISSION_ERROR_CODES:
         raise PermanentExportError(f"labarchives: {call}: permission refused: {detail}")
+    if status == 404:
+        raise NodeMissing(f"labarchives: {call}: not found: {detail}")
     raise PermanentExportError(f"labarchives: {call}: {detail}")
 
 
@@ -403,7 +508,8 @@ def summary_html(context: ExportContext) -> str:
     cdcs = context.get_result("cdcs")
     if cdcs is not None and cdcs.success and cdcs.record_url:
         parts.append(f'<p><a href="{escape(cdcs.record_url)}">View in CDCS</a></p>')
-    images = [_preview_img(Path(p)) for a in context.activities for p in a.previews]
+    # NexusLIMS keeps previews aligned with files; a file without one has an empty entry.
+    images = [_preview_img(Path(p)) for a in context.activities for p in a.previews if p]
     shown = [img for img in images if img][:MAX_PREVIEWS]
     if shown:
         parts += ["<h3>Previews</h3>", *shown]

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from typing import Any, cast
 
 from destinations.contract import Destination, dependencies_of
 
@@ -67,6 +68,7 @@ class Registry:
         assert isinstance(destination, Destination)
         previous = self.origins.get(destination.name)
         if previous is not None:
+            _keep_dependencies(destination, self.destinations[destination.name])
             self.replaced.append((destination.name, previous, origin))
             logger.info(
                 "destination %r from %s replaces the one from %s",
@@ -80,6 +82,21 @@ class Registry:
     def skip(self, origin: str, reason: str) -> None:
         self.skipped.append((origin, reason))
         logger.warning("destination plugin %s skipped: %s", origin, reason)
+
+
+def _keep_dependencies(destination: Destination, replaced: Destination) -> None:
+    """Give a replacement that declares no ``depends_on`` the dependencies of the one it replaces.
+
+    NexusLIMS's own classes order themselves by priority alone and read the CDCS
+    result; without the built-in's ``("cdcs",)`` they would run beside CDCS and
+    miss its link.
+    """
+    inherited = dependencies_of(replaced)
+    if inherited and not hasattr(destination, "depends_on"):
+        try:
+            cast(Any, destination).depends_on = inherited
+        except AttributeError:  # __slots__ or a read-only property: leave it as declared
+            logger.warning("destination %r keeps no dependencies", destination.name)
 
 
 def describe(destination: Destination) -> DestinationInfo:

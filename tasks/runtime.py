@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 from celery import Celery, current_app
@@ -11,6 +12,8 @@ from tasks.job_store import JobStore
 
 JOB_QUEUE = "nx-export"
 
+logger = logging.getLogger(__name__)
+
 
 def destination_queue(name: str) -> str:
     return f"export.{name}"
@@ -19,7 +22,28 @@ def destination_queue(name: str) -> str:
 @lru_cache(maxsize=1)
 def local_registry() -> Registry:
     """The destinations this process can run, discovered once."""
-    return discover(parse_plugin_list(current_app.conf.get("nx_export_plugins", "")))
+    registry = discover(parse_plugin_list(current_app.conf.get("nx_export_plugins", "")))
+    share_redis(registry, current_app)
+    return registry
+
+
+def share_redis(registry: Registry, app: Celery) -> None:
+    """Hand the result backend's Redis to destinations that coordinate across workers.
+
+    A destination may define ``use_redis(client)`` (LabArchives spaces its calls
+    and shares folder ids there); without it, or without a Redis backend, a
+    destination keeps what it does within one process.
+    """
+    client = getattr(app.backend, "client", None)
+    if client is None:
+        return
+    for destination in registry.destinations.values():
+        hook = getattr(destination, "use_redis", None)
+        if callable(hook):
+            try:
+                hook(client)
+            except Exception as error:  # a plugin's hook must not stop the worker
+                logger.warning("destination %r: use_redis failed: %r", destination.name, error)
 
 
 def job_store(app: Celery | None = None) -> JobStore:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,7 +24,7 @@ from destinations.errors import TransientExportError
 from destinations.labarchives import LabArchivesDestination
 from destinations.rate_limit import RedisCallLimiter
 from tests.fakes import FakeLabArchives
-from tests.support import PROJECT_ROOT, RedisServer
+from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
@@ -90,10 +91,20 @@ def test_two_processes_never_call_less_than_a_second_apart(
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, redis_server.url, str(nexus_record),
-             f"{name}-1", f"{name}-2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                redis_server.url,
+                str(nexus_record),
+                f"{name}-1",
+                f"{name}-2",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in ("left", "right")
     ]
     for child in children:
@@ -108,9 +119,10 @@ def test_two_processes_never_call_less_than_a_second_apart(
 
 
 def test_the_second_record_to_an_instrument_costs_three_calls(
-    fake_labarchives: FakeLabArchives, la_redis: Callable[[], LabArchivesDestination],
+    fake_labarchives: FakeLabArchives,
+    la_redis: Callable[[], LabArchivesDestination],
     make_export_context: Context,
-) -> None:  # fmt: skip
+) -> None:
     assert la_redis().export(make_export_context()).success
     before = len(fake_labarchives.requests)
     # Another worker: the folder ids come from Redis.
@@ -120,12 +132,14 @@ def test_the_second_record_to_an_instrument_costs_three_calls(
 
 
 def test_a_deleted_folder_is_found_again(
-    fake_labarchives: FakeLabArchives, la_redis: Callable[[], LabArchivesDestination],
+    fake_labarchives: FakeLabArchives,
+    la_redis: Callable[[], LabArchivesDestination],
     make_export_context: Context,
-) -> None:  # fmt: skip
+) -> None:
     assert la_redis().export(make_export_context()).success
-    (instrument,) = [k for k, n in fake_labarchives.nodes.items() if n["parent"] != "0"
-                     and n["is_folder"]]  # fmt: skip
+    (instrument,) = [
+        k for k, n in fake_labarchives.nodes.items() if n["parent"] != "0" and n["is_folder"]
+    ]
     del fake_labarchives.nodes[instrument]
     result = la_redis().export(make_export_context(session_identifier="after-delete"))
     assert result.success, result.error_message
@@ -135,10 +149,12 @@ def test_a_deleted_folder_is_found_again(
 
 
 def test_a_long_wait_is_deferred_with_the_slots_kept_for_the_retry(
-    fake_labarchives: FakeLabArchives, shared_redis: redis.Redis,
-    la_redis: Callable[[], LabArchivesDestination], make_export_context: Context,
+    fake_labarchives: FakeLabArchives,
+    shared_redis: redis.Redis,
+    la_redis: Callable[[], LabArchivesDestination],
+    make_export_context: Context,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     assert la_redis().export(make_export_context()).success
     monkeypatch.setenv("NX_LABARCHIVES_MIN_CALL_INTERVAL", "0.5")
     monkeypatch.setenv("NX_LABARCHIVES_MAX_CALL_WAIT", "1")
@@ -169,7 +185,7 @@ def test_without_a_job_id_a_long_wait_is_slept(shared_redis: redis.Redis) -> Non
     started = time.monotonic()
     slots = limiter.reserve(1)
     slots.wait()
-    assert time.monotonic() - started >= 0.85
+    assert time.monotonic() - started >= 3 * limiter.interval - 0.02
 
 
 def test_unused_slots_are_given_back(shared_redis: redis.Redis) -> None:
@@ -181,3 +197,45 @@ def test_unused_slots_are_given_back(shared_redis: redis.Redis) -> None:
     started = time.monotonic()
     limiter.reserve(1).wait()
     assert time.monotonic() - started < 0.7
+
+
+def test_two_workers_share_the_spacing(
+    app: Any,
+    redis_server: RedisServer,
+    fake_labarchives: FakeLabArchives,
+    nexus_record: Path,
+    tmp_path: Path,
+) -> None:
+    from worker import enqueue_export
+
+    settings = {k: v for k, v in os.environ.items() if k.startswith("NX_LABARCHIVES_")}
+    settings["NX_LABARCHIVES_MIN_CALL_INTERVAL"] = "1"
+    workers = [
+        WorkerProcess(
+            worker_env(redis_server.url, None, **settings), tmp_path / f"{name}.log", name=name
+        ).start()
+        for name in ("la-left", "la-right")
+    ]
+    try:
+        jobs = [
+            enqueue_export(
+                {
+                    "xml_file_path": str(nexus_record),
+                    "session_identifier": f"s-{n}",
+                    "instrument_pid": "FEI-Titan-TEM-635816",
+                    "dt_from": "2026-03-04T09:00:00",
+                    "dt_to": "2026-03-04T10:00:00",
+                },
+                destinations=["labarchives"],
+                app=app,
+            )
+            for n in range(4)
+        ]
+        assert all(job.wait(timeout=120).satisfied for job in jobs)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert min(gaps(fake_labarchives)) >= 1.0
+    # Each worker checks its settings when it starts; then the folders, then three a record.
+    exports = [r for r in fake_labarchives.requests if not r.path.endswith("user_info_via_id")]
+    assert len(exports) == 3 + 4 * 3

@@ -1,0 +1,158 @@
+"""Running NexusLIMS's side: its settings, its plugin classes, and a record builder's client.
+
+Each test gets its own Redis and worker, so the plan covers only that worker's
+destinations (other workers of the session publish test plugins of their own),
+and the client runs in a subprocess as NexusLIMS's record builder would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
+
+PLUGINS = ",".join(
+    f"nexusLIMS.exporters.destinations.{module}:{cls}"
+    for module, cls in (
+        ("cdcs", "CDCSDestination"),
+        ("elabftw", "ELabFTWDestination"),
+        ("labarchives", "LabArchivesDestination"),
+    )
+)
+
+# Builds duck-typed sessions like NexusLIMS's from a JSON spec, calls
+# export_records, and prints the results and the strategy verdict per file.
+CLIENT = """
+import json, sys
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+spec = json.loads(sys.argv[1])
+try:
+    from nexusLIMS.db.engine import get_engine
+    from sqlmodel import SQLModel, Session, select
+    from nexusLIMS.db.models import UploadLog
+    SQLModel.metadata.create_all(get_engine())
+except ImportError:
+    UploadLog = None
+from worker.compat import export_records, was_successfully_exported
+
+files = [Path(r["file"]) for r in spec]
+sessions = [
+    NS(session_identifier=r["session"], instrument=NS(name=r["instrument"]),
+       dt_from=datetime.fromisoformat(r["start"]), dt_to=datetime.fromisoformat(r["end"]),
+       user=r.get("user"))
+    for r in spec
+]
+activities = [[NS(files=a["files"], previews=a["previews"]) for a in r["activities"]] for r in spec]
+events = [NS(**r["event"]) if r.get("event") else None for r in spec]
+results = export_records(files, sessions, activities, events, timeout=120)
+out = {
+    str(f): {
+        "satisfied": was_successfully_exported(f, results),
+        "results": [{k: getattr(x, k) for k in ("success", "destination_name", "record_id",
+                     "record_url", "error_message")} for x in results[f]],
+    }
+    for f in files
+}
+if UploadLog is not None:
+    with Session(get_engine()) as db:
+        out["upload_log"] = [[row.session_identifier, row.destination_name, row.success]
+                             for row in db.exec(select(UploadLog))]
+print(json.dumps(out))
+"""
+
+
+def nexuslims_settings(root: Path) -> dict[str, str]:
+    """NexusLIMS's own settings, in test mode, with throw-away paths."""
+    for name in ("data", "instrument-data"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    return {
+        "NX_TEST_MODE": "true",
+        "NX_DATA_PATH": str(root / "data"),
+        "NX_INSTRUMENT_DATA_PATH": str(root / "instrument-data"),
+        "NX_DB_PATH": str(root / "nexuslims.db"),
+    }
+
+
+def service_settings(cdcs: FakeCDCS, elab: FakeELabFTW, la: FakeLabArchives) -> dict[str, str]:
+    """The ``NX_*`` settings pointing every destination at the fakes."""
+    return {
+        "NX_CDCS_URL": cdcs.root_url,
+        "NX_CDCS_TOKEN": cdcs.token,
+        "NX_ELABFTW_URL": elab.url,
+        "NX_ELABFTW_API_KEY": elab.api_key,
+        "NX_LABARCHIVES_URL": la.api_url,
+        "NX_LABARCHIVES_ACCESS_KEY_ID": la.akid,
+        "NX_LABARCHIVES_ACCESS_PASSWORD": la.password,
+        "NX_LABARCHIVES_USER_ID": la.uid,
+        "NX_LABARCHIVES_NOTEBOOK_ID": "nb-1",
+        "NX_HTTP_READ_TIMEOUT": "5",
+    }
+
+
+@cache
+def _import_problem(root: str) -> str | None:
+    env = worker_env("redis://127.0.0.1:1/0", None, **nexuslims_settings(Path(root)))
+    modules = ", ".join(p.split(":")[0] for p in PLUGINS.split(","))
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {modules}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+def require_nexuslims(root: Path) -> None:
+    """Skip unless NexusLIMS's three destination modules import (``nexuslims==2.8.0``)."""
+    problem = _import_problem(str(root))
+    if problem:
+        pytest.skip(
+            f"nexuslims's exporters cannot be imported ({problem}); "
+            "install nexuslims==2.8.0 and what its exporters import"
+        )
+
+
+@contextmanager
+def private_worker(root: Path, name: str, **settings: str) -> Iterator[dict[str, str]]:
+    """A Redis and a worker of their own; yields the environment a client uses."""
+    redis_server = RedisServer(root / "redis").start()
+    env = worker_env(redis_server.url, None, **settings)
+    worker = WorkerProcess(env, root / f"{name}.log", name=name)
+    try:
+        worker.start()
+        yield env
+    finally:
+        worker.stop()
+        redis_server.stop()
+
+
+def run_client(env: dict[str, str], spec: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run ``export_records`` in a client process like NexusLIMS's record builder."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PROJECT_ROOT,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
