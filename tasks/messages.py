@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -92,7 +94,33 @@ def result_to_json(result: Any, destination_name: str) -> dict[str, Any]:
             },
         )
     data: dict[str, Any] = _RESULT.dump_python(result, mode="json")
-    return data
+    # Results are stored in Redis and shown in Flower: a plugin that puts a
+    # traceback or a signed URL in its message must not leak credentials there.
+    return cast(dict[str, Any], redact(data))
+
+
+SECRET_NAME = re.compile(r"^NX_.*(TOKEN|KEY|PASSWORD|SECRET)", re.IGNORECASE)
+URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]+)\?[^\s'\"<>]*")
+
+
+def redact(value: Any) -> Any:
+    """Blank configured secrets and URL query strings out of every string in ``value``."""
+    if isinstance(value, str):
+        text = URL_QUERY.sub(r"\1?…", value)
+        for secret in _configured_secrets():
+            text = text.replace(secret, "***")
+        return text
+    if isinstance(value, dict):
+        return {key: redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def _configured_secrets() -> list[str]:
+    return [
+        value for name, value in os.environ.items() if SECRET_NAME.match(name) and len(value) >= 4
+    ]
 
 
 def result_from_json(data: Mapping[str, Any]) -> ExportResult:

@@ -113,3 +113,25 @@ def test_redis_with_a_password_works_and_the_password_is_not_logged(
     assert json.loads(done.stdout)["satisfied"] is True
     assert password not in worker.log()
     assert password not in done.stdout + done.stderr
+
+
+def test_plugin_results_are_stored_without_secrets_or_url_queries(
+    monkeypatch: Any,
+) -> None:
+    from destinations.contract import ExportResult
+    from tasks.messages import result_to_json
+
+    monkeypatch.setenv("NX_LABARCHIVES_ACCESS_PASSWORD", "hunter2-password")
+    leaky = ExportResult(
+        success=False,
+        destination_name="labarchives",
+        error_message=(
+            "Traceback ... ConnectionError: https://api.example.org/api/tree_tools/insert_node"
+            "?akid=abc&sig=c2ln&expires=1 failed; password was hunter2-password"
+        ),
+        metadata={"detail": ["hunter2-password"]},
+    )
+    stored = json.dumps(result_to_json(leaky, "labarchives"), ensure_ascii=False)
+    assert "hunter2-password" not in stored
+    assert "sig=" not in stored and "akid=" not in stored
+    assert "https://api.example.org/api/tree_tools/insert_node?…" in stored
