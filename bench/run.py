@@ -6,6 +6,7 @@ prints the machine and a markdown table, and stops everything it started::
     .venv/bin/python -m bench.run            # full run
     .venv/bin/python -m bench.run --smoke    # a handful of jobs per row, for CI
     .venv/bin/python -m bench.run --json results.json
+    .venv/bin/python -m bench.run --only nexuslims   # one row (see --help for the names)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import celery
 import psutil
 
+from bench.nexuslims import MIN_GAP, TARGET, NexusLIMSRow, Side
 from bench.services import (
     LatencyServer,
     PeakRss,
@@ -69,6 +71,7 @@ class Sizes:
         ("threads", 64, 2),
     )
     warmup: int = 3
+    nexuslims_repeats: int = 3
 
 
 SMOKE = Sizes(
@@ -80,6 +83,7 @@ SMOKE = Sizes(
     throughput_repeats=1,
     io_configs=(("threads", 64, 1),),
     warmup=1,
+    nexuslims_repeats=1,
 )
 
 
@@ -449,6 +453,60 @@ class Bench:
         best.note = "recommended"
         return rows
 
+    def nexuslims(self) -> list[Row]:
+        """One record to the fake CDCS, eLabFTW and LabArchives: NexusLIMS 2.8.0's classes vs us."""
+        runner = NexusLIMSRow(
+            self.app,
+            self.redis,
+            self.logs.parent,
+            RECORD,
+            self.sizes.nexuslims_repeats,
+            self.pool,
+            self.concurrency,
+        )
+        label = "7. one record → CDCS + eLabFTW + LabArchives, create L=300 ms"
+        problem = runner.import_problem()
+        if problem:
+            return [Row(label, "ms", note=f"skipped: nexuslims not importable ({problem})")]
+        nexuslims, ours = runner.measure()
+        runs = len(ours.first)
+        gap = min(ours.min_gaps)
+        limit_ok = gap >= MIN_GAP
+        rows = []
+        for index, (what, baseline, mine) in enumerate(
+            (
+                ("first record for an instrument (folders created)", nexuslims.first, ours.first),
+                ("second record, same instrument (folders exist)", nexuslims.second, ours.second),
+            )
+        ):
+            row = Row(
+                f"{label}: {what}, median of {runs}",
+                "ms",
+                median(mine) * 1000,
+                median(baseline) * 1000,
+                "NexusLIMS 2.8.0 sequential",
+                f"≤ {TARGET:.2f}",
+            )
+            row.met = row.ratio is not None and row.ratio <= TARGET and limit_ok
+            row.note = self.nexuslims_note(index, nexuslims, ours, limit_ok)
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def nexuslims_note(index: int, nexuslims: Side, ours: Side, limit_ok: bool) -> str:
+        def calls(side: Side) -> str:
+            counts = sorted({run[index] for run in side.la_calls})
+            return "/".join(str(c) for c in counts)
+
+        gap = min(ours.min_gaps)
+        verdict = "honoured" if limit_ok else "**VIOLATED**"
+        return (
+            f"LabArchives calls per record: ours {calls(ours)}, NexusLIMS {calls(nexuslims)}; "
+            f"LabArchives 1 call/s limit {verdict} by ours: min gap between its requests "
+            f"{gap:.3f} s (all {len(ours.min_gaps)} runs; "
+            f"NexusLIMS {min(nexuslims.min_gaps):.3f} s)"
+        )
+
 
 def machine(redis: RedisServer, pool: str, concurrency: int) -> dict[str, Any]:
     info = cast(dict[str, Any], redis.client().info("server"))
@@ -512,7 +570,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated rows to run: fanout,dependency,overhead,throughput,io (default: all)",
+        help="comma-separated rows to run: fanout,dependency,overhead,throughput,io,nexuslims "
+        "(default: all)",
     )
     return parser.parse_args(argv)
 
@@ -543,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                 "overhead": bench.overhead,
                 "throughput": bench.throughput,
                 "io": bench.io_concurrency,
+                "nexuslims": bench.nexuslims,
             }
             chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(rows)
             failed = False
