@@ -11,6 +11,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, SecretStr
@@ -29,6 +30,7 @@ from destinations.http import (
 
 logger = logging.getLogger(__name__)
 
+# Template and workspace ids change rarely; re-read them this often.
 TEMPLATE_CACHE_SECONDS = 600.0
 MAX_QUERY_PAGES = 20
 
@@ -46,9 +48,21 @@ class CDCSSettings(BaseSettings):
     user_owned_records: bool = Field(default=False, validation_alias="NX_CDCS_USER_OWNED_RECORDS")
 
 
-# Per process: (root URL) -> (template id, monotonic expiry).
-_template_cache: dict[str, tuple[str, float]] = {}
-_template_lock = threading.Lock()
+# Per process: (root URL, what) -> (id, monotonic expiry).
+_id_cache: dict[tuple[str, str], tuple[str | None, float]] = {}
+_id_cache_lock = threading.Lock()
+
+
+def _cached_id(root: str, what: str, fetch: Callable[[], str | None], refresh: bool) -> str | None:
+    now = time.monotonic()
+    with _id_cache_lock:
+        cached = _id_cache.get((root, what))
+    if cached and cached[1] > now and not refresh:
+        return cached[0]
+    value = fetch()
+    with _id_cache_lock:
+        _id_cache[(root, what)] = (value, now + TEMPLATE_CACHE_SECONDS)
+    return value
 
 
 class CDCSDestination:
@@ -114,16 +128,7 @@ class CDCSDestination:
 
     def template_id(self, refresh: bool = False) -> str:
         """The current template id, cached per process for ten minutes."""
-        root = self.settings.url
-        now = time.monotonic()
-        with _template_lock:
-            cached = _template_cache.get(root)
-        if cached and cached[1] > now and not refresh:
-            return cached[0]
-        template = self._fetch_template_id()
-        with _template_lock:
-            _template_cache[root] = (template, now + TEMPLATE_CACHE_SECONDS)
-        return template
+        return str(_cached_id(self.settings.url, "template", self._fetch_template_id, refresh))
 
     def _export(self, context: ExportContext) -> ExportResult:
         try:
@@ -158,18 +163,21 @@ class CDCSDestination:
     def _assign_to_workspace(self, record_id: str) -> None:
         if not self.settings.assign_to_public_workspace:
             return
-        call = "find public workspace"
-        workspaces = self._call("GET", self._url("rest/workspace/read_access/"), call)
-        if not isinstance(workspaces, list):
-            raise UnexpectedAnswer(f"cdcs: {call}: unexpected answer: not a list of workspaces")
-        if not workspaces:
+        workspace_id = _cached_id(self.settings.url, "workspace", self._fetch_workspace_id, False)
+        if workspace_id is None:
             logger.warning("cdcs: no readable workspace; record %s stays private", record_id)
             return
-        workspace_id = str(workspaces[0]["id"])
         self._call(
             "PATCH", self._url("rest/data", record_id, "assign", workspace_id),
             "assign record to workspace",
         )
+
+    def _fetch_workspace_id(self) -> str | None:
+        call = "find public workspace"
+        workspaces = self._call("GET", self._url("rest/workspace/read_access/"), call)
+        if not isinstance(workspaces, list):
+            raise UnexpectedAnswer(f"cdcs: {call}: unexpected answer: not a list of workspaces")
+        return str(workspaces[0]["id"]) if workspaces else None
 
     def _give_to_user(self, record_id: str, context: ExportContext) -> None:
         """Make the session's user own the record; on failure it stays admin-owned."""

@@ -96,6 +96,9 @@ def result_to_json(result: Any, destination_name: str) -> dict[str, Any]:
     data: dict[str, Any] = _RESULT.dump_python(result, mode="json")
     # Results are stored in Redis and shown in Flower: a plugin that puts a
     # traceback or a signed URL in its message must not leak credentials there.
+    # Record URLs keep their query (CDCS's is "data?id=…"); error messages do not.
+    if data.get("error_message"):
+        data["error_message"] = URL_QUERY.sub(r"\1?…", data["error_message"])
     return cast(dict[str, Any], redact(data))
 
 
@@ -104,9 +107,9 @@ URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]+)\?[^\s'\"<>]*")
 
 
 def redact(value: Any) -> Any:
-    """Blank configured secrets and URL query strings out of every string in ``value``."""
+    """Blank the configured secrets out of every string in ``value``."""
     if isinstance(value, str):
-        text = URL_QUERY.sub(r"\1?…", value)
+        text = value
         for secret in _configured_secrets():
             text = text.replace(secret, "***")
         return text

@@ -22,7 +22,7 @@ Context = Callable[..., ExportContext]
 @pytest.fixture(autouse=True)
 def fresh_template_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with an empty per-process template cache (ports get reused)."""
-    monkeypatch.setattr(cdcs_module, "_template_cache", {})
+    monkeypatch.setattr(cdcs_module, "_id_cache", {})
 
 
 def test_export_uploads_the_record_and_assigns_the_public_workspace(
