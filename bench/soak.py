@@ -145,7 +145,7 @@ def main() -> int:
             try:
                 finished.append(job.wait(timeout=max(1.0, deadline - time.monotonic())))
             except TimeoutError:
-                lost.append(job.id)
+                lost.append(job.refresh())
         chaos_monkey.join(timeout=120)
     finally:
         for worker in workers:
@@ -188,6 +188,13 @@ def main() -> int:
     for name, value in rows:
         print(f"| {name} | {value} |")
     failures = [job for job in finished if not job.satisfied]
+    for job in lost[:5]:
+        print(
+            "not finished:",
+            job.id,
+            {n: (s.state, s.attempts) for n, s in job.destinations.items()},
+            file=sys.stderr,
+        )
     for job in failures[:5]:
         print(job.id, {n: (s.state, s.error) for n, s in job.destinations.items()}, file=sys.stderr)
     return 0 if not lost and not failures else 1

@@ -50,6 +50,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A task redelivered after it succeeded is not run again, so it cannot
+        # count twice towards its chord and finish a job early.
+        "worker_deduplicate_successful_tasks": True,
         "task_default_queue": JOB_QUEUE,
         "task_routes": (route_task,),
         "task_send_sent_event": True,
