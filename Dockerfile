@@ -1,7 +1,8 @@
 FROM python:3.12-slim
 
 # The worker runs as an unprivileged user; records arrive on a read-only volume.
-RUN useradd --create-home --uid 10001 nxexport
+RUN useradd --create-home --uid 10001 nxexport \
+    && mkdir -p /archive && chown nxexport /archive
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
