@@ -12,6 +12,7 @@ jobs lost and duplicate records per service::
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import signal
@@ -152,6 +153,7 @@ def main() -> int:
             worker.stop()
         for fake in (cdcs, elab, labarchives):
             fake.stop()
+        gc.collect()  # results still waited on unsubscribe while Redis is up
         redis.stop()
     elapsed = time.monotonic() - started
     attempts = sum(s.attempts for job in finished for s in job.destinations.values())
