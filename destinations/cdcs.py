@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from destinations.contract import ExportContext, ExportResult
-from destinations.errors import ExportError, PermanentExportError, TransientExportError
+from destinations.errors import ExportError
 from destinations.http import (
     HttpSettings,
     UnexpectedAnswer,
@@ -27,6 +27,7 @@ from destinations.http import (
     request,
     validation_message,
 )
+from destinations.service import failed, guarded_export, missing_setting
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +83,13 @@ class CDCSDestination:
 
     def validate_config(self) -> tuple[bool, str | None]:
         """Check the settings and the token with one template lookup."""
-        for env_name, value in (
-            ("NX_CDCS_URL", self.settings.url),
-            ("NX_CDCS_TOKEN", self.settings.token.get_secret_value()),
-        ):
-            if not value:
-                return False, f"cdcs: setting missing: {env_name} is not set"
+        missing = missing_setting(
+            self.name,
+            [("NX_CDCS_URL", self.settings.url),
+             ("NX_CDCS_TOKEN", self.settings.token.get_secret_value())],
+        )  # fmt: skip
+        if missing:
+            return False, missing
         try:
             self.template_id(refresh=True)
         except ExportError as exc:
@@ -96,15 +98,7 @@ class CDCSDestination:
 
     def export(self, context: ExportContext) -> ExportResult:
         """Upload the record; raise only ``TransientExportError``."""
-        try:
-            return self._export(context)
-        except TransientExportError:
-            raise
-        except PermanentExportError as exc:
-            return self._failure(str(exc))
-        except Exception as exc:  # the contract: export never raises anything else
-            logger.exception("cdcs: unexpected error exporting %s", context.session_identifier)
-            return self._failure(f"cdcs: unexpected error: {type(exc).__name__}")
+        return guarded_export(self.name, context, self._export)
 
     def find_existing(self, context: ExportContext) -> ExportResult | None:
         """The record an earlier attempt uploaded (same title), if any."""
@@ -260,7 +254,7 @@ class CDCSDestination:
         )
 
     def _failure(self, message: str) -> ExportResult:
-        return ExportResult(success=False, destination_name=self.name, error_message=message)
+        return failed(self.name, message)
 
 
 def _page_of(answer: Any) -> tuple[list[Any], str | None]:

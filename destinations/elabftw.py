@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from destinations.contract import ExportContext, ExportResult
-from destinations.errors import ExportError, PermanentExportError, TransientExportError
+from destinations.errors import ExportError
 from destinations.http import (
     HttpSettings,
     UnexpectedAnswer,
@@ -26,6 +26,7 @@ from destinations.http import (
     request,
     validation_message,
 )
+from destinations.service import failed, guarded_export, missing_setting
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,13 @@ class ELabFTWDestination:
 
     def validate_config(self) -> tuple[bool, str | None]:
         """Check the settings and the key by listing one experiment."""
-        for env_name, value in (
-            ("NX_ELABFTW_URL", self.settings.url),
-            ("NX_ELABFTW_API_KEY", self.settings.api_key.get_secret_value()),
-        ):
-            if not value:
-                return False, f"elabftw: setting missing: {env_name} is not set"
+        missing = missing_setting(
+            self.name,
+            [("NX_ELABFTW_URL", self.settings.url),
+             ("NX_ELABFTW_API_KEY", self.settings.api_key.get_secret_value())],
+        )  # fmt: skip
+        if missing:
+            return False, missing
         try:
             answer = self._json("GET", self._api("experiments"), "list experiments",
                                 params={"limit": 1, "offset": 0})
@@ -100,15 +102,7 @@ class ELabFTWDestination:
 
     def export(self, context: ExportContext) -> ExportResult:
         """Create the experiment and attach the XML; raise only ``TransientExportError``."""
-        try:
-            return self._export(context)
-        except TransientExportError:
-            raise
-        except PermanentExportError as exc:
-            return self._failure(str(exc))
-        except Exception as exc:  # the contract: export never raises anything else
-            logger.exception("elabftw: unexpected error exporting %s", context.session_identifier)
-            return self._failure(f"elabftw: unexpected error: {type(exc).__name__}")
+        return guarded_export(self.name, context, self._export)
 
     def find_existing(self, context: ExportContext) -> ExportResult | None:
         """The experiment an earlier attempt created for this session, if any."""
@@ -207,7 +201,7 @@ class ELabFTWDestination:
         )
 
     def _failure(self, message: str) -> ExportResult:
-        return ExportResult(success=False, destination_name=self.name, error_message=message)
+        return failed(self.name, message)
 
 
 def session_user(context: ExportContext) -> str | None:

@@ -62,6 +62,7 @@ from destinations.rate_limit import (
     RedisCallLimiter,
     SlotsDeferred,
 )
+from destinations.service import failed, guarded_export, missing_setting
 
 logger = logging.getLogger(__name__)
 
@@ -187,9 +188,9 @@ class LabArchivesDestination:
 
     def validate_config(self) -> tuple[bool, str | None]:
         """Check the settings and the signature by reading the user's info."""
-        for env_name, value in self._required():
-            if not value:
-                return False, f"labarchives: setting missing: {env_name} is not set"
+        missing = missing_setting(self.name, self._required())
+        if missing:
+            return False, missing
         try:
             answer = self._call("GET", "users", "user_info_via_id", "read user info", {})
         except ExportError as exc:
@@ -200,21 +201,12 @@ class LabArchivesDestination:
 
     def export(self, context: ExportContext) -> ExportResult:
         """Write the session page; raise only ``TransientExportError``."""
-        try:
-            return self._export(context)
-        except TransientExportError:
-            raise
-        except RedisError as exc:
-            raise TransientExportError(
-                f"labarchives: the shared call limiter (Redis) is unavailable: "
-                f"{type(exc).__name__}"
-            ) from None
-        except PermanentExportError as exc:
-            return self._failure(str(exc))
-        except Exception as exc:  # the contract: export never raises anything else
-            logger.exception("labarchives: unexpected error exporting %s",
-                             context.session_identifier)
-            return self._failure(f"labarchives: unexpected error: {type(exc).__name__}")
+        return guarded_export(
+            self.name,
+            context,
+            self._export,
+            transient={RedisError: "the shared call limiter (Redis) is unavailable"},
+        )
 
     def find_existing(self, context: ExportContext) -> ExportResult | None:
         """The summary entry an earlier attempt wrote for this session, if any.
@@ -465,7 +457,7 @@ class LabArchivesDestination:
         )
 
     def _failure(self, message: str) -> ExportResult:
-        return ExportResult(success=False, destination_name=self.name, error_message=message)
+        return failed(self.name, message)
 
 
 def _raise_for_error(answer: Element, call: str, status: int, secrets: tuple[str, ...]) -> None:
