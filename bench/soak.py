@@ -102,8 +102,10 @@ def main() -> int:
         NX_LABARCHIVES_NOTEBOOK_ID="nb-1",
         # The fake has no terms of use: without this the soak would take an hour.
         NX_LABARCHIVES_MIN_CALL_INTERVAL="0",
+        # 30% of *every HTTP call* failing makes a 4-call export fail 3 times in 4:
+        # a facility with such a service raises its attempts the same way.
         NX_EXPORT_VISIBILITY_TIMEOUT="10", NX_EXPORT_BACKOFF_SECONDS="0.2",
-        NX_EXPORT_MAX_ATTEMPTS="12", NX_HTTP_READ_TIMEOUT="5",
+        NX_EXPORT_MAX_ATTEMPTS="25", NX_HTTP_READ_TIMEOUT="5",
     )  # fmt: skip
     workers = [
         WorkerProcess(
