@@ -63,7 +63,7 @@ def run_demo(as_json: bool = False) -> int:
 
 def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
     from worker import enqueue_export
-    from worker.display import print_job
+    from worker.display import results_table
 
     jobs = []
     samples = files("worker") / "samples"
@@ -92,7 +92,6 @@ def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
             )
         )
     else:
-        for job in finished:
-            print_job(job, as_json=False)
+        results_table(finished)
         print(f"archive: {archive}")
     return 0 if all(job.satisfied for job in finished) else 1

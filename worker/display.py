@@ -167,3 +167,26 @@ def jobs_table(jobs: list[ExportJob]) -> None:
             ", ".join(failed),
         )
     console.print(table)
+
+
+def results_table(jobs: list[ExportJob]) -> None:
+    """One row per job and destination, for a batch of jobs."""
+    console = Console()
+    if not console.is_terminal:
+        for job in jobs:
+            print("\n".join(job_lines(job)))
+        return
+    table = Table(title=f"{len(jobs)} jobs", title_justify="left")
+    for column in ("session", "destination", "state", "record", "error"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        for status in job.destinations.values():
+            style = STATE_STYLES.get(status.state, "")
+            table.add_row(
+                job.session_identifier or job.id,
+                status.name,
+                f"[{style}]{status.state}[/]" if style else status.state,
+                status.record_url or status.record_id or "",
+                status.error or "",
+            )
+    console.print(table)
