@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,16 @@ def test_all_runs_independent_destinations_in_parallel(
     app: Any, record: Path, export_log: Path
 ) -> None:
     context = make_context(record, export_log, alpha="sleep:1", beta="sleep:1", gamma="sleep:1")
-    started = time.monotonic()
     job = enqueue(app, context, strategy="all", destinations=["alpha", "beta", "gamma"]).wait(
         timeout=30
     )
-    elapsed = time.monotonic() - started
     assert job.satisfied and job.finished
     assert {name: s.state for name, s in job.destinations.items()} == dict.fromkeys(
         ("alpha", "beta", "gamma"), "SUCCESS"
     )
     runs = read_log(export_log)
-    # Each export takes 1 s; one after another they would need 3 s.
+    # Each export takes 1 s: all three were running at the same moment.
     assert max(r["start"] for r in runs) < min(r["end"] for r in runs), runs
-    assert elapsed < 2.5
 
 
 def test_all_is_not_satisfied_when_one_destination_fails(app: Any, record: Path) -> None:
