@@ -119,6 +119,25 @@ def destinations_table(
     rows: list[dict[str, Any]], skipped: list[dict[str, str]], stderr: bool = False
 ) -> None:
     console = Console(stderr=stderr)
+    if not console.is_terminal:
+        # Logs and pipes get one line a destination, not a table folded to 80 columns.
+        out = sys.stderr if stderr else sys.stdout
+        for row in rows:
+            check = (
+                ""
+                if "valid" not in row
+                else (" check=ok" if row["valid"] else f" check={row['problem']}")
+            )
+            print(
+                f"destination {row['name']}: enabled={'yes' if row['enabled'] else 'no'} "
+                f"priority={row['priority']} depends_on={','.join(row['depends_on']) or '-'} "
+                f"queue={row['queue']}{check} origin={row['origin']}"
+                + (f" (replaces {row['replaces']})" if "replaces" in row else ""),
+                file=out,
+            )
+        for item in skipped:
+            print(f"destination plugin skipped: {item['origin']}: {item['reason']}", file=out)
+        return
     table = Table(title="destinations", title_justify="left")
     for column in ("name", "enabled", "priority", "depends on", "queue", "check", "origin"):
         table.add_column(column, overflow="fold")
