@@ -104,7 +104,7 @@ class WorkerSettings(BaseSettings):
         description="Refuse to start a worker when an enabled destination fails its check.",
     )
     visibility_timeout: int = Field(
-        6 * 3600,
+        3600,
         validation_alias="NX_EXPORT_VISIBILITY_TIMEOUT",
         gt=0,
         description="Seconds before Redis hands an unacknowledged task to another worker.",
