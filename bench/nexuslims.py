@@ -133,11 +133,12 @@ class NexusLIMSRow:
         }
 
     def nexuslims_env(self, fakes: Fakes | None) -> dict[str, str]:
-        from tests.nexuslims_support import nexuslims_settings, service_settings
+        from tests.fakes.settings import fake_service_settings
+        from tests.nexuslims_support import nexuslims_settings
 
         settings = nexuslims_settings(self.root / f"nx-{uuid.uuid4().hex[:8]}")
         if fakes is not None:
-            settings.update(service_settings(*fakes))
+            settings.update(fake_service_settings(*fakes))
         return worker_env(self.redis.url, None, **settings)
 
     def import_problem(self) -> str | None:
@@ -185,13 +186,13 @@ class NexusLIMSRow:
 
     def ours_run(self, side: Side) -> None:
         from tasks.jobs import enqueue_export
-        from tests.nexuslims_support import service_settings
+        from tests.fakes.settings import fake_service_settings
 
         with fresh_fakes() as fakes:
             self.redis.client().flushall()
             archive = self.root / "archive"
             env = worker_env(
-                self.redis.url, None, **service_settings(*fakes),
+                self.redis.url, None, **fake_service_settings(*fakes),
                 NX_EXPORT_LOCAL_PATH=str(archive),
             )  # fmt: skip
             name = f"nexuslims-{time.monotonic_ns()}"

@@ -15,7 +15,6 @@ import argparse
 import gc
 import os
 import random
-import signal
 import sys
 import tempfile
 import threading
@@ -27,10 +26,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil
 
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.fakes.server import Failure
+from tests.fakes.settings import fake_service_settings
 from tests.support import RedisServer, WorkerProcess, worker_env
 
 RECORD = """<?xml version="1.0" encoding="UTF-8"?>
@@ -64,15 +63,6 @@ class Chaos:
         fake.create_delay = lambda: fake._stopping.wait(self.rng.uniform(0.0, 0.2))
 
 
-def kill_tree(worker: WorkerProcess) -> None:
-    if worker.process is None:
-        return
-    parent = psutil.Process(worker.process.pid)
-    for process in [*parent.children(recursive=True), parent]:
-        process.send_signal(signal.SIGKILL)
-    worker.process.wait()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -95,17 +85,13 @@ def main() -> int:
     env = worker_env(
         redis.url,
         None,
-        NX_CDCS_URL=cdcs.root_url, NX_CDCS_TOKEN=cdcs.token,
-        NX_ELABFTW_URL=elab.url, NX_ELABFTW_API_KEY=elab.api_key,
-        NX_LABARCHIVES_URL=labarchives.api_url, NX_LABARCHIVES_ACCESS_KEY_ID=labarchives.akid,
-        NX_LABARCHIVES_ACCESS_PASSWORD=labarchives.password, NX_LABARCHIVES_USER_ID=labarchives.uid,
-        NX_LABARCHIVES_NOTEBOOK_ID="nb-1",
+        **fake_service_settings(cdcs, elab, labarchives),
         # The fake has no terms of use: without this the soak would take an hour.
         NX_LABARCHIVES_MIN_CALL_INTERVAL="0",
         # 30% of *every HTTP call* failing makes a 4-call export fail 3 times in 4:
         # a facility with such a service raises its attempts the same way.
         NX_EXPORT_VISIBILITY_TIMEOUT="10", NX_EXPORT_BACKOFF_SECONDS="0.2",
-        NX_EXPORT_MAX_ATTEMPTS="25", NX_HTTP_READ_TIMEOUT="5",
+        NX_EXPORT_MAX_ATTEMPTS="25",
     )  # fmt: skip
     workers = [
         WorkerProcess(
@@ -136,7 +122,7 @@ def main() -> int:
             for _ in range(options.kills):
                 time.sleep(rng.uniform(2, 6))
                 victim = rng.choice(workers)
-                kill_tree(victim)
+                victim.kill()
                 kills += 1
                 victim.start(ready_timeout=60)
 

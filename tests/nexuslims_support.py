@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
 
 PLUGINS = ",".join(
@@ -83,22 +82,6 @@ def nexuslims_settings(root: Path) -> dict[str, str]:
         "NX_DATA_PATH": str(root / "data"),
         "NX_INSTRUMENT_DATA_PATH": str(root / "instrument-data"),
         "NX_DB_PATH": str(root / "nexuslims.db"),
-    }
-
-
-def service_settings(cdcs: FakeCDCS, elab: FakeELabFTW, la: FakeLabArchives) -> dict[str, str]:
-    """The ``NX_*`` settings pointing every destination at the fakes."""
-    return {
-        "NX_CDCS_URL": cdcs.root_url,
-        "NX_CDCS_TOKEN": cdcs.token,
-        "NX_ELABFTW_URL": elab.url,
-        "NX_ELABFTW_API_KEY": elab.api_key,
-        "NX_LABARCHIVES_URL": la.api_url,
-        "NX_LABARCHIVES_ACCESS_KEY_ID": la.akid,
-        "NX_LABARCHIVES_ACCESS_PASSWORD": la.password,
-        "NX_LABARCHIVES_USER_ID": la.uid,
-        "NX_LABARCHIVES_NOTEBOOK_ID": "nb-1",
-        "NX_HTTP_READ_TIMEOUT": "5",
     }
 
 

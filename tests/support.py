@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import redis
 
 from worker.embedded_redis import redis_server_binary
@@ -99,6 +100,15 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes, as a crash would."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        parent = psutil.Process(self.process.pid)
+        for process in [*parent.children(recursive=True), parent]:
+            process.send_signal(signal.SIGKILL)
+        self.process.wait()
 
     def stop(self, timeout: float = 30) -> None:
         if self.process and self.process.poll() is None:

@@ -41,14 +41,6 @@ def crash_env(redis_url: str, cdcs: FakeCDCS, elab: FakeELabFTW) -> dict[str, st
     )
 
 
-def kill_tree(worker: WorkerProcess) -> None:
-    assert worker.process is not None
-    parent = psutil.Process(worker.process.pid)
-    for process in [*parent.children(recursive=True), parent]:
-        process.send_signal(signal.SIGKILL)
-    worker.process.wait()
-
-
 def test_sigkilled_workers_lose_no_job_and_duplicate_nothing(
     app: Any, redis_server: Any, fakes: tuple[FakeCDCS, FakeELabFTW], tmp_path: Path
 ) -> None:
@@ -65,7 +57,7 @@ def test_sigkilled_workers_lose_no_job_and_duplicate_nothing(
         jobs.append(enqueue_export(make_context(record), destinations=["cdcs", "elabftw"], app=app))
     # Kill the whole worker while exports are in flight.
     wait_for(lambda: len(cdcs.requests_to("POST /rest/data/")) >= 2, timeout=30)
-    kill_tree(first)
+    first.kill()
 
     second = WorkerProcess(
         env, tmp_path / "second.log", name="survivor", pool="prefork", concurrency=2

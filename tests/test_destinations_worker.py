@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import make_context
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from tests.fakes.settings import fake_service_settings
 from tests.support import PROJECT_ROOT, WorkerProcess, worker_env
 
 
@@ -28,26 +29,11 @@ def services() -> Iterator[tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]]:
         assert fake.double_slash_paths == [], "a request path contained '//'"
 
 
-def service_env(cdcs: FakeCDCS, elab: FakeELabFTW, labarchives: FakeLabArchives) -> dict[str, str]:
-    return {
-        "NX_CDCS_URL": cdcs.root_url,
-        "NX_CDCS_TOKEN": cdcs.token,
-        "NX_ELABFTW_URL": elab.url,
-        "NX_ELABFTW_API_KEY": elab.api_key,
-        "NX_LABARCHIVES_URL": labarchives.api_url,
-        "NX_LABARCHIVES_ACCESS_KEY_ID": labarchives.akid,
-        "NX_LABARCHIVES_ACCESS_PASSWORD": labarchives.password,
-        "NX_LABARCHIVES_USER_ID": labarchives.uid,
-        "NX_LABARCHIVES_NOTEBOOK_ID": "nb-1",
-        "NX_HTTP_READ_TIMEOUT": "5",
-    }
-
-
 @pytest.fixture
 def service_worker(
     redis_server: Any, services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives], tmp_path: Path
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(redis_server.url, None, **service_env(*services))
+    env = worker_env(redis_server.url, None, **fake_service_settings(*services))
     worker = WorkerProcess(env, tmp_path / "worker.log", name="services").start()
     yield worker
     worker.stop()
@@ -95,7 +81,7 @@ def test_a_record_reaches_all_three_services_with_the_cdcs_link(
 def test_check_names_the_service_whose_credentials_were_refused(
     services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives], redis_server: Any
 ) -> None:
-    env = worker_env(redis_server.url, None, **service_env(*services))
+    env = worker_env(redis_server.url, None, **fake_service_settings(*services))
     env["NX_ELABFTW_API_KEY"] = "1-wrong"
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "destinations", "--check", "--json"],
@@ -122,7 +108,7 @@ def test_retry_after_fixing_credentials_creates_only_the_missing_page(
     from worker import enqueue_export
 
     cdcs, elab, labarchives = services
-    env = worker_env(redis_server.url, None, **service_env(*services))
+    env = worker_env(redis_server.url, None, **fake_service_settings(*services))
     broken = {**env, "NX_LABARCHIVES_ACCESS_PASSWORD": "not-the-password"}
     worker = WorkerProcess(broken, tmp_path / "broken.log", name="broken-la").start()
     try:

@@ -18,13 +18,13 @@ from destinations.contract import ExportResult
 from destinations.registry import Registry
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.fakes.fixtures import PNG_BYTES, RECORD_XML
+from tests.fakes.settings import fake_service_settings
 from tests.nexuslims_support import (
     PLUGINS,
     nexuslims_settings,
     private_worker,
     require_nexuslims,
     run_client,
-    service_settings,
 )
 from worker.compat import export_records, session_context, was_successfully_exported
 
@@ -87,7 +87,7 @@ def record_spec(tmp_path: Path, session: str, **extra: Any) -> dict[str, Any]:
 def nexuslims_worker(tmp_path: Path, services: Services) -> Iterator[dict[str, str]]:
     require_nexuslims(tmp_path / "probe")
     settings = {
-        **service_settings(*services),
+        **fake_service_settings(*services),
         **nexuslims_settings(tmp_path / "nexuslims"),
         "NX_EXPORT_PLUGINS": PLUGINS,
     }
@@ -141,7 +141,7 @@ def test_export_records_runs_each_record_as_a_job(tmp_path: Path, services: Serv
         event={"username": "ada", "user_email": "ada@example.org"},
     )
     second = record_spec(tmp_path, "2026-03-05_titan_0002")
-    settings = {**service_settings(*services), **nexuslims_settings(tmp_path / "nx")}
+    settings = {**fake_service_settings(*services), **nexuslims_settings(tmp_path / "nx")}
     with private_worker(tmp_path, "compat", **settings) as env:
         out = run_client(env, [first, second])
     for spec in (first, second):

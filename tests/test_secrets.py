@@ -12,9 +12,9 @@ from celery import Celery
 
 from tests.conftest import WEBHOOK_SECRET, make_context, wait_for
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from tests.fakes.settings import fake_service_settings
 from tests.support import RedisServer, WorkerProcess, worker_env
 from tests.test_cli import enqueue_arguments, nx_export
-from tests.test_destinations_worker import service_env
 
 
 def every_redis_value(client: Any) -> Iterator[bytes]:
@@ -66,7 +66,7 @@ def test_no_secret_reaches_redis_logs_or_flower_arguments(
 
     with FakeCDCS() as cdcs, FakeELabFTW() as elab, FakeLabArchives() as labarchives:
         cdcs.fail_next(503, count=2)
-        env = worker_env(redis_server.url, None, **service_env(cdcs, elab, labarchives))
+        env = worker_env(redis_server.url, None, **fake_service_settings(cdcs, elab, labarchives))
         env["NX_EXPORT_BACKOFF_SECONDS"] = "0.1"
         env["NX_ELABFTW_API_KEY"] = "7-wrong-key-that-is-secret"
         worker = WorkerProcess(env, tmp_path / "worker.log", name="secrets").start()
