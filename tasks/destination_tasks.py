@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import Retry
 
 from destinations.errors import TransientExportError
 from tasks.messages import (
@@ -132,4 +131,4 @@ def _stop_chain_after_success(self: Task, strategy: str) -> None:
         self.request.chain = self.request.chain[:1]
 
 
-__all__ = ["DestinationTask", "Retry", "declare_destination_task", "run_destination"]
+__all__ = ["DestinationTask", "declare_destination_task", "run_destination"]
