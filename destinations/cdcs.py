@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError
@@ -28,6 +27,7 @@ from destinations.http import (
     validation_message,
 )
 from destinations.service import failed, guarded_export, missing_setting
+from destinations.settings import NxSettings
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,8 @@ TEMPLATE_CACHE_SECONDS = 600.0
 MAX_QUERY_PAGES = 20
 
 
-class CDCSSettings(BaseSettings):
+class CDCSSettings(NxSettings):
     """NexusLIMS's CDCS settings."""
-
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     url: str = Field(default="", validation_alias="NX_CDCS_URL")
     token: SecretStr = Field(default=SecretStr(""), validation_alias="NX_CDCS_TOKEN")

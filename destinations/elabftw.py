@@ -14,7 +14,6 @@ from html import escape
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError
@@ -27,6 +26,7 @@ from destinations.http import (
     validation_message,
 )
 from destinations.service import failed, guarded_export, missing_setting
+from destinations.settings import NxSettings
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,8 @@ CONTENT_TYPE_HTML = 1  # HTML, not Markdown: eLabFTW issue 6416
 SEARCH_LIMIT = 50
 
 
-class ELabFTWSettings(BaseSettings):
+class ELabFTWSettings(NxSettings):
     """NexusLIMS's eLabFTW settings."""
-
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     url: str = Field(default="", validation_alias="NX_ELABFTW_URL")
     api_key: SecretStr = Field(default=SecretStr(""), validation_alias="NX_ELABFTW_API_KEY")

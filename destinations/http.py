@@ -31,9 +31,9 @@ from xml.etree.ElementTree import Element
 import httpx
 from defusedxml import ElementTree as SafeElementTree
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from destinations.errors import PermanentExportError, TransientExportError
+from destinations.settings import NxSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,8 @@ SNIPPET_LENGTH = 200
 SECRET_PARAMS = frozenset({"akid", "sig", "password", "token", "api_key", "key"})
 
 
-class HttpSettings(BaseSettings):
+class HttpSettings(NxSettings):
     """Timeouts and TLS options, from NexusLIMS's environment names."""
-
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     connect_timeout: float = Field(default=10.0, validation_alias="NX_HTTP_CONNECT_TIMEOUT")
     read_timeout: float = Field(default=60.0, validation_alias="NX_HTTP_READ_TIMEOUT")

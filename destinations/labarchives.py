@@ -32,7 +32,6 @@ from xml.etree.ElementTree import Element
 
 import httpx
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import RedisError
 
 from destinations.contract import ExportContext, ExportResult
@@ -63,6 +62,7 @@ from destinations.rate_limit import (
     SlotsDeferred,
 )
 from destinations.service import failed, guarded_export, missing_setting
+from destinations.settings import NxSettings
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,8 @@ MAX_PREVIEWS = 12
 MAX_PREVIEW_BYTES = 2_000_000
 
 
-class LabArchivesSettings(BaseSettings):
+class LabArchivesSettings(NxSettings):
     """NexusLIMS's LabArchives settings, plus the call spacing."""
-
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     url: str = Field(
         default="https://api.labarchives.com/api", validation_alias="NX_LABARCHIVES_URL"

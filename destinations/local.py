@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from destinations.contract import ExportContext, ExportResult
+from destinations.settings import NxSettings
 
 
-class LocalArchiveSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-
+class LocalArchiveSettings(NxSettings):
     path: Path | None = Field(None, validation_alias="NX_EXPORT_LOCAL_PATH")
 
 

@@ -15,17 +15,15 @@ from typing import Any
 import httpx
 from celery import Celery, Task, shared_task
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from destinations.settings import NxSettings
 from tasks.runtime import JOB_QUEUE
 
 SIGNATURE_HEADER = "X-NexusLIMS-Signature"
 
 
-class NotifySettings(BaseSettings):
+class NotifySettings(NxSettings):
     """Read in the worker at send time: the secret never travels in a message."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     webhook_url: str | None = Field(None, validation_alias="NX_EXPORT_WEBHOOK_URL")
     webhook_secret: SecretStr | None = Field(None, validation_alias="NX_EXPORT_WEBHOOK_SECRET")

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from destinations.settings import NxSettings
 
 Strategy = Literal["all", "first_success", "best_effort"]
 
@@ -27,10 +28,8 @@ class SettingsError(ValueError):
     """A setting has an invalid value; the message names the variable."""
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(NxSettings):
     """Settings of the worker, its clients and the embedded Redis."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     broker_url: str | None = Field(
         None,

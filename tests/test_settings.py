@@ -1,0 +1,65 @@
+"""Settings come from the environment first, then ``.env`` in the working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support import worker_env
+
+NEXUSLIMS_ENV = """\
+NX_CDCS_URL=http://127.0.0.1:1/
+NX_CDCS_TOKEN=cdcs-token-from-dotenv
+NX_ELABFTW_URL=http://127.0.0.1:1
+NX_ELABFTW_API_KEY=elab-key-from-dotenv
+NX_LABARCHIVES_URL=http://127.0.0.1:1/api
+NX_LABARCHIVES_ACCESS_KEY_ID=akid-from-dotenv
+NX_LABARCHIVES_ACCESS_PASSWORD=password-from-dotenv
+NX_LABARCHIVES_USER_ID=uid-from-dotenv
+NX_HTTP_READ_TIMEOUT=7
+NX_EXPORT_LOCAL_PATH={archive}
+"""
+
+
+def list_destinations(cwd: Path, **extra: str) -> dict[str, dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "destinations", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=cwd,
+        env=worker_env(os.environ["NX_EXPORT_BROKER_URL"], None, **extra),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {row["name"]: row for row in json.loads(done.stdout)["destinations"]}
+
+
+def test_a_nexuslims_dotenv_enables_all_three_services(redis_server: Any, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(NEXUSLIMS_ENV.format(archive=tmp_path / "archive"))
+    rows = list_destinations(tmp_path)
+    enabled = {name for name, row in rows.items() if row["enabled"]}
+    assert {"cdcs", "elabftw", "labarchives", "local"} <= enabled
+
+
+def test_without_a_dotenv_the_services_stay_disabled(redis_server: Any, tmp_path: Path) -> None:
+    rows = list_destinations(tmp_path)
+    assert not any(rows[name]["enabled"] for name in ("cdcs", "elabftw", "labarchives"))
+
+
+def test_the_environment_wins_over_dotenv(redis_server: Any, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(NEXUSLIMS_ENV.format(archive=tmp_path / "archive"))
+    rows = list_destinations(tmp_path, NX_CDCS_TOKEN="")
+    assert rows["cdcs"]["enabled"] is False
+    assert rows["elabftw"]["enabled"] is True
+
+
+def test_http_settings_read_dotenv(tmp_path: Path, monkeypatch: Any) -> None:
+    from destinations.http import HttpSettings
+
+    (tmp_path / ".env").write_text("NX_HTTP_READ_TIMEOUT=7\nNX_CERT_BUNDLE_FILE=/etc/ca.pem\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NX_HTTP_READ_TIMEOUT", raising=False)
+    settings = HttpSettings()
+    assert settings.read_timeout == 7
+    assert str(settings.cert_bundle_file) == "/etc/ca.pem"
