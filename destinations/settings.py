@@ -13,6 +13,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class NxSettings(BaseSettings):
     """Read ``NX_*`` variables from the environment, then from ``./.env``; ignore the rest."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
-    )
+    # No populate_by_name: a field called ``path`` or ``url`` would then also read
+    # the unrelated ``PATH`` or ``URL`` variable. Only the ``NX_*`` aliases count.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")

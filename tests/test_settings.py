@@ -63,3 +63,17 @@ def test_http_settings_read_dotenv(tmp_path: Path, monkeypatch: Any) -> None:
     settings = HttpSettings()
     assert settings.read_timeout == 7
     assert str(settings.cert_bundle_file) == "/etc/ca.pem"
+
+
+def test_only_the_nx_names_are_read(tmp_path: Path, monkeypatch: Any) -> None:
+    from destinations.cdcs import CDCSSettings
+    from destinations.local import LocalArchiveSettings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+    monkeypatch.setenv("URL", "http://elsewhere.invalid/")
+    monkeypatch.setenv("TOKEN", "not-ours")
+    assert LocalArchiveSettings().path is None
+    cdcs = CDCSSettings()
+    assert cdcs.url == ""
+    assert cdcs.token.get_secret_value() == ""
