@@ -116,11 +116,13 @@ def flower(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("record", type=click.Path(path_type=Path))
-@click.option("--session-id", required=True, help="The session's identifier in the LIMS.")
-@click.option("--instrument", required=True, help="Instrument PID, e.g. FEI-Titan-TEM-635816.")
-@click.option("--start", "start", required=True, help="Session start, ISO 8601.")
-@click.option("--end", "end", required=True, help="Session end, ISO 8601.")
-@click.option("--user", default=None, help="The session's user.")
+@click.option("--session-id", default=None, help="The session's identifier [the record's nx:id].")
+@click.option(
+    "--instrument", default=None, help="Instrument PID [the record's nx:instrument/@pid]."
+)
+@click.option("--start", "start", default=None, help="Session start, ISO 8601 [reservationStart].")
+@click.option("--end", "end", default=None, help="Session end, ISO 8601 [reservationEnd].")
+@click.option("--user", default=None, help="The session's user [the record's nx:experimenter].")
 @click.option("--strategy", default=None, help="all, first_success or best_effort.")
 @click.option("--destination", "destinations", multiple=True, help="Only these destinations.")
 @click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
@@ -130,10 +132,10 @@ def flower(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def enqueue(
     record: Path,
-    session_id: str,
-    instrument: str,
-    start: str,
-    end: str,
+    session_id: str | None,
+    instrument: str | None,
+    start: str | None,
+    end: str | None,
     user: str | None,
     strategy: str | None,
     destinations: tuple[str, ...],
@@ -141,20 +143,23 @@ def enqueue(
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Export RECORD; prints the job id."""
-    dt_from, dt_to = parse_moment(start, "--start"), parse_moment(end, "--end")
+    """Export RECORD; prints the job id.
+
+    The session's id, instrument, times and user are read from the record;
+    the options override what it says.
+    """
+    from worker.record_input import context_from_record
+
+    overrides = {"session_identifier": session_id, "instrument_pid": instrument,
+                 "dt_from": start, "dt_to": end, "user": user}  # fmt: skip
+    try:
+        context = context_from_record(record, overrides)
+    except ValueError as error:
+        fail(str(error))
     connect()
     celery_app()
     from tasks.jobs import enqueue_export
 
-    context = {
-        "xml_file_path": str(record.absolute()),
-        "session_identifier": session_id,
-        "instrument_pid": instrument,
-        "dt_from": dt_from,
-        "dt_to": dt_to,
-        "user": user,
-    }
     try:
         job = enqueue_export(context, strategy=strategy, destinations=list(destinations) or None)
     except ValueError as error:
