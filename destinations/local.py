@@ -82,12 +82,24 @@ class LocalArchiveDestination:
         return ExportResult(success=False, destination_name=self.name, error_message=message)
 
 
+# Kept as they are in archive names; every other character is percent-encoded.
+_PLAIN = frozenset("-_.~+@,=")
+
+
 def _safe_component(value: str) -> str:
-    """A path component that cannot climb out of the archive or hide itself."""
-    cleaned = "".join("_" if ch in "/\\\0" else ch for ch in value).strip()
-    if cleaned in {"", ".", ".."}:
+    """An injective file name for ``value`` that cannot climb out of the archive or hide.
+
+    Characters other than letters, digits and ``-_.~+@,=`` become ``%XX`` (UTF-8),
+    ``%`` included, so two different ids never share a file (``a/b`` is ``a%2Fb``,
+    ``a_b`` stays ``a_b``); a leading dot is encoded, so no name is hidden.
+    """
+    if not value:
         raise ValueError(f"{value!r} cannot name a file in the archive")
-    return cleaned
+    encoded = "".join(
+        ch if ch.isalnum() or ch in _PLAIN else "".join(f"%{b:02X}" for b in ch.encode())
+        for ch in value
+    )
+    return "%2E" + encoded[1:] if encoded.startswith(".") else encoded
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

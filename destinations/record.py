@@ -56,9 +56,16 @@ def check_record(
 def check_against_schema(data: bytes, label: str, schema: Path) -> None:
     validator = _load_schema(str(schema))
     # Entities were refused above; parse without network access all the same.
-    document = etree.fromstring(
-        data, parser=etree.XMLParser(resolve_entities=False, no_network=True)
-    )
+    try:
+        document = etree.fromstring(
+            data, parser=etree.XMLParser(resolve_entities=False, no_network=True)
+        )
+    except etree.XMLSyntaxError as error:
+        # Well-formed for the first check, yet beyond libxml2's limits (nesting
+        # deeper than 256 elements, say): refuse it with the reason.
+        raise RecordError(
+            f"record {label} cannot be checked against {schema.name}: {error}"
+        ) from None
     if not validator.validate(document):
         first = validator.error_log.last_error
         where = f"line {first.line}: " if first is not None else ""
