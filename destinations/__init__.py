@@ -8,8 +8,20 @@ from destinations.contract import (
     Activity,
     Destination,
     ExportContext,
+    ExportError,
     ExportResult,
+    PermanentExportError,
     ReservationEvent,
+    TransientExportError,
 )
 
-__all__ = ["Activity", "Destination", "ExportContext", "ExportResult", "ReservationEvent"]
+__all__ = [
+    "Activity",
+    "Destination",
+    "ExportContext",
+    "ExportError",
+    "ExportResult",
+    "PermanentExportError",
+    "ReservationEvent",
+    "TransientExportError",
+]

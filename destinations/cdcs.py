@@ -27,6 +27,7 @@ from destinations.http import (
     validation_message,
 )
 from destinations.service import failed, guarded_export, missing_setting
+from destinations.session_summary import session_user
 from destinations.settings import NxSettings
 
 logger = logging.getLogger(__name__)
@@ -187,8 +188,9 @@ class CDCSDestination:
             logger.warning("cdcs: record %s stays admin-owned: %s", record_id, exc)
 
     def _find_or_create_user(self, context: ExportContext) -> str | None:
+        username = session_user(context)
+        # The email and names only the reservation knows.
         event = context.reservation_event
-        username = (event.username if event else None) or context.user
         email = event.user_email if event else None
         if not username:
             return None

@@ -4,6 +4,23 @@ A destination is any object with ``name``, ``priority``, ``enabled``,
 ``validate_config()`` and ``export(context)``; ``depends_on`` is optional. The
 data classes mirror NexusLIMS's ``ExportContext`` and ``ExportResult`` field for
 field, so NexusLIMS plugins read and write them unchanged.
+
+What ``export`` may raise, and what the worker does with it:
+
+- Nothing, normally: a failure is returned as ``ExportResult(success=False,
+  error_message=...)`` and recorded as the destination's result, without a retry.
+- ``TransientExportError``, optionally with ``retry_after`` (seconds), to ask
+  for a retry: the worker tries again after an exponential backoff with
+  jitter, at least ``retry_after`` but never longer than the longest backoff
+  (``NX_EXPORT_BACKOFF_MAX_SECONDS``), up to ``NX_EXPORT_MAX_ATTEMPTS``
+  attempts (both may be set per destination, ``NX_EXPORT_<NAME>_...``); after
+  the last one it records a failure "gave up after N attempts: <message>".
+- Anything else (``PermanentExportError`` included) is a failure: the worker
+  logs the traceback and records "<name> raised <type>: <message>", without a
+  retry. Returning the failure as a result is the better way.
+
+Messages end up in job records and logs: never put a secret in one.
+``ExportError`` is the base of both error classes.
 """
 
 from __future__ import annotations
@@ -12,6 +29,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from destinations.errors import ExportError, PermanentExportError, TransientExportError
+
+__all__ = [
+    "Activity",
+    "Destination",
+    "ExportContext",
+    "ExportError",
+    "ExportResult",
+    "PermanentExportError",
+    "ReservationEvent",
+    "TransientExportError",
+    "dependencies_of",
+]
 
 
 @dataclass
@@ -99,11 +130,13 @@ class ExportContext:
 class Destination(Protocol):
     """What the worker needs from a destination plugin.
 
-    ``export`` must not raise: every failure comes back as an ``ExportResult``
-    with ``success=False`` and a message. ``priority`` (0-1000) orders
-    destinations, higher first. A destination may also declare
-    ``depends_on: tuple[str, ...]``, the names of destinations whose results it
-    reads; it then runs after them.
+    ``export`` returns every failure as an ``ExportResult`` with
+    ``success=False`` and a message; the one exception it may raise is
+    ``TransientExportError`` (optionally with ``retry_after``), to be tried
+    again later (see the module docstring for what the worker does with each).
+    ``priority`` (0-1000) orders destinations, higher first. A destination may
+    also declare ``depends_on: tuple[str, ...]``, the names of destinations
+    whose results it reads; it then runs after them.
     """
 
     name: str
@@ -119,7 +152,7 @@ class Destination(Protocol):
         ...
 
     def export(self, context: ExportContext) -> ExportResult:
-        """Export the record described by ``context``."""
+        """Export the record described by ``context``; raise only ``TransientExportError``."""
         ...
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from html import escape
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -26,6 +25,7 @@ from destinations.http import (
     validation_message,
 )
 from destinations.service import failed, guarded_export, missing_setting
+from destinations.session_summary import cdcs_url, session_summary_html, session_user
 from destinations.settings import NxSettings
 
 logger = logging.getLogger(__name__)
@@ -202,18 +202,6 @@ class ELabFTWDestination:
         return failed(self.name, message)
 
 
-def session_user(context: ExportContext) -> str | None:
-    """The session's user: the context's, else the reservation's username."""
-    event = context.reservation_event
-    return context.user or (event.username if event else None)
-
-
-def cdcs_url(context: ExportContext) -> str | None:
-    """The CDCS record URL, when CDCS already exported this record."""
-    result = context.get_result("cdcs")
-    return result.record_url if result is not None and result.success else None
-
-
 def experiment_tags(context: ExportContext) -> list[str]:
     """NexusLIMS's tags plus the session tag used to find the experiment again."""
     tags = ["NexusLIMS", context.instrument_pid]
@@ -226,21 +214,7 @@ def experiment_tags(context: ExportContext) -> list[str]:
 
 def experiment_body(context: ExportContext) -> str:
     """The HTML body: session details, the CDCS link, a note on the attachment."""
-    rows = [
-        ("Session ID", context.session_identifier),
-        ("Instrument", context.instrument_pid),
-        ("User", session_user(context) or "unknown"),
-        ("Start", context.dt_from.isoformat()),
-        ("End", context.dt_to.isoformat()),
-    ]
-    items = "".join(f"<li><strong>{escape(k)}:</strong> {escape(v)}</li>" for k, v in rows)
-    parts = ["<h2>Session Details</h2>", f"<ul>{items}</ul>"]
-    link = cdcs_url(context)
-    if link:
-        parts += [
-            "<h2>Related Records</h2>",
-            f'<p><a href="{escape(link)}">View in CDCS</a></p>',
-        ]
+    parts = session_summary_html(context, "Session Details", links_heading="Related Records")
     parts.append("<p>The NexusLIMS XML record is attached to this experiment.</p>")
     return "\n".join(parts)
 

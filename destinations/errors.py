@@ -1,4 +1,8 @@
-"""The two kinds of failure the worker's retry policy relies on."""
+"""The two kinds of failure the worker's retry policy relies on.
+
+Part of the plugin contract: ``destinations.contract`` (and ``destinations``)
+re-export them and say which one ``export`` may raise.
+"""
 
 from __future__ import annotations
 
@@ -24,4 +28,8 @@ class TransientExportError(ExportError):
 
 
 class PermanentExportError(ExportError):
-    """Trying again will not help: bad credentials, other 4xx, malformed answers."""
+    """Trying again will not help: bad credentials, other 4xx, malformed answers.
+
+    Destinations return it as a failed result; one that escapes ``export()`` is
+    recorded as a failure too, without a retry.
+    """

@@ -4,8 +4,9 @@ Keeps NexusLIMS's layout (``NexusLIMS Records/<instrument>/`` and a page
 ``YYYY-MM-DD — <session id>``), its summary entry with the CDCS link, and the
 XML attached with the caption ``NexusLIMS XML record``. Preview images are
 embedded in the summary entry as data URIs, so the page shows them inline and
-the summary stays one entry. Every call is signed and spaced by a limiter
-(LabArchives asks for at most one call per second per client).
+the summary stays one entry. The session details come from
+``destinations.session_summary``; every call goes through the signed, spaced
+client of ``destinations.labarchives_client``.
 
 Given a Redis client (``use_redis``), the spacing holds across every worker
 process and host, and the folder ids are shared, so a record costs three calls
@@ -17,36 +18,25 @@ them, handing its worker thread to other destinations meanwhile.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import logging
 import mimetypes
-import os
-import threading
-import time
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import Element
 
 import httpx
-from pydantic import Field, SecretStr
 from redis import RedisError
 
 from destinations.contract import ExportContext, ExportResult
-from destinations.errors import ExportError, PermanentExportError, TransientExportError
-from destinations.http import (
-    CredentialsRefused,
-    HttpSettings,
-    UnexpectedAnswer,
-    check_status,
-    get_client,
-    join_url,
-    parse_xml,
-    request,
-    snippet,
-    validation_message,
+from destinations.errors import ExportError
+from destinations.http import HttpSettings, validation_message
+from destinations.labarchives_client import (
+    LabArchivesClient,
+    LabArchivesSettings,
+    NodeMissing,
+    process_limiter,
+    required_text,
 )
 from destinations.labarchives_folders import (
     FolderCache,
@@ -54,68 +44,17 @@ from destinations.labarchives_folders import (
     RedisFolderCache,
     account_hash,
 )
-from destinations.rate_limit import (
-    CallLimiter,
-    CallSlots,
-    MinIntervalLimiter,
-    RedisCallLimiter,
-    SlotsDeferred,
-)
+from destinations.rate_limit import CallLimiter, RedisCallLimiter
 from destinations.service import failed, guarded_export, missing_setting
-from destinations.settings import NxSettings
+from destinations.session_summary import session_summary_html
 
 logger = logging.getLogger(__name__)
 
 ROOT_FOLDER = "NexusLIMS Records"
 XML_CAPTION = "NexusLIMS XML record"
-AUTH_ERROR_CODES = frozenset({"4504", "4506", "4507", "4514", "4520", "4533"})
-PERMISSION_ERROR_CODES = frozenset({"4501", "4502"})
 INBOX = "0"
 MAX_PREVIEWS = 12
 MAX_PREVIEW_BYTES = 2_000_000
-
-
-class LabArchivesSettings(NxSettings):
-    """NexusLIMS's LabArchives settings, plus the call spacing."""
-
-    url: str = Field(
-        default="https://api.labarchives.com/api", validation_alias="NX_LABARCHIVES_URL"
-    )
-    access_key_id: SecretStr = Field(
-        default=SecretStr(""), validation_alias="NX_LABARCHIVES_ACCESS_KEY_ID"
-    )
-    access_password: SecretStr = Field(
-        default=SecretStr(""), validation_alias="NX_LABARCHIVES_ACCESS_PASSWORD"
-    )
-    user_id: str = Field(default="", validation_alias="NX_LABARCHIVES_USER_ID")
-    notebook_id: str | None = Field(default=None, validation_alias="NX_LABARCHIVES_NOTEBOOK_ID")
-    min_call_interval: float = Field(
-        default=1.0, validation_alias="NX_LABARCHIVES_MIN_CALL_INTERVAL"
-    )
-    max_call_wait: float = Field(default=5.0, validation_alias="NX_LABARCHIVES_MAX_CALL_WAIT")
-    folder_cache_seconds: float = Field(
-        default=86400.0, validation_alias="NX_LABARCHIVES_FOLDER_CACHE_SECONDS"
-    )
-
-
-_limiters: dict[tuple[int, float], MinIntervalLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
-def process_limiter(interval: float) -> MinIntervalLimiter:
-    """The limiter shared by this process (a fork gets its own, with a fresh lock)."""
-    key = (os.getpid(), interval)
-    with _limiters_lock:
-        if key not in _limiters:
-            _limiters[key] = MinIntervalLimiter(interval)
-        return _limiters[key]
-
-
-def sign(access_key_id: str, password: str, method: str, expires: str) -> str:
-    """LabArchives' signature: base64(HMAC-SHA512(password, akid + method + expires))."""
-    message = f"{access_key_id}{method}{expires}".encode()
-    digest = hmac.new(password.encode(), message, hashlib.sha512).digest()
-    return base64.b64encode(digest).decode("ascii")
 
 
 def page_name(context: ExportContext) -> str:
@@ -130,10 +69,6 @@ def notebook_base_url(api_url: str) -> str:
     path = path.removesuffix("/api")
     host = "mynotebook.labarchives.com" if url.host == "api.labarchives.com" else url.host
     return str(url.copy_with(host=host, path=path or "/")).rstrip("/")
-
-
-class NodeMissing(PermanentExportError):
-    """The service answered that a tree node does not exist (HTTP 404)."""
 
 
 @dataclass
@@ -156,13 +91,19 @@ class LabArchivesDestination:
         self, limiter: CallLimiter | None = None, folders: FolderCache | None = None
     ) -> None:
         self.settings = LabArchivesSettings()
-        self.http = HttpSettings()
-        self.limiter: CallLimiter = limiter or process_limiter(self.settings.min_call_interval)
+        self.client = LabArchivesClient(
+            self.settings,
+            HttpSettings(),
+            limiter or process_limiter(self.settings.min_call_interval),
+        )
         self.folders: FolderCache = folders or MemoryFolderCache(
             self.settings.folder_cache_seconds
         )
-        # The slots of the export running in this thread (the worker runs threads).
-        self._local = threading.local()
+
+    @property
+    def limiter(self) -> CallLimiter:
+        """What spaces this destination's calls (per process, or through Redis)."""
+        return self.client.limiter
 
     def use_redis(self, client: Any) -> None:
         """Space calls and share folder ids through Redis, across every worker and host.
@@ -171,7 +112,7 @@ class LabArchivesDestination:
         spacing holds within this process only.
         """
         account = account_hash(self.settings.url, self.settings.access_key_id.get_secret_value())
-        self.limiter = RedisCallLimiter(
+        self.client.limiter = RedisCallLimiter(
             client,
             f"nxexport:labarchives:calls:{account}",
             self.settings.min_call_interval,
@@ -190,7 +131,7 @@ class LabArchivesDestination:
         if missing:
             return False, missing
         try:
-            answer = self._call("GET", "users", "user_info_via_id", "read user info", {})
+            answer = self.client.call("GET", "users", "user_info_via_id", "read user info", {})
         except ExportError as exc:
             return False, validation_message(exc)
         if answer.find(".//id") is None:
@@ -233,17 +174,13 @@ class LabArchivesDestination:
             )
         nbid = self.settings.notebook_id
         retry = context.metadata.get("export_attempt", 1) > 1
-        get_client(self.http)  # set up before the first slot, not after it
-        slots = self._reserve(self._expected_calls(nbid, context, retry), context)
-        self._local.slots = slots
-        try:
+        job = context.metadata.get("export_job_id")
+        calls = self._expected_calls(nbid, context, retry)
+        with self.client.reserved(calls, str(job) if job else None) as slots:
             if not nbid:
                 return self._export_to_inbox(context, xml, retry)
             # An attempt that was only deferred made no call: nothing to look up.
             return self._export_to_notebook(context, xml, nbid, retry and not slots.resumed)
-        finally:
-            self._local.slots = None
-            slots.release()
 
     def _expected_calls(self, nbid: str | None, context: ExportContext, retry: bool) -> int:
         """The calls this export will make, so their slots are reserved together."""
@@ -253,19 +190,6 @@ class LabArchivesDestination:
         if self.folders.get(nbid, (ROOT_FOLDER, context.instrument_pid)) is None:
             lookups += 1 if self.folders.get(nbid, (ROOT_FOLDER,)) else 2
         return 3 + lookups
-
-    def _reserve(self, calls: int, context: ExportContext) -> CallSlots:
-        job = context.metadata.get("export_job_id")
-        try:
-            return self.limiter.reserve(calls, str(job) if job else None)
-        except SlotsDeferred as deferred:
-            # Come back a little before the slots, which stay reserved for this job.
-            raise TransientExportError(
-                f"labarchives: waiting for a call slot (one call per "
-                f"{self.settings.min_call_interval:g} s across all workers); "
-                f"next slot in {deferred.wait:.0f} s",
-                retry_after=max(0.0, deferred.wait - self.settings.max_call_wait / 2),
-            ) from None
 
     def _export_to_inbox(self, context: ExportContext, xml: bytes, retry: bool) -> ExportResult:
         if retry:
@@ -331,7 +255,7 @@ class LabArchivesDestination:
         state = _PageState(page_id=self._find_node(nbid, instrument, page_name(context), True))
         if state.page_id is None:
             return state
-        answer = self._call("GET", "tree_tools", "get_entries_for_page", "list page entries",
+        answer = self.client.call("GET", "tree_tools", "get_entries_for_page", "list page entries",
                             {"nbid": nbid, "page_tree_id": state.page_id, "entry_data": "false"})
         for entry in answer.iter("entry"):
             eid = entry.findtext("eid")
@@ -352,7 +276,7 @@ class LabArchivesDestination:
         return self._insert_node(nbid, parent, text, is_folder=True), True
 
     def _find_node(self, nbid: str, parent: str, text: str, is_page: bool) -> str | None:
-        answer = self._call("GET", "tree_tools", "get_tree_level", "list notebook level",
+        answer = self.client.call("GET", "tree_tools", "get_tree_level", "list notebook level",
                             {"nbid": nbid, "parent_tree_id": parent})
         for node in answer.iter("level-node"):
             node_is_page = (node.findtext("is-page") or "").strip().lower() == "true"
@@ -364,71 +288,27 @@ class LabArchivesDestination:
 
     def _insert_node(self, nbid: str, parent: str, text: str, is_folder: bool) -> str:
         call = "create folder" if is_folder else "create page"
-        answer = self._call("GET", "tree_tools", "insert_node", call, {
+        answer = self.client.call("GET", "tree_tools", "insert_node", call, {
             "nbid": nbid, "parent_tree_id": parent, "display_text": text,
             "is_folder": "true" if is_folder else "false",
         })
-        return _required_text(answer, "tree-id", call)
+        return required_text(answer, "tree-id", call)
 
     def _add_entry(self, nbid: str, page_id: str, html: str) -> str:
         call = "add summary entry"
-        answer = self._call("POST", "entries", "add_entry", call, {}, data={
+        answer = self.client.call("POST", "entries", "add_entry", call, {}, data={
             "nbid": nbid, "pid": page_id, "entry_data": html, "part_type": "text entry",
         })
-        return _required_text(answer, "eid", call)
+        return required_text(answer, "eid", call)
 
     def _attach(self, nbid: str, page_id: str, filename: str, content: bytes) -> str:
         call = "attach XML record"
-        answer = self._call(
+        answer = self.client.call(
             "POST", "entries", "add_attachment", call,
             {"nbid": nbid, "pid": page_id, "filename": filename, "caption": XML_CAPTION},
             content=content,
         )
-        return _required_text(answer, "eid", call)
-
-    def _call(
-        self,
-        http_method: str,
-        api_class: str,
-        method: str,
-        call: str,
-        params: dict[str, str],
-        data: dict[str, str] | None = None,
-        content: bytes | None = None,
-    ) -> Element:
-        """One signed call; the parsed XML answer, or the matching export error."""
-        akid = self.settings.access_key_id.get_secret_value()
-        password = self.settings.access_password.get_secret_value()
-        slots: CallSlots | None = getattr(self._local, "slots", None)
-        (slots or self.limiter.reserve(1)).wait()
-        expires = str(int(time.time() * 1000))
-        signed = {
-            "akid": akid,
-            "expires": expires,
-            "sig": sign(akid, password, method, expires),
-            "uid": self.settings.user_id,
-            **params,
-        }
-        response = request(
-            http_method, join_url(self.settings.url, api_class, method),
-            destination=self.name, call=call, params=signed, data=data, content=content,
-            headers={"Content-Type": "application/octet-stream"} if content is not None else None,
-            check=False, all_5xx_transient=True, secrets=(akid, password),
-            settings=self.http,
-        )
-        secrets = (akid, password)
-        if response.status_code >= 500 or response.status_code == 429:
-            check_status(response, destination=self.name, call=call, all_5xx_transient=True,
-                         secrets=secrets)
-        # LabArchives explains refusals in an <error> body, whatever the status.
-        try:
-            answer = parse_xml(response, destination=self.name, call=call)
-        except UnexpectedAnswer:
-            check_status(response, destination=self.name, call=call, secrets=secrets)
-            raise
-        _raise_for_error(answer, call, response.status_code, secrets)
-        check_status(response, destination=self.name, call=call, secrets=secrets)
-        return answer
+        return required_text(answer, "eid", call)
 
     def _required(self) -> list[tuple[str, str]]:
         return [
@@ -458,46 +338,9 @@ class LabArchivesDestination:
         return failed(self.name, message)
 
 
-def _raise_for_error(answer: Element, call: str, status: int, secrets: tuple[str, ...]) -> None:
-    """Raise for an ``<error>`` answer: refused credentials, permission, or other."""
-    error = answer if answer.tag == "error" else answer.find(".//error")
-    if error is None:
-        return
-    code = (error.findtext("error-code") or error.findtext("code") or "").strip()
-    description = error.findtext("error-description") or error.findtext("msg") or ""
-    detail = f"LabArchives error {code or '?'} (HTTP {status}): {snippet(description, secrets)}"
-    if code in AUTH_ERROR_CODES:
-        raise CredentialsRefused(f"labarchives: {call}: credentials were refused: {detail}")
-    if code in PERMISSION_ERROR_CODES:
-        raise PermanentExportError(f"labarchives: {call}: permission refused: {detail}")
-    if status == 404:
-        raise NodeMissing(f"labarchives: {call}: not found: {detail}")
-    raise PermanentExportError(f"labarchives: {call}: {detail}")
-
-
-def _required_text(answer: Element, tag: str, call: str) -> str:
-    value = answer.findtext(f".//{tag}")
-    if not value or not value.strip():
-        raise UnexpectedAnswer(f"labarchives: {call}: unexpected answer: no <{tag}>")
-    return value.strip()
-
-
 def summary_html(context: ExportContext) -> str:
     """The summary entry: session details, the CDCS link and the preview images."""
-    event = context.reservation_event
-    user = context.user or (event.username if event else None) or "unknown"
-    rows = [
-        ("Session ID", context.session_identifier),
-        ("Instrument", context.instrument_pid),
-        ("User", user),
-        ("Start", context.dt_from.isoformat()),
-        ("End", context.dt_to.isoformat()),
-    ]
-    items = "".join(f"<li><strong>{escape(k)}:</strong> {escape(v)}</li>" for k, v in rows)
-    parts = ["<h2>NexusLIMS Session</h2>", f"<ul>{items}</ul>"]
-    cdcs = context.get_result("cdcs")
-    if cdcs is not None and cdcs.success and cdcs.record_url:
-        parts.append(f'<p><a href="{escape(cdcs.record_url)}">View in CDCS</a></p>')
+    parts = session_summary_html(context, "NexusLIMS Session")
     # NexusLIMS keeps previews aligned with files; a file without one has an empty entry.
     images = [_preview_img(Path(p)) for a in context.activities for p in a.previews if p]
     shown = [img for img in images if img][:MAX_PREVIEWS]

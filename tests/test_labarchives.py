@@ -15,12 +15,9 @@ import pytest
 
 from destinations.contract import Activity, ExportContext, ExportResult
 from destinations.errors import TransientExportError
-from destinations.labarchives import (
-    LabArchivesDestination,
-    MinIntervalLimiter,
-    notebook_base_url,
-    sign,
-)
+from destinations.labarchives import LabArchivesDestination, notebook_base_url
+from destinations.labarchives_client import sign
+from destinations.rate_limit import MinIntervalLimiter
 from tests.fakes import FakeLabArchives
 
 pytest_plugins = ["tests.fakes.fixtures"]
