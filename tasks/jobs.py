@@ -64,6 +64,10 @@ class DestinationStatus:
     def succeeded(self) -> bool:
         return self.state == DestinationState.SUCCESS
 
+    def to_dict(self) -> dict[str, Any]:
+        shown = {key: value for key, value in vars(self).items() if key != "name"}
+        return {**shown, "state": self.state.value}
+
 
 @dataclass
 class ExportJob:
@@ -125,14 +129,7 @@ class ExportJob:
             "instrument_pid": self.instrument_pid,
             "record": self.record,
             "runs": self.runs,
-            "destinations": {
-                name: {
-                    key: value.value if key == "state" else value
-                    for key, value in vars(status).items()
-                    if key != "name"
-                }
-                for name, status in self.destinations.items()
-            },
+            "destinations": {name: status.to_dict() for name, status in self.destinations.items()},
         }
 
 
