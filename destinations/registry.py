@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any, cast
 
 from destinations.contract import Destination, dependencies_of
+from destinations.names import RESERVED_NAMES
 
 ENTRY_POINT_GROUP = "nexuslims_export.destinations"
 
@@ -25,9 +26,6 @@ BUILTINS: dict[str, str] = {
     "elabftw": "destinations.elabftw:ELabFTWDestination",
     "labarchives": "destinations.labarchives:LabArchivesDestination",
 }
-
-# Task names are "export.<destination name>"; these two are the job's own tasks.
-RESERVED_NAMES = frozenset({"record", "finish"})
 
 logger = logging.getLogger(__name__)
 

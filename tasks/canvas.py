@@ -13,9 +13,9 @@ from typing import Any
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
+from destinations.names import FINISH_TASK, JOB_QUEUE, queue_name, task_name
 from destinations.plan import ExportPlan
 from tasks.messages import describe_context
-from tasks.runtime import JOB_QUEUE, destination_queue
 
 
 def build_canvas(
@@ -25,16 +25,16 @@ def build_canvas(
 
     def step(name: str) -> Signature:
         return app.signature(
-            f"export.{name}",
+            task_name(name),
             args=(job_id, context, plan.strategy),
             immutable=True,
-            queue=destination_queue(name),
+            queue=queue_name(name),
             # Flower shows this instead of the whole context.
             argsrepr=f"(job={job_id} {summary} strategy={plan.strategy})",
         )
 
     finish = app.signature(
-        "export.finish",
+        FINISH_TASK,
         args=(job_id,),
         immutable=True,
         queue=JOB_QUEUE,

@@ -14,6 +14,8 @@ from typing import Any
 from celery import Task, shared_task
 
 from destinations.errors import TransientExportError
+from destinations.names import task_name
+from tasks.job_model import JobRecord
 from tasks.messages import (
     InvalidContextError,
     context_from_message,
@@ -22,7 +24,7 @@ from tasks.messages import (
     result_from_json,
     result_to_json,
 )
-from tasks.retry_policy import retry_delay
+from tasks.retry_policy import RetryPolicy, retry_delay
 from tasks.runtime import job_store, local_registry
 
 logger = logging.getLogger(__name__)
@@ -34,27 +36,28 @@ class DestinationTask(Task):
     acks_late = True
     reject_on_worker_lost = True
     max_retries = None  # the policy below decides, per destination
+    destination = ""  # the destination's name, set by declare_destination_task
 
 
 def declare_destination_task(name: str) -> None:
     """Declare ``export.<name>``; idempotent per process."""
-    shared_task(name=f"export.{name}", bind=True, base=DestinationTask)(run_destination)
+    shared_task(name=task_name(name), bind=True, base=DestinationTask, destination=name)(
+        run_destination
+    )
 
 
 def run_destination(
-    self: Task, job_id: str, context: dict[str, Any], strategy: str = "all"
+    self: DestinationTask, job_id: str, context: dict[str, Any], strategy: str = "all"
 ) -> dict[str, Any]:
-    name = self.name.removeprefix("export.")
+    name = self.destination
     store = job_store(self.app)
-    stored = store.load(job_id)
-    if stored is None:
-        # The job record expired or was never written: nothing to report to.
-        raise InvalidContextError(f"job {job_id} is unknown; its record may have expired")
-    earlier = stored["destinations"].get(name, {})
-    if earlier.get("state") == "SUCCESS" and earlier.get("result"):
+    # An expired or never written job record leaves nothing to report to: the task fails.
+    stored = store.require(job_id)
+    earlier = stored.destinations.get(name)
+    if earlier is not None and earlier.succeeded and earlier.result:
         # Redelivered after the result was stored but before the message was acknowledged.
         _stop_chain_after_success(self, strategy)
-        return dict(earlier["result"])
+        return dict(earlier.result)
 
     attempt = store.start_attempt(job_id, name, self.request.id)
     result = _export(self, name, job_id, context, strategy, attempt, stored)
@@ -71,7 +74,7 @@ def _export(
     message: dict[str, Any],
     strategy: str,
     attempt: int,
-    stored: dict[str, Any],
+    stored: JobRecord,
 ) -> dict[str, Any]:
     destination = local_registry().get(name)
     if destination is None:
@@ -86,9 +89,9 @@ def _export(
     except InvalidContextError as error:
         return result_to_json(failure(name, str(error)), name)
     context.previous_results = {
-        other: result_from_json(entry["result"])
-        for other, entry in stored["destinations"].items()
-        if other != name and entry.get("result")
+        other: result_from_json(entry.result)
+        for other, entry in stored.destinations.items()
+        if other != name and entry.result
     }
     context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
     try:
@@ -108,14 +111,11 @@ def _retry_or_give_up(
     self: Task, name: str, job_id: str, error: TransientExportError, attempt: int
 ) -> None:
     """Raise Celery's Retry while attempts remain; return when they are used up."""
-    policy = self.app.conf.nx_export_retry[name]
-    if attempt >= int(policy["max_attempts"]):
+    policy: RetryPolicy = self.app.conf.nx_export_retry[name]
+    if attempt >= policy.max_attempts:
         return
     countdown = retry_delay(
-        self.request.retries,
-        float(policy["backoff"]),
-        float(policy["backoff_max"]),
-        error.retry_after,
+        self.request.retries, policy.backoff, policy.backoff_max, error.retry_after
     )
     job_store(self.app).record_retry(job_id, name, str(error), countdown)
     raise self.retry(exc=error, countdown=countdown, max_retries=None)

@@ -2,28 +2,36 @@
 
 One hash per job, one field per destination, so the tasks of one job never write
 the same field at once. Every key expires after the retention period, and the
-index of jobs is trimmed to it, so nothing grows without bound.
+index of jobs is trimmed to it, so nothing grows without bound. What the fields
+hold, and how a state changes, is ``job_model``'s.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
+
+from tasks.job_model import (
+    JOB_FIELD,
+    DestinationEntry,
+    JobNotFoundError,
+    JobRecord,
+    StoredJob,
+    destination_field,
+)
 
 KEY_PREFIX = "nxexport"
 JOB_INDEX = f"{KEY_PREFIX}:jobs"
 
+T = TypeVar("T")
+
 
 def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 class JobStore:
@@ -35,119 +43,59 @@ class JobStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def create(self, job_id: str, job: dict[str, Any], destinations: Iterable[str]) -> None:
+    def create(self, job: StoredJob) -> None:
+        """Store a new job, every destination of its plan pending."""
         created = datetime.now(UTC)
-        fields = {"job": json.dumps({**job, "id": job_id, "created_at": created.isoformat()})}
-        for name in destinations:
-            fields[f"dest:{name}"] = json.dumps(_new_destination_entry())
+        record = JobRecord(
+            job=replace(job, created_at=created.isoformat()),
+            destinations={name: DestinationEntry() for name in job.destinations},
+        )
         with self.client.pipeline() as pipe:
-            pipe.hset(job_key(job_id), mapping=fields)
-            pipe.expire(job_key(job_id), self.retention)
-            pipe.zadd(JOB_INDEX, {job_id: created.timestamp()})
+            pipe.hset(job_key(job.id), mapping=record.to_fields())
+            pipe.expire(job_key(job.id), self.retention)
+            pipe.zadd(JOB_INDEX, {job.id: created.timestamp()})
             pipe.zremrangebyscore(JOB_INDEX, "-inf", created.timestamp() - self.retention)
             pipe.execute()
 
-    def update_job(self, job_id: str, **changes: Any) -> None:
-        self._update(job_id, "job", lambda job: {**job, **changes})
+    def begin_run(self, job_id: str, finish_task_id: str) -> None:
+        self._update_job(job_id, lambda job: job.begin_run(finish_task_id))
+
+    def mark_finished(self, job_id: str, satisfied: bool) -> None:
+        self._update_job(job_id, lambda job: job.finish(satisfied))
 
     def start_attempt(self, job_id: str, name: str, task_id: str | None) -> int:
         """Count a new attempt at ``name`` and return its number (1 for the first)."""
-        attempt = 0
-
-        def change(entry: dict[str, Any]) -> dict[str, Any]:
-            nonlocal attempt
-            entry = {**_new_destination_entry(), **entry}
-            attempt = entry["attempts"] + 1
-            return {
-                **entry,
-                "state": "STARTED",
-                "attempts": attempt,
-                "task_id": task_id,
-                "started_at": entry["started_at"] or now_iso(),
-                "finished_at": None,
-            }
-
-        self._update(job_id, f"dest:{name}", change)
-        return attempt
+        return self._update_entry(job_id, name, lambda entry: entry.start(task_id))
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
-        def change(entry: dict[str, Any]) -> dict[str, Any]:
-            history = [
-                *entry.get("history", []),
-                {
-                    "attempt": entry.get("attempts", 0),
-                    "at": now_iso(),
-                    "outcome": "retry",
-                    "error": error,
-                    "retry_in": round(countdown, 1),
-                },
-            ]
-            return {**entry, "state": "RETRY", "error": error, "history": history}
-
-        self._update(job_id, f"dest:{name}", change)
+        self._update_entry(job_id, name, lambda entry: entry.retry(error, countdown))
 
     def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> None:
-        def change(entry: dict[str, Any]) -> dict[str, Any]:
-            outcome = "success" if result.get("success") else "failure"
-            history = [
-                *entry.get("history", []),
-                {
-                    "attempt": entry.get("attempts", 0),
-                    "at": now_iso(),
-                    "outcome": outcome,
-                    "error": result.get("error_message"),
-                },
-            ]
-            return {
-                **_new_destination_entry(),
-                **entry,
-                "state": "SUCCESS" if result.get("success") else "FAILURE",
-                "result": result,
-                "error": None if result.get("success") else result.get("error_message"),
-                "finished_at": now_iso(),
-                "history": history,
-            }
-
-        self._update(job_id, f"dest:{name}", change)
+        self._update_entry(job_id, name, lambda entry: entry.finish(result))
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:
-            self._update(
-                job_id,
-                f"dest:{name}",
-                lambda entry: {**entry, "state": "SKIPPED", "error": None, "skip_reason": reason},
-            )
+            self._update_entry(job_id, name, lambda entry: entry.skip(reason))
 
     def reset_for_retry(self, job_id: str, names: Iterable[str]) -> None:
         """Queue destinations again, keeping their history."""
         for name in names:
-            self._update(
-                job_id,
-                f"dest:{name}",
-                lambda entry: {
-                    **entry,
-                    "state": "PENDING",
-                    "result": None,
-                    "error": None,
-                    "finished_at": None,
-                },
-            )
+            self._update_entry(job_id, name, DestinationEntry.requeue)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def load(self, job_id: str) -> dict[str, Any] | None:
+    def load(self, job_id: str) -> JobRecord | None:
         raw = cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id)))
         if not raw:
             return None
-        fields = {_text(key): json.loads(value) for key, value in raw.items()}
-        return {
-            "job": fields.get("job", {}),
-            "destinations": {
-                key.removeprefix("dest:"): value
-                for key, value in fields.items()
-                if key.startswith("dest:")
-            },
-        }
+        return JobRecord.from_fields(job_id, {_text(key): value for key, value in raw.items()})
+
+    def require(self, job_id: str) -> JobRecord:
+        """The job's record; ``JobNotFoundError`` when it was never written or has expired."""
+        record = self.load(job_id)
+        if record is None:
+            raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
+        return record
 
     def job_ids(self, since: datetime | None = None) -> list[str]:
         low = since.timestamp() if since else "-inf"
@@ -156,29 +104,29 @@ class JobStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _update(self, job_id: str, field: str, change: Any) -> None:
-        # No WATCH: each field has one writer at a time (the destination's own
-        # task, or the job's finish task once every destination is done).
-        key = job_key(job_id)
-        current = cast(bytes | None, self.client.hget(key, field))
-        value = change(json.loads(current) if current else {})
+    # No WATCH in these two: each field has one writer at a time (the destination's
+    # own task, or the job's finish task once every destination is done).
+
+    def _update_entry(self, job_id: str, name: str, change: Callable[[DestinationEntry], T]) -> T:
+        field = destination_field(name)
+        entry = DestinationEntry.from_json(self._read(job_id, field))
+        answer = change(entry)
+        self._write(job_id, field, entry.to_json())
+        return answer
+
+    def _update_job(self, job_id: str, change: Callable[[StoredJob], None]) -> None:
+        job = StoredJob.from_json(job_id, self._read(job_id, JOB_FIELD))
+        change(job)
+        self._write(job_id, JOB_FIELD, job.to_json())
+
+    def _read(self, job_id: str, field: str) -> bytes | None:
+        return cast(bytes | None, self.client.hget(job_key(job_id), field))
+
+    def _write(self, job_id: str, field: str, value: str) -> None:
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(key, field, json.dumps(value))
-            pipe.expire(key, self.retention)
+            pipe.hset(job_key(job_id), field, value)
+            pipe.expire(job_key(job_id), self.retention)
             pipe.execute()
-
-
-def _new_destination_entry() -> dict[str, Any]:
-    return {
-        "state": "PENDING",
-        "attempts": 0,
-        "task_id": None,
-        "started_at": None,
-        "finished_at": None,
-        "result": None,
-        "error": None,
-        "history": [],
-    }
 
 
 def _text(value: bytes | str) -> str:

@@ -7,8 +7,8 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from destinations.names import FINISH_TASK, RECORD_TASK
 from destinations.plan import is_satisfied
-from tasks.job_store import now_iso
 from tasks.jobs import job_from_record, start_job
 from tasks.messages import describe_context
 from tasks.notify import notify_finished
@@ -21,7 +21,7 @@ class JobFailedError(Exception):
     """At least one destination of the job failed; the message names them and why."""
 
 
-@shared_task(name="export.record", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=RECORD_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def export_record(
     self: Task,
     context: dict[str, Any],
@@ -37,33 +37,27 @@ def export_record(
     return {"job_id": job_id}
 
 
-@shared_task(name="export.finish", bind=True, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=FINISH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     """Decide the job's outcome once every destination that will run has run."""
     store = job_store(self.app)
-    stored = store.load(job_id)
-    if stored is None:
-        raise JobFailedError(f"job {job_id} is unknown; its record may have expired")
-    planned = stored["job"].get("destinations", [])
-    entries = stored["destinations"]
-    outcomes = {
-        name: entries[name]["state"] == "SUCCESS"
-        for name in planned
-        if entries.get(name, {}).get("state") in ("SUCCESS", "FAILURE")
-    }
+    record = store.require(job_id)
+    planned = record.job.destinations
+    outcomes = record.outcomes()
     never_ran = [name for name in planned if name not in outcomes]
     if never_ran:
         store.mark_skipped(job_id, never_ran, "an earlier destination succeeded (first_success)")
-    strategy = stored["job"].get("strategy", "all")
+    strategy = record.job.strategy
     satisfied = is_satisfied(strategy, planned, outcomes)
-    store.update_job(job_id, finished_at=now_iso(), satisfied=satisfied)
-    summary = job_from_record(job_id, store.load(job_id) or stored).to_dict()
+    store.mark_finished(job_id, satisfied)
+    summary = job_from_record(store.load(job_id) or record).to_dict()
     notify_finished(self.app, summary)
-    failed = {name: entries[name].get("error") for name, ok in outcomes.items() if not ok}
+    entries = record.planned()
+    failed = {name: entries[name].error for name, ok in outcomes.items() if not ok}
     if failed:
         verdict = "satisfied" if satisfied else "not satisfied"
         details = "; ".join(f"{name}: {error}" for name, error in failed.items())
-        about = stored["job"].get("summary") or describe_context(stored["job"].get("context", {}))
+        about = record.job.summary or describe_context(record.job.context)
         raise JobFailedError(
             f"{len(failed)} of {len(planned)} destinations failed "
             f"(strategy {strategy} {verdict}) for {about}: {details}"

@@ -25,14 +25,10 @@ from destinations.record import check_record
 from destinations.registry import Registry
 from tasks import catalog
 from tasks.canvas import build_canvas
+from tasks.job_model import DestinationEntry, DestinationState, JobRecord, JobState, StoredJob
+from tasks.job_model import JobNotFoundError as JobNotFoundError  # raised by get_job
 from tasks.messages import context_from_message, context_to_message, describe_context
 from tasks.runtime import job_store, local_registry
-
-FINISHED = "finished"
-
-
-class JobNotFoundError(LookupError):
-    """No job with this id (never created, or older than the retention period)."""
 
 
 @dataclass
@@ -40,7 +36,7 @@ class DestinationStatus:
     """One destination of a job: where it stands and what it produced."""
 
     name: str
-    state: str
+    state: DestinationState
     attempts: int = 0
     record_id: str | None = None
     record_url: str | None = None
@@ -49,9 +45,28 @@ class DestinationStatus:
     finished_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    @classmethod
+    def from_entry(cls, name: str, entry: DestinationEntry) -> DestinationStatus:
+        result = entry.result or {}
+        return cls(
+            name=name,
+            state=entry.state,
+            attempts=entry.attempts,
+            record_id=result.get("record_id"),
+            record_url=result.get("record_url"),
+            error=entry.error,
+            started_at=entry.started_at,
+            finished_at=entry.finished_at,
+            history=list(entry.history),
+        )
+
     @property
     def succeeded(self) -> bool:
-        return self.state == "SUCCESS"
+        return self.state == DestinationState.SUCCESS
+
+    def to_dict(self) -> dict[str, Any]:
+        shown = {key: value for key, value in vars(self).items() if key != "name"}
+        return {**shown, "state": self.state.value}
 
 
 @dataclass
@@ -60,7 +75,7 @@ class ExportJob:
 
     id: str
     strategy: str
-    state: str
+    state: JobState
     satisfied: bool
     destinations: dict[str, DestinationStatus]
     created_at: str | None
@@ -74,7 +89,7 @@ class ExportJob:
 
     @property
     def finished(self) -> bool:
-        return self.state == FINISHED
+        return self.state == JobState.FINISHED
 
     def refresh(self) -> ExportJob:
         return get_job(self.id, app=self.app)
@@ -106,7 +121,7 @@ class ExportJob:
         return {
             "id": self.id,
             "strategy": self.strategy,
-            "state": self.state,
+            "state": self.state.value,
             "satisfied": self.satisfied,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
@@ -114,10 +129,7 @@ class ExportJob:
             "instrument_pid": self.instrument_pid,
             "record": self.record,
             "runs": self.runs,
-            "destinations": {
-                name: {k: v for k, v in vars(status).items() if k != "name"}
-                for name, status in self.destinations.items()
-            },
+            "destinations": {name: status.to_dict() for name, status in self.destinations.items()},
         }
 
 
@@ -163,16 +175,14 @@ def launch(app: Celery, plan: ExportPlan, message: dict[str, Any]) -> str:
     """Write the job record, then send its canvas."""
     job_id, finish_id = str(uuid.uuid4()), str(uuid.uuid4())
     job_store(app).create(
-        job_id,
-        {
-            "strategy": plan.strategy,
-            "destinations": list(plan.destinations),
-            "context": message,
-            "summary": describe_context(message),
-            "finish_task_id": finish_id,
-            "runs": 1,
-        },
-        plan.destinations,
+        StoredJob(
+            id=job_id,
+            strategy=plan.strategy,
+            destinations=list(plan.destinations),
+            context=message,
+            summary=describe_context(message),
+            finish_task_id=finish_id,
+        )
     )
     build_canvas(app, plan, job_id, message, finish_id).apply_async()
     return job_id
@@ -205,17 +215,10 @@ def retry_failed(
     offered, disabled = catalog.available(app, local_registry(), names)
     plan = plan_export(job.strategy, offered, names, known=sorted(disabled))
     store = job_store(app)
-    stored = store.load(job_id) or {}
-    message = stored["job"]["context"]
+    message = store.require(job_id).job.context
     finish_id = str(uuid.uuid4())
     store.reset_for_retry(job_id, names)
-    store.update_job(
-        job_id,
-        finished_at=None,
-        satisfied=None,
-        finish_task_id=finish_id,
-        runs=int(stored["job"].get("runs", 1)) + 1,
-    )
+    store.begin_run(job_id, finish_id)
     build_canvas(app, plan, job_id, message, finish_id).apply_async()
     return get_job(job_id, app=app)
 
@@ -231,62 +234,40 @@ def list_jobs(
     store = job_store(app)
     jobs = []
     for job_id in store.job_ids(since):
-        stored = store.load(job_id)
-        if stored is None:
+        record = store.load(job_id)
+        if record is None:
             continue  # expired between the index read and now
-        job = job_from_record(job_id, stored, app)
+        job = job_from_record(record, app)
         if not failed_only or (job.finished and not job.satisfied):
             jobs.append(job)
     return jobs
 
 
 def get_job(job_id: str, app: Celery | None = None) -> ExportJob:
+    """The job as stored now; ``JobNotFoundError`` when unknown or expired."""
     app = app or current_app
-    stored = job_store(app).load(job_id)
-    if stored is None:
-        raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
-    return job_from_record(job_id, stored, app)
+    return job_from_record(job_store(app).require(job_id), app)
 
 
-def job_from_record(job_id: str, stored: dict[str, Any], app: Celery | None = None) -> ExportJob:
-    job = stored["job"]
-    entries = stored["destinations"]
-    statuses = {name: _status(name, entries.get(name, {})) for name in job.get("destinations", [])}
-    finished = job.get("finished_at") is not None
-    started = any(status.state != "PENDING" for status in statuses.values())
-    context = job.get("context", {})
-    outcomes = {
-        name: s.succeeded for name, s in statuses.items() if s.state in ("SUCCESS", "FAILURE")
+def job_from_record(record: JobRecord, app: Celery | None = None) -> ExportJob:
+    job = record.job
+    statuses = {
+        name: DestinationStatus.from_entry(name, entry) for name, entry in record.planned().items()
     }
     return ExportJob(
-        id=job_id,
-        strategy=job.get("strategy", "all"),
-        state=FINISHED if finished else ("running" if started else "queued"),
-        satisfied=is_satisfied(job.get("strategy", "all"), list(statuses), outcomes),
+        id=job.id,
+        strategy=job.strategy,
+        state=record.state,
+        satisfied=is_satisfied(job.strategy, list(statuses), record.outcomes()),
         destinations=statuses,
-        created_at=job.get("created_at"),
-        finished_at=job.get("finished_at"),
-        session_identifier=context.get("session_identifier"),
-        instrument_pid=context.get("instrument_pid"),
-        record=context.get("xml_file_path"),
-        finish_task_id=job.get("finish_task_id"),
-        runs=int(job.get("runs", 1)),
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        session_identifier=job.context.get("session_identifier"),
+        instrument_pid=job.context.get("instrument_pid"),
+        record=job.context.get("xml_file_path"),
+        finish_task_id=job.finish_task_id,
+        runs=job.runs,
         app=app,
-    )
-
-
-def _status(name: str, entry: Mapping[str, Any]) -> DestinationStatus:
-    result = entry.get("result") or {}
-    return DestinationStatus(
-        name=name,
-        state=entry.get("state", "PENDING"),
-        attempts=entry.get("attempts", 0),
-        record_id=result.get("record_id"),
-        record_url=result.get("record_url"),
-        error=entry.get("error"),
-        started_at=entry.get("started_at"),
-        finished_at=entry.get("finished_at"),
-        history=list(entry.get("history", [])),
     )
 
 

@@ -16,8 +16,8 @@ import httpx
 from celery import Celery, Task, shared_task
 from pydantic import Field, SecretStr
 
+from destinations.names import JOB_QUEUE, WEBHOOK_TASK
 from destinations.settings import NxSettings
-from tasks.runtime import JOB_QUEUE
 
 SIGNATURE_HEADER = "X-NexusLIMS-Signature"
 
@@ -53,7 +53,7 @@ def notify_finished(app: Celery, summary: dict[str, Any]) -> None:
         f"satisfied={summary['satisfied']})"
     )
     if settings.webhook_url:
-        app.send_task("export.webhook", args=(summary,), queue=JOB_QUEUE, argsrepr=label)
+        app.send_task(WEBHOOK_TASK, args=(summary,), queue=JOB_QUEUE, argsrepr=label)
     if settings.callback_task:
         app.send_task(
             settings.callback_task,
@@ -64,7 +64,7 @@ def notify_finished(app: Celery, summary: dict[str, Any]) -> None:
 
 
 @shared_task(
-    name="export.webhook",
+    name=WEBHOOK_TASK,
     bind=True,
     acks_late=True,
     autoretry_for=(httpx.HTTPError, WebhookRejectedError),

@@ -1,4 +1,4 @@
-"""How long to wait before trying a destination again.
+"""A destination's retry and rate policy, and how long to wait before trying it again.
 
 Exponential backoff with full jitter, at least what the service asked for in
 ``Retry-After``, never longer than the configured maximum (which the worker
@@ -8,6 +8,20 @@ keeps below the broker's visibility timeout).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one destination's task retries transient errors, and how often it may start.
+
+    ``rate_limit`` is Celery's form ("10/m"); None runs the task as often as it comes.
+    """
+
+    max_attempts: int
+    backoff: float
+    backoff_max: float
+    rate_limit: str | None = None
 
 
 def retry_delay(

@@ -10,13 +10,7 @@ from celery import Celery, current_app
 from destinations.registry import Registry, discover, parse_plugin_list
 from tasks.job_store import JobStore
 
-JOB_QUEUE = "nx-export"
-
 logger = logging.getLogger(__name__)
-
-
-def destination_queue(name: str) -> str:
-    return f"export.{name}"
 
 
 @lru_cache(maxsize=1)

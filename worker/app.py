@@ -16,9 +16,10 @@ from celery.signals import worker_ready
 from kombu import Exchange, Queue
 
 import tasks.job_tasks  # noqa: F401  (declares export.record, export.finish, export.webhook)
+from destinations.names import JOB_QUEUE, destination_of, queue_name, task_name
 from tasks import catalog
 from tasks.destination_tasks import declare_destination_task
-from tasks.runtime import JOB_QUEUE, destination_queue, local_registry
+from tasks.runtime import local_registry
 from worker.settings import WorkerSettings, destination_policy, load_settings
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,8 @@ def route_task(
     name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
 ) -> dict[str, str]:
     """``export.<destination>`` to its own queue, the job's tasks to the job queue."""
-    if name.startswith("export.") and name not in ("export.record", "export.finish"):
-        return {"queue": destination_queue(name.removeprefix("export."))}
-    return {"queue": JOB_QUEUE}
+    destination = destination_of(name)
+    return {"queue": queue_name(destination) if destination else JOB_QUEUE}
 
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
@@ -86,9 +86,9 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     }
     app.conf.nx_export_retry = policies
     app.conf.task_annotations = {
-        f"export.{name}": {"rate_limit": policy["rate_limit"]}
+        task_name(name): {"rate_limit": policy.rate_limit}
         for name, policy in policies.items()
-        if policy["rate_limit"]
+        if policy.rate_limit
     }
     for name in policies:
         declare_destination_task(name)
@@ -105,7 +105,7 @@ def all_queues() -> list[str]:
 
     A worker without a destination's settings leaves its tasks to workers that have them.
     """
-    return [JOB_QUEUE, *(destination_queue(name) for name in local_registry().enabled())]
+    return [JOB_QUEUE, *(queue_name(name) for name in local_registry().enabled())]
 
 
 @worker_ready.connect

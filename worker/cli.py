@@ -180,7 +180,8 @@ def status(job_id: str, watch: bool, as_json: bool) -> None:
     """Show a job: its state and every destination's result."""
     connect()
     celery_app()
-    from tasks.jobs import JobNotFoundError, get_job
+    from tasks.job_model import JobNotFoundError
+    from tasks.jobs import get_job
 
     try:
         job = get_job(job_id)
@@ -225,9 +226,9 @@ def resume(destination: str, as_json: bool) -> None:
 def _set_consuming(destination: str, consume: bool, as_json: bool) -> None:
     connect()
     app = celery_app()
-    from tasks.runtime import destination_queue
+    from destinations.names import queue_name
 
-    queue = destination_queue(destination)
+    queue = queue_name(destination)
     if consume:
         replies = app.control.add_consumer(
             queue, exchange=queue, exchange_type="direct", routing_key=queue, reply=True, timeout=2
@@ -260,7 +261,8 @@ def retry(
     """Run again the destinations of JOB_ID that failed or never ran."""
     connect()
     celery_app()
-    from tasks.jobs import JobNotFoundError, retry_failed
+    from tasks.job_model import JobNotFoundError
+    from tasks.jobs import retry_failed
 
     try:
         job = retry_failed(job_id, list(destinations) or None)

@@ -135,6 +135,7 @@ def session_context(
 
 def _wait_for_results(job: Any, deadline: float | None) -> list[ExportResult]:
     """The results of the destinations that ran, in plan order; unfinished ones as failures."""
+    from tasks.job_model import DestinationState
     from tasks.messages import result_from_json
     from tasks.runtime import job_store
 
@@ -144,13 +145,17 @@ def _wait_for_results(job: Any, deadline: float | None) -> list[ExportResult]:
     except TimeoutError:
         logger.error("Export job %s did not finish in time; reporting it as failed", job.id)
         job = job.refresh()
-    stored = job_store(job.app).load(job.id) or {"destinations": {}}
+    record = job_store(job.app).load(job.id)
+    entries = record.destinations if record else {}
     results = []
     for name, status in job.destinations.items():
-        entry = stored["destinations"].get(name, {})
-        if entry.get("result"):
-            results.append(result_from_json(entry["result"]))
-        elif status.state not in ("PENDING", "SKIPPED") or not job.finished:
+        entry = entries.get(name)
+        if entry and entry.result:
+            results.append(result_from_json(entry.result))
+        elif (
+            status.state not in (DestinationState.PENDING, DestinationState.SKIPPED)
+            or not job.finished
+        ):
             results.append(
                 ExportResult(
                     False, name, error_message=f"still running in job {job.id} ({status.state})"

@@ -12,15 +12,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from tasks.job_model import DestinationState
 from tasks.jobs import ExportJob
 
 STATE_STYLES = {
-    "SUCCESS": "green",
-    "FAILURE": "red",
-    "RETRY": "yellow",
-    "STARTED": "cyan",
-    "PENDING": "dim",
-    "SKIPPED": "dim",
+    DestinationState.SUCCESS: "green",
+    DestinationState.FAILURE: "red",
+    DestinationState.RETRY: "yellow",
+    DestinationState.STARTED: "cyan",
+    DestinationState.PENDING: "dim",
+    DestinationState.SKIPPED: "dim",
 }
 
 
@@ -166,7 +167,7 @@ def jobs_table(jobs: list[ExportJob]) -> None:
     console = Console()
     if not console.is_terminal:
         for job in jobs:
-            failed = [n for n, s in job.destinations.items() if s.state == "FAILURE"]
+            failed = [n for n, s in job.destinations.items() if s.state == DestinationState.FAILURE]
             print(
                 f"{job.id} {job.created_at} {job.state} satisfied={job.satisfied} "
                 f"session={job.session_identifier} failed={','.join(failed) or '-'}"
@@ -176,7 +177,7 @@ def jobs_table(jobs: list[ExportJob]) -> None:
     for column in ("job", "created", "session", "state", "satisfied", "failed"):
         table.add_column(column, overflow="fold")
     for job in jobs:
-        failed = [n for n, s in job.destinations.items() if s.state == "FAILURE"]
+        failed = [n for n, s in job.destinations.items() if s.state == DestinationState.FAILURE]
         table.add_row(
             job.id,
             job.created_at or "",

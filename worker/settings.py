@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from destinations.settings import NxSettings
+from tasks.retry_policy import RetryPolicy
 
 Strategy = Literal["all", "first_success", "best_effort"]
 
@@ -136,13 +137,13 @@ DESTINATION_POLICY_KEYS = {
 
 def destination_policy(
     name: str, settings: WorkerSettings, environ: Mapping[str, str]
-) -> dict[str, Any]:
+) -> RetryPolicy:
     """Retry and rate settings of one destination: ``NX_EXPORT_<NAME>_<KEY>`` over the defaults.
 
     The backoff ceiling stays below a quarter of the visibility timeout, so a
     task waiting for its retry is never handed to a second worker meanwhile.
     """
-    policy: dict[str, Any] = {
+    values: dict[str, Any] = {
         "max_attempts": settings.max_attempts,
         "backoff": settings.backoff_seconds,
         "backoff_max": settings.backoff_max_seconds,
@@ -154,13 +155,13 @@ def destination_policy(
         if raw is None or raw == "":
             continue
         try:
-            policy[key] = kind(raw)
+            values[key] = kind(raw)
         except ValueError:
             raise SettingsError(
                 f"invalid setting: {prefix + suffix}: expected {kind.__name__} (got {raw!r})"
             ) from None
-    policy["backoff_max"] = min(policy["backoff_max"], settings.visibility_timeout / 4)
-    return policy
+    values["backoff_max"] = min(values["backoff_max"], settings.visibility_timeout / 4)
+    return RetryPolicy(**values)
 
 
 def load_settings() -> WorkerSettings:

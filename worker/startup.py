@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from destinations.contract import dependencies_of
+from destinations.names import queue_name
 from destinations.registry import Registry
-from tasks.runtime import destination_queue
 
 
 def destination_rows(registry: Registry, check: bool) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ def destination_rows(registry: Registry, check: bool) -> list[dict[str, Any]]:
             "enabled": destination.name in enabled,
             "priority": destination.priority,
             "depends_on": list(dependencies_of(destination)),
-            "queue": destination_queue(destination.name),
+            "queue": queue_name(destination.name),
             "origin": registry.origins[destination.name],
         }
         if destination.name in replaced:
