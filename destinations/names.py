@@ -10,6 +10,9 @@ from __future__ import annotations
 TASK_PREFIX = "export."
 
 JOB_QUEUE = "nx-export"
+# Where a plain Celery client's ``send_task`` goes when it names no queue; every
+# worker consumes it too, so ``send_task("export.record", kwargs=...)`` just works.
+CELERY_DEFAULT_QUEUE = "celery"
 
 RECORD_TASK = f"{TASK_PREFIX}record"
 FINISH_TASK = f"{TASK_PREFIX}finish"

@@ -16,7 +16,13 @@ from celery.signals import worker_ready
 from kombu import Exchange, Queue
 
 import tasks.job_tasks  # noqa: F401  (declares export.record, export.finish, export.webhook)
-from destinations.names import JOB_QUEUE, destination_of, queue_name, task_name
+from destinations.names import (
+    CELERY_DEFAULT_QUEUE,
+    JOB_QUEUE,
+    destination_of,
+    queue_name,
+    task_name,
+)
 from tasks import catalog
 from tasks.destination_tasks import declare_destination_task
 from tasks.runtime import local_registry
@@ -101,11 +107,14 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
 
 
 def all_queues() -> list[str]:
-    """The job queue and the queue of every destination this worker has enabled.
+    """The job queues and the queue of every destination this worker has enabled.
 
     A worker without a destination's settings leaves its tasks to workers that have them.
+    Celery's default queue is consumed for clients that send ``export.record`` without
+    naming a queue.
     """
-    return [JOB_QUEUE, *(queue_name(name) for name in local_registry().enabled())]
+    enabled = (queue_name(name) for name in local_registry().enabled())
+    return [JOB_QUEUE, CELERY_DEFAULT_QUEUE, *enabled]
 
 
 @worker_ready.connect
