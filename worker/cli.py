@@ -321,6 +321,35 @@ def destinations(check: bool, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--destination", "destinations", multiple=True, help="Only these destinations.")
+@click.option("--strategy", default=None, help="all, first_success or best_effort.")
+@click.option("--since", default=None, help="Only sessions that started at or after this time.")
+@click.option("--dry-run", is_flag=True, help="Check and list the records; enqueue nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def backfill(folder: Path, destinations: tuple[str, ...], strategy: str | None,
+             since: str | None, dry_run: bool, as_json: bool) -> None:  # fmt: skip
+    """Enqueue every record under FOLDER, each once (running it again enqueues nothing twice).
+
+    Exit 0 when every record is enqueued or already done, 2 when any was refused.
+    """
+    moment = parse_moment(since, "--since") if since else None
+    settings = connect()
+    celery_app()
+    from tasks.jobs import enqueue_export
+    from worker.backfill import backfill as run_backfill
+    from worker.backfill import find_records
+    from worker.display import backfill_progress, print_backfill
+
+    records = find_records(folder)
+    with backfill_progress(len(records), quiet=as_json) as advance:
+        report = run_backfill(records, enqueue_export, destinations, strategy, moment, dry_run,
+                              settings.max_record_bytes, advance)  # fmt: skip
+    print_backfill(report, as_json)
+    sys.exit(BAD_INPUT if report.refused else 0)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def demo(as_json: bool) -> None:
     """Export the bundled sample records to a local archive, end to end."""

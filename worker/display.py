@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress import Progress
 from rich.table import Table
 
 from tasks.job_model import DestinationState
 from tasks.jobs import ExportJob
+from worker.backfill import BackfillReport
 
 STATE_STYLES = {
     DestinationState.SUCCESS: "green",
@@ -210,3 +213,28 @@ def results_table(jobs: list[ExportJob]) -> None:
                 status.error or "",
             )
     console.print(table)
+
+
+@contextmanager
+def backfill_progress(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
+    """A progress bar on a terminal (stderr); nothing elsewhere. Yields the step function."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield lambda: None
+        return
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("enqueuing records", total=total)
+        yield lambda: progress.advance(task)
+
+
+def print_backfill(report: BackfillReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    verb = "would enqueue" if report.dry_run else "enqueued"
+    print(f"{verb}: {len(report.enqueued)}, already done: {len(report.already_done)}, "
+          f"refused: {len(report.refused)}"
+          + (f", before --since: {report.skipped_before_since}"
+             if report.skipped_before_since else ""))  # fmt: skip
+    for entry in report.refused:
+        print(f"  refused {entry['file']}: {entry['reason']}")
