@@ -14,6 +14,8 @@ from typing import Any, cast
 
 import redis
 
+from tasks.messages import redact_message
+
 KEY_PREFIX = "nxexport"
 JOB_INDEX = f"{KEY_PREFIX}:jobs"
 
@@ -71,6 +73,9 @@ class JobStore:
         return attempt
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
+        # Stored like a result's message: a plugin's error may carry a secret or a signed URL.
+        error = redact_message(error)
+
         def change(entry: dict[str, Any]) -> dict[str, Any]:
             history = [
                 *entry.get("history", []),
