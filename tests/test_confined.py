@@ -25,8 +25,13 @@ from destinations.previews import image_type, read_previews
 from tasks.job_store import JobStore
 from tasks.retry_policy import retry_delay
 from tests.conftest import RECORD
-from tests.fakes.fixtures import PNG_BYTES
 from worker.settings import WorkerSettings, destination_policy
+
+# A 1x1 PNG.
+PNG_BYTES = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
 
 
 @pytest.fixture

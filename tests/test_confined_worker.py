@@ -22,11 +22,16 @@ from werkzeug.wrappers import Request, Response
 
 from tests.conftest import RECORD, make_context
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
-from tests.fakes.fixtures import PNG_BYTES
 from tests.fakes.settings import fake_service_settings
 from tests.file_opens import FileOpens
 from tests.support import RedisServer, WorkerProcess, worker_env
 from tests.test_secrets import every_redis_value
+
+# A 1x1 PNG.
+PNG_BYTES = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
 
 SERVICES = ["cdcs", "elabftw", "labarchives"]
 EXTRA_TOKEN = "extra-service-token-9d1e7b"
