@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from pydantic import Field, SecretStr
 
+from destinations.confined import ConfinedReadError, read_record
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError
 from destinations.http import (
@@ -24,6 +26,7 @@ from destinations.http import (
     join_url,
     parse_json,
     request,
+    require_same_origin,
     validation_message,
 )
 from destinations.service import failed, guarded_export, missing_setting
@@ -125,11 +128,9 @@ class CDCSDestination:
 
     def _export(self, context: ExportContext) -> ExportResult:
         try:
-            xml_text = context.xml_file_path.read_bytes().decode("utf-8-sig")
-        except OSError as exc:
-            return self._failure(
-                f"cdcs: cannot read the record file {context.xml_file_path}: {exc.strerror}"
-            )
+            xml_text = read_record(context.xml_file_path).decode("utf-8-sig")
+        except ConfinedReadError as exc:
+            return self._failure(f"cdcs: {exc}")
         except UnicodeDecodeError:
             return self._failure(f"cdcs: the record file {context.xml_file_path} is not UTF-8")
         if context.metadata.get("export_attempt", 1) > 1:
@@ -230,8 +231,13 @@ class CDCSDestination:
 
     def _call(self, method: str, url: str, call: str, json_body: Any = None) -> Any:
         """One authenticated call; the parsed JSON answer (None when there is no body)."""
+        # The token goes only to NX_CDCS_URL's origin: a query's next-page link
+        # may name another host, or plain http behind a TLS proxy.
+        root = httpx.URL(self.settings.url)
+        target = root.join(url)
+        require_same_origin(target, root, destination=self.name, call=call, what="link to")
         response = request(
-            method, url, destination=self.name, call=call, headers=self._headers(),
+            method, str(target), destination=self.name, call=call, headers=self._headers(),
             json_body=json_body, settings=self.http,
         )
         if not response.content:

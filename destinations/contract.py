@@ -11,9 +11,10 @@ What ``export`` may raise, and what the worker does with it:
   error_message=...)`` and recorded as the destination's result, without a retry.
 - ``TransientExportError``, optionally with ``retry_after`` (seconds), to ask
   for a retry: the worker tries again after an exponential backoff with
-  jitter, at least ``retry_after`` but never longer than the longest backoff
-  (``NX_EXPORT_BACKOFF_MAX_SECONDS``), up to ``NX_EXPORT_MAX_ATTEMPTS``
-  attempts (both may be set per destination, ``NX_EXPORT_<NAME>_...``); after
+  jitter of at most ``NX_EXPORT_BACKOFF_MAX_SECONDS``, or after ``retry_after``
+  when that is longer (up to ``NX_EXPORT_RETRY_AFTER_MAX_SECONDS``), up to
+  ``NX_EXPORT_MAX_ATTEMPTS`` attempts (each may be set per destination,
+  ``NX_EXPORT_<NAME>_...``); after
   the last one it records a failure "gave up after N attempts: <message>".
 - Anything else (``PermanentExportError`` included) is a failure: the worker
   logs the traceback and records "<name> raised <type>: <message>", without a

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
+from destinations.confined import ConfinedReadError, read_record
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError
 from destinations.http import (
@@ -111,11 +112,9 @@ class ELabFTWDestination:
 
     def _export(self, context: ExportContext) -> ExportResult:
         try:
-            xml = context.xml_file_path.read_bytes()
-        except OSError as exc:
-            return self._failure(
-                f"elabftw: cannot read the record file {context.xml_file_path}: {exc.strerror}"
-            )
+            xml = read_record(context.xml_file_path)
+        except ConfinedReadError as exc:
+            return self._failure(f"elabftw: {exc}")
         if context.metadata.get("export_attempt", 1) > 1:
             existing = self._find_experiment_id(context)
             if existing is not None:

@@ -228,8 +228,20 @@ def _secrets_of(headers: Mapping[str, str] | None, params: Mapping[str, Any] | N
     return found
 
 
-def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+def require_same_origin(
+    url: httpx.URL, origin: httpx.URL, *, destination: str, call: str, what: str
+) -> None:
+    """Refuse ``url`` unless its scheme, host and port are ``origin``'s.
+
+    Credentials are bound to the service's origin: a redirect, or a link the
+    service hands back (a next page), is never followed with them elsewhere.
+    """
+    if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):
+        port = f":{url.port}" if url.port else ""
+        raise PermanentExportError(
+            f"{destination}: {call}: {what} another host "
+            f"({url.scheme}://{url.host}{port}{url.path}); not following it with credentials"
+        )
 
 
 def request(
@@ -328,14 +340,9 @@ def request(
                 )
             return response
         location = response.next_request.url if response.next_request else target
-        if not _same_origin(location, target):
-            # Credentials are bound to the service's host: never send them elsewhere.
-            port = f":{location.port}" if location.port else ""
-            raise PermanentExportError(
-                f"{destination}: {call}: redirected to another host "
-                f"({location.scheme}://{location.host}{port}{location.path}); "
-                "not following it with credentials"
-            )
+        require_same_origin(
+            location, target, destination=destination, call=call, what="redirected to"
+        )
         if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
             method, json_body, data, content, files = "GET", None, None, None, None
         target, request_params = location, None

@@ -4,7 +4,8 @@ Keeps NexusLIMS's layout (``NexusLIMS Records/<instrument>/`` and a page
 ``YYYY-MM-DD — <session id>``), its summary entry with the CDCS link, and the
 XML attached with the caption ``NexusLIMS XML record``. Preview images are
 embedded in the summary entry as data URIs, so the page shows them inline and
-the summary stays one entry. The session details come from
+the summary stays one entry; ``destinations.previews`` reads them, only from
+``NX_DATA_PATH``. The session details come from
 ``destinations.session_summary``; every call goes through the signed, spaced
 client of ``destinations.labarchives_client``.
 
@@ -19,15 +20,14 @@ from __future__ import annotations
 
 import base64
 import logging
-import mimetypes
 from dataclasses import dataclass
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import httpx
 from redis import RedisError
 
+from destinations.confined import ConfinedReadError, read_record
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError
 from destinations.http import HttpSettings, validation_message
@@ -44,6 +44,7 @@ from destinations.labarchives_folders import (
     RedisFolderCache,
     account_hash,
 )
+from destinations.previews import Preview, read_previews
 from destinations.rate_limit import CallLimiter, RedisCallLimiter
 from destinations.service import failed, guarded_export, missing_setting
 from destinations.session_summary import session_summary_html
@@ -53,8 +54,6 @@ logger = logging.getLogger(__name__)
 ROOT_FOLDER = "NexusLIMS Records"
 XML_CAPTION = "NexusLIMS XML record"
 INBOX = "0"
-MAX_PREVIEWS = 12
-MAX_PREVIEW_BYTES = 2_000_000
 
 
 def page_name(context: ExportContext) -> str:
@@ -166,12 +165,9 @@ class LabArchivesDestination:
 
     def _export(self, context: ExportContext) -> ExportResult:
         try:
-            xml = context.xml_file_path.read_bytes()
-        except OSError as exc:
-            return self._failure(
-                f"labarchives: cannot read the record file {context.xml_file_path}: "
-                f"{exc.strerror}"
-            )
+            xml = read_record(context.xml_file_path)
+        except ConfinedReadError as exc:
+            return self._failure(f"labarchives: {exc}")
         nbid = self.settings.notebook_id
         retry = context.metadata.get("export_attempt", 1) > 1
         job = context.metadata.get("export_job_id")
@@ -342,24 +338,15 @@ def summary_html(context: ExportContext) -> str:
     """The summary entry: session details, the CDCS link and the preview images."""
     parts = session_summary_html(context, "NexusLIMS Session")
     # NexusLIMS keeps previews aligned with files; a file without one has an empty entry.
-    images = [_preview_img(Path(p)) for a in context.activities for p in a.previews if p]
-    shown = [img for img in images if img][:MAX_PREVIEWS]
-    if shown:
-        parts += ["<h3>Previews</h3>", *shown]
+    previews, notes = read_previews(p for a in context.activities for p in a.previews)
+    if previews:
+        parts += ["<h3>Previews</h3>", *(_preview_img(preview) for preview in previews)]
+    parts += [f"<p><em>{escape(note)}</em></p>" for note in notes]
     parts.append(f"<p>The XML record is attached below ({escape(XML_CAPTION)}).</p>")
     return "\n".join(parts)
 
 
-def _preview_img(path: Path) -> str | None:
-    """An ``<img>`` with the preview inlined, or None when it cannot be read."""
-    try:
-        if path.stat().st_size > MAX_PREVIEW_BYTES:
-            logger.info("labarchives: preview %s is too large to embed", path.name)
-            return None
-        data = path.read_bytes()
-    except OSError:
-        logger.warning("labarchives: preview %s cannot be read; left out", path)
-        return None
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<p><img src="data:{mime};base64,{encoded}" alt="{escape(path.name)}"></p>'
+def _preview_img(preview: Preview) -> str:
+    """An ``<img>`` with the preview inlined."""
+    encoded = base64.b64encode(preview.data).decode("ascii")
+    return f'<p><img src="data:{preview.mime};base64,{encoded}" alt="{escape(preview.name)}"></p>'

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
+from destinations.confined import ConfinedReadError, read_record
 from destinations.contract import ExportContext, ExportResult
 from destinations.settings import NxSettings
 
@@ -65,7 +66,10 @@ class LocalArchiveDestination:
         except ValueError as error:
             return self._failure(str(error))
         try:
-            record = Path(context.xml_file_path).read_bytes()
+            record = read_record(context.xml_file_path)
+        except ConfinedReadError as error:
+            return self._failure(str(error))
+        try:
             folder.mkdir(parents=True, exist_ok=True)
             _write_atomically(target, record)
             _write_atomically(target.with_suffix(".json"), _sidecar(context))

@@ -21,6 +21,7 @@ from tasks.messages import (
     context_from_message,
     describe_context,
     failure,
+    redact_message,
     result_from_json,
     result_to_json,
 )
@@ -115,10 +116,16 @@ def _retry_or_give_up(
     if attempt >= policy.max_attempts:
         return
     countdown = retry_delay(
-        self.request.retries, policy.backoff, policy.backoff_max, error.retry_after
+        self.request.retries,
+        policy.backoff,
+        policy.backoff_max,
+        error.retry_after,
+        retry_after_max=policy.retry_after_max,
     )
     job_store(self.app).record_retry(job_id, name, str(error), countdown)
-    raise self.retry(exc=error, countdown=countdown, max_retries=None)
+    # Celery stores and logs the retry's exception: only its redacted message.
+    safe = TransientExportError(redact_message(str(error)), error.retry_after)
+    raise self.retry(exc=safe, countdown=countdown, max_retries=None)
 
 
 def _stop_chain_after_success(self: Task, strategy: str) -> None:

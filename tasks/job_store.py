@@ -23,6 +23,7 @@ from tasks.job_model import (
     StoredJob,
     destination_field,
 )
+from tasks.messages import redact_message
 
 KEY_PREFIX = "nxexport"
 JOB_INDEX = f"{KEY_PREFIX}:jobs"
@@ -68,7 +69,9 @@ class JobStore:
         return self._update_entry(job_id, name, lambda entry: entry.start(task_id))
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
-        self._update_entry(job_id, name, lambda entry: entry.retry(error, countdown))
+        # Stored like a result's message: a plugin's error may carry a secret or a signed URL.
+        safe = redact_message(error)
+        self._update_entry(job_id, name, lambda entry: entry.retry(safe, countdown))
 
     def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> None:
         self._update_entry(job_id, name, lambda entry: entry.finish(result))

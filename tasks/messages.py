@@ -98,8 +98,13 @@ def result_to_json(result: Any, destination_name: str) -> dict[str, Any]:
     # traceback or a signed URL in its message must not leak credentials there.
     # Record URLs keep their query (CDCS's is "data?id=…"); error messages do not.
     if data.get("error_message"):
-        data["error_message"] = URL_QUERY.sub(r"\1?…", data["error_message"])
+        data["error_message"] = redact_message(data["error_message"])
     return cast(dict[str, Any], redact(data))
+
+
+def redact_message(message: str) -> str:
+    """An error message as it may be stored or shown: URL queries cut, secrets blanked."""
+    return cast(str, redact(URL_QUERY.sub(r"\1?…", message)))
 
 
 SECRET_NAME = re.compile(r"^NX_.*(TOKEN|KEY|PASSWORD|SECRET)", re.IGNORECASE)

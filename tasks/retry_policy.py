@@ -1,8 +1,11 @@
 """A destination's retry and rate policy, and how long to wait before trying it again.
 
-Exponential backoff with full jitter, at least what the service asked for in
-``Retry-After``, never longer than the configured maximum (which the worker
-keeps below the broker's visibility timeout).
+Exponential backoff with full jitter, never longer than the configured maximum
+(which the worker keeps below a quarter of the broker's visibility timeout) —
+except that a service's ``Retry-After`` is honoured up to its own ceiling
+(``NX_EXPORT_RETRY_AFTER_MAX_SECONDS``, kept below half the visibility timeout,
+so a retry countdown never outlives it). Retrying sooner than a service asked
+only earns another refusal.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class RetryPolicy:
     max_attempts: int
     backoff: float
     backoff_max: float
+    retry_after_max: float | None = None  # the longest Retry-After honoured; backoff_max if None
     rate_limit: str | None = None
 
 
@@ -30,10 +34,16 @@ def retry_delay(
     maximum: float,
     retry_after: float | None = None,
     rng: random.Random | None = None,
+    retry_after_max: float | None = None,
 ) -> float:
-    """Delay before retry number ``retries + 1`` (``retries`` counts the retries done)."""
+    """Delay before retry number ``retries + 1`` (``retries`` counts the retries done).
+
+    ``retry_after`` wins over the backoff up to ``retry_after_max`` (``maximum``
+    when not given).
+    """
     ceiling = min(maximum, base * (2**retries))
     delay = (rng or random).uniform(ceiling / 2, ceiling)
     if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, maximum)
+        honoured = maximum if retry_after_max is None else retry_after_max
+        delay = max(delay, min(retry_after, honoured))
+    return delay

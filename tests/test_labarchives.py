@@ -79,7 +79,9 @@ def test_the_summary_has_session_details_cdcs_link_and_previews(
     make_export_context: Context,
     preview_image: Path,
     cdcs_success: ExportResult,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("NX_DATA_PATH", str(preview_image.parent))
     context = make_export_context(activities=[Activity(previews=[str(preview_image), "/gone.png"])])
     context.add_result("cdcs", cdcs_success)
     LabArchivesDestination().export(context)

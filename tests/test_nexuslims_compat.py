@@ -131,7 +131,8 @@ def test_nexuslims_notebooks_link_the_cdcs_record(
 
 def test_export_records_runs_each_record_as_a_job(tmp_path: Path, services: Services) -> None:
     cdcs, elab, la = services
-    preview = tmp_path / "survey.png"
+    preview = tmp_path / "nx" / "data" / "survey.png"  # previews are read from NX_DATA_PATH
+    preview.parent.mkdir(parents=True)
     preview.write_bytes(PNG_BYTES)
     first = record_spec(
         tmp_path,

@@ -98,6 +98,12 @@ class WorkerSettings(NxSettings):
         gt=0,
         description="Longest retry delay; kept below a quarter of the visibility timeout.",
     )
+    retry_after_max_seconds: float = Field(
+        1800.0,
+        validation_alias="NX_EXPORT_RETRY_AFTER_MAX_SECONDS",
+        gt=0,
+        description="Longest Retry-After honoured; kept below half the visibility timeout.",
+    )
     strict_startup: bool = Field(
         False,
         validation_alias="NX_EXPORT_STRICT_STARTUP",
@@ -131,6 +137,7 @@ DESTINATION_POLICY_KEYS = {
     "MAX_ATTEMPTS": ("max_attempts", int),
     "BACKOFF_SECONDS": ("backoff", float),
     "BACKOFF_MAX_SECONDS": ("backoff_max", float),
+    "RETRY_AFTER_MAX_SECONDS": ("retry_after_max", float),
     "RATE_LIMIT": ("rate_limit", str),
 }
 
@@ -140,13 +147,15 @@ def destination_policy(
 ) -> RetryPolicy:
     """Retry and rate settings of one destination: ``NX_EXPORT_<NAME>_<KEY>`` over the defaults.
 
-    The backoff ceiling stays below a quarter of the visibility timeout, so a
-    task waiting for its retry is never handed to a second worker meanwhile.
+    The backoff ceiling stays below a quarter of the visibility timeout, and the
+    longest ``Retry-After`` honoured below half of it, so a task waiting for its
+    retry is never handed to a second worker meanwhile.
     """
     values: dict[str, Any] = {
         "max_attempts": settings.max_attempts,
         "backoff": settings.backoff_seconds,
         "backoff_max": settings.backoff_max_seconds,
+        "retry_after_max": settings.retry_after_max_seconds,
         "rate_limit": None,
     }
     prefix = f"NX_EXPORT_{name.upper().replace('-', '_')}_"
@@ -161,6 +170,7 @@ def destination_policy(
                 f"invalid setting: {prefix + suffix}: expected {kind.__name__} (got {raw!r})"
             ) from None
     values["backoff_max"] = min(values["backoff_max"], settings.visibility_timeout / 4)
+    values["retry_after_max"] = min(values["retry_after_max"], settings.visibility_timeout / 2)
     return RetryPolicy(**values)
 
 

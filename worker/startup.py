@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from destinations.confined import DATA_ROOT, RECORDS_ROOT, ReadSettings
 from destinations.contract import dependencies_of
 from destinations.names import queue_name
 from destinations.registry import Registry
@@ -46,3 +47,17 @@ def skipped_rows(registry: Registry) -> list[dict[str, str]]:
 
 def failed_checks(rows: list[dict[str, Any]]) -> list[str]:
     return [f"{row['name']}: {row['problem']}" for row in rows if row.get("valid") is False]
+
+
+def read_warnings() -> list[str]:
+    """What this worker would read on a caller's behalf without a folder confining it."""
+    settings = ReadSettings()
+    warnings = []
+    if settings.records_path is None:
+        warnings.append(
+            f"{RECORDS_ROOT} is not set: records are read from anywhere; any path a task "
+            "names that this worker can read is exported"
+        )
+    if settings.data_path is None:
+        warnings.append(f"{DATA_ROOT} is not set: preview images are not read")
+    return warnings

@@ -1,0 +1,146 @@
+"""Reading a file on a caller's behalf, confined to the folder it must come from.
+
+Anyone who can publish a task names the paths in its context: the record
+(``xml_file_path``) and the preview images. The worker reads them with its own
+rights, so every such read goes through ``open_confined``, on the worker, right
+before the read — a check where the job was planned proves nothing about the
+worker's files, nor about the file as it is now. The file must be a regular
+file inside its root (``NX_RECORDS_PATH`` for records, ``NX_DATA_PATH`` for
+previews and attachments), reached without a symlink leaving the root, and no
+larger than its limit. Without ``NX_RECORDS_PATH`` a record is read from
+anywhere (the worker says so loudly when it starts).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from pydantic import Field
+
+from destinations.settings import NxSettings
+
+RECORDS_ROOT = "NX_RECORDS_PATH"
+DATA_ROOT = "NX_DATA_PATH"
+RECORD_LIMIT = "NX_EXPORT_MAX_RECORD_BYTES"
+
+
+class ReadSettings(NxSettings):
+    """Where a worker may read what a caller names: the records and NexusLIMS's data."""
+
+    records_path: Path | None = Field(None, validation_alias=RECORDS_ROOT)
+    data_path: Path | None = Field(None, validation_alias=DATA_ROOT)
+    max_record_bytes: int = Field(50_000_000, validation_alias=RECORD_LIMIT, gt=0)
+
+
+class ConfinedReadError(Exception):
+    """A file was not read; the message names the path and the reason."""
+
+
+def read_record(path: Path | str) -> bytes:
+    """The record's bytes, read within ``NX_RECORDS_PATH`` (anywhere when it is unset)."""
+    settings = ReadSettings()
+    return open_confined(path, settings.records_path, settings.max_record_bytes)
+
+
+def open_confined(
+    path: Path | str,
+    root: Path | None,
+    max_bytes: int,
+    *,
+    label: str = "record",
+    root_name: str = RECORDS_ROOT,
+    limit_name: str = RECORD_LIMIT,
+) -> bytes:
+    """Read ``path`` if it is a regular file of at most ``max_bytes`` inside ``root``.
+
+    The path is resolved here, then its last component is opened without
+    following a symlink, and the opened file must be the one resolved (same
+    device and inode) and still lie inside ``root``: a path swapped for a symlink
+    between the check and the read is refused, not followed. ``root`` None reads
+    from anywhere, with the same file-type and size checks.
+
+    Raises ``ConfinedReadError`` with ``label`` and the path in its message.
+    """
+    given = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(given))
+    root_real = Path(os.path.realpath(root)) if root is not None else None
+    if root is not None and root_real is not None and not real.is_relative_to(root_real):
+        inside = given.is_relative_to(os.path.abspath(root)) or given.is_relative_to(root_real)
+        where = "leaves" if inside else "is outside"
+        raise ConfinedReadError(
+            f"{label} {path} {where} {root_name} ({root})"
+            + (" through a symlink" if inside else "")
+        )
+    try:
+        before = os.lstat(real)
+    except OSError as error:
+        raise ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise ConfinedReadError(f"{label} {path} is not a regular file")
+    if before.st_size > max_bytes:
+        raise _too_large(path, max_bytes, label, limit_name, before.st_size)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(real, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfinedReadError(f"{label} {path} became a symlink; not followed") from None
+        raise ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or _identity(opened) != _identity(before):
+            raise ConfinedReadError(f"{label} {path} changed while it was opened; not read")
+        now = _opened_path(fd, real, opened)
+        if root_real is not None and (now is None or not now.is_relative_to(root_real)):
+            raise ConfinedReadError(
+                f"{label} {path} leaves {root_name} ({root}) through a symlink"
+            )
+        data = _read_at_most(fd, max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        # It grew since it was checked, or it is one of /proc's files, which report no size.
+        raise _too_large(path, max_bytes, label, limit_name, None)
+    return data
+
+
+def _too_large(
+    path: Path | str, max_bytes: int, label: str, limit: str, size: int | None
+) -> ConfinedReadError:
+    shown = f"{size} bytes, " if size is not None else ""
+    return ConfinedReadError(f"{label} file {path} is {shown}larger than {limit} ({max_bytes})")
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
+
+
+def _opened_path(fd: int, resolved: Path, opened: os.stat_result) -> Path | None:
+    """Where the opened file really is: the kernel's name for the descriptor.
+
+    Where ``/proc`` is missing, the path resolved again, trusted only if it
+    still names the opened file (None when it does not).
+    """
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        again = Path(os.path.realpath(resolved))
+        try:
+            return again if _identity(os.stat(again)) == _identity(opened) else None
+        except OSError:
+            return None
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
