@@ -10,7 +10,8 @@ import pytest
 from destinations.plan import ExportRequestError
 from destinations.record import RecordError
 from tasks.messages import InvalidContextError
-from tests.conftest import make_context, read_log
+from tests.samples import make_context
+from tests.support import read_log
 
 
 def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.notify import SIGNATURE_HEADER, sign
-from tests.conftest import WEBHOOK_SECRET, make_context, wait_for
+from tests.samples import make_context
+from tests.support import WEBHOOK_SECRET, wait_for
 
 
 def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:
