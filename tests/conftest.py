@@ -1,23 +1,35 @@
-"""Shared fixtures: one real Redis and one real worker for the session.
+"""Shared fixtures: one real Redis and one real worker for the session, and factories
+for tests that need a Redis or a worker of their own.
 
 The test process is a client like a LIMS: it does not have the test plugins
-installed, so it plans over the destinations the worker publishes.
+installed, so it plans over the destinations the worker publishes. Helpers and
+constants live in ``tests.support`` and ``tests.samples``, never here.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
-import time
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import RedisServer, WorkerProcess, free_port, install_test_plugins, worker_env
+from tests.samples import write_record
+from tests.support import (
+    WEBHOOK_SECRET,
+    RedisServer,
+    StartRedis,
+    StartWorker,
+    WorkerProcess,
+    free_port,
+    install_test_plugins,
+    running_redis,
+    running_worker,
+    worker_env,
+)
 from tests.webhook_receiver import WebhookReceiver
 
 # The app reads its settings when first imported: point it at the test Redis first.
@@ -27,21 +39,22 @@ for _name in [name for name in os.environ if name.startswith("NX_")]:
     del os.environ[_name]
 os.environ["NX_EXPORT_BROKER_URL"] = _BROKER_URL
 
-RECORD = """<?xml version="1.0" encoding="UTF-8"?>
-<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
-  <nx:title>{title}</nx:title>
-  <nx:summary><nx:instrument pid="FEI-Titan-TEM-635816">FEI Titan TEM</nx:instrument></nx:summary>
-</nx:Experiment>
-"""
+
+def _fresh_path(directory: Path, stem: str, suffix: str = "") -> Path:
+    """``directory/stem``, or ``stem-2``, ``stem-3``... when a test starts several."""
+    path, number = directory / f"{stem}{suffix}", 1
+    while path.exists():
+        number += 1
+        path = directory / f"{stem}-{number}{suffix}"
+    return path
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"), port=_REDIS_PORT).start()
-    yield server
-    # Results still waited on unsubscribe when collected: let them while Redis is up.
-    gc.collect()
-    server.stop()
+    with running_redis(tmp_path_factory.mktemp("redis"), port=_REDIS_PORT) as server:
+        yield server
+        # Results still waited on unsubscribe when collected: let them while Redis is up.
+        gc.collect()
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +65,6 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def archive_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("archive")
-
-
-WEBHOOK_SECRET = "webhook-secret-for-tests"
 
 
 @pytest.fixture(scope="session")
@@ -90,11 +100,57 @@ def session_worker(
         NX_EXPORT_CALLBACK_TASK="lims.export_finished",
         NX_TEST_CALLBACK_LOG=str(callback_log),
     )
-    worker = WorkerProcess(
-        env, tmp_path_factory.mktemp("logs") / "worker.log", name="session"
-    ).start()
-    yield worker
-    worker.stop()
+    log_path = tmp_path_factory.mktemp("logs") / "worker.log"
+    with running_worker(env, log_path, name="session") as worker:
+        yield worker
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+    """Start Redis servers of the test's own; each one is stopped when the test ends."""
+    with ExitStack() as started:
+
+        def start(password: str | None = None) -> RedisServer:
+            directory = _fresh_path(tmp_path, "redis")
+            return started.enter_context(running_redis(directory, password=password))
+
+        yield start
+
+
+@pytest.fixture
+def start_worker(
+    redis_server: RedisServer, plugin_path: Path, start_redis: StartRedis, tmp_path: Path
+) -> Iterator[StartWorker]:
+    """Start ``nx-export worker`` processes of the test's own, ready to take tasks.
+
+    Each worker uses the session Redis unless given ``redis``, has the test
+    plugins installed when ``plugins`` is true, and gets ``settings`` as its
+    ``NX_*`` environment (``worker.env``, for clients of the same Redis). Every
+    worker still running is stopped when the test ends, before any Redis that
+    ``start_redis`` started for it.
+    """
+    with ExitStack() as started:
+
+        def start(
+            name: str,
+            *,
+            redis: RedisServer | None = None,
+            plugins: bool = False,
+            pool: str = "threads",
+            concurrency: int = 8,
+            ready_timeout: float = 30,
+            **settings: str,
+        ) -> WorkerProcess:
+            env = worker_env(
+                (redis or redis_server).url, plugin_path if plugins else None, **settings
+            )
+            log_path = _fresh_path(tmp_path, name, ".log")
+            return started.enter_context(
+                running_worker(env, log_path, name, ready_timeout, pool=pool,
+                               concurrency=concurrency)
+            )  # fmt: skip
+
+        yield start
 
 
 @pytest.fixture
@@ -106,43 +162,9 @@ def app(session_worker: WorkerProcess) -> Any:
 
 @pytest.fixture
 def record(tmp_path: Path) -> Path:
-    path = tmp_path / "record.xml"
-    path.write_text(RECORD.format(title="Test record"), encoding="utf-8")
-    return path
+    return write_record(tmp_path / "record.xml", title="Test record")
 
 
 @pytest.fixture
 def export_log(tmp_path: Path) -> Path:
     return tmp_path / "exports.jsonl"
-
-
-def make_context(record: Path, log: Path | None = None, **behaviour: str) -> dict[str, Any]:
-    """A context for a fresh session; ``behaviour`` tells the test destinations what to do."""
-    metadata: dict[str, Any] = {"behaviour": behaviour}
-    if log:
-        metadata["log"] = str(log)
-    return {
-        "xml_file_path": str(record),
-        "session_identifier": f"session-{uuid.uuid4().hex[:8]}",
-        "instrument_pid": "FEI-Titan-TEM-635816",
-        "dt_from": "2026-03-04T09:00:00-05:00",
-        "dt_to": "2026-03-04T13:30:00-05:00",
-        "user": "ada",
-        "metadata": metadata,
-    }
-
-
-def read_log(log: Path) -> list[dict[str, Any]]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-def wait_for(condition: Any, timeout: float = 20, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")

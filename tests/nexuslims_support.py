@@ -1,8 +1,9 @@
 """Running NexusLIMS's side: its settings, its plugin classes, and a record builder's client.
 
-Each test gets its own Redis and worker, so the plan covers only that worker's
-destinations (other workers of the session publish test plugins of their own),
-and the client runs in a subprocess as NexusLIMS's record builder would.
+Each test starts its own Redis and worker (conftest.py's ``start_redis`` and
+``start_worker``), so the plan covers only that worker's destinations (other
+workers of the session publish test plugins of their own), and the client runs
+in a subprocess as NexusLIMS's record builder would.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
+from tests.support import PROJECT_ROOT, worker_env
 
 PLUGINS = ",".join(
     f"nexusLIMS.exporters.destinations.{module}:{cls}"
@@ -85,12 +84,17 @@ def nexuslims_settings(root: Path) -> dict[str, str]:
     }
 
 
+# What NexusLIMS's destination classes and its upload_log table need.
+EXPORTER_MODULES = tuple(sorted({p.split(":")[0] for p in PLUGINS.split(",")}))
+UPLOAD_LOG_MODULES = ("nexusLIMS.db.engine", "nexusLIMS.db.models", "sqlmodel")
+
+
 @cache
-def _import_problem(root: str) -> str | None:
+def _import_problem(root: str, modules: tuple[str, ...]) -> str | None:
+    # In a subprocess: NexusLIMS reads its settings when imported.
     env = worker_env("redis://127.0.0.1:1/0", None, **nexuslims_settings(Path(root)))
-    modules = ", ".join(p.split(":")[0] for p in PLUGINS.split(","))
     done = subprocess.run(
-        [sys.executable, "-c", f"import {modules}"],
+        [sys.executable, "-c", f"import {', '.join(modules)}"],
         capture_output=True,
         text=True,
         env=env,
@@ -102,28 +106,14 @@ def _import_problem(root: str) -> str | None:
     return lines[-1] if lines else f"exit status {done.returncode}"
 
 
-def require_nexuslims(root: Path) -> None:
-    """Skip unless NexusLIMS's three destination modules import (``nexuslims==2.8.0``)."""
-    problem = _import_problem(str(root))
+def require_nexuslims(root: Path, modules: tuple[str, ...] = EXPORTER_MODULES) -> None:
+    """Skip unless NexusLIMS's ``modules`` (its exporters by default) import."""
+    problem = _import_problem(str(root), modules)
     if problem:
         pytest.skip(
-            f"nexuslims's exporters cannot be imported ({problem}); "
-            "install nexuslims==2.8.0 and what its exporters import"
+            f"nexuslims's {', '.join(modules)} cannot be imported ({problem}); "
+            "install nexuslims==2.8.0 and what it imports"
         )
-
-
-@contextmanager
-def private_worker(root: Path, name: str, **settings: str) -> Iterator[dict[str, str]]:
-    """A Redis and a worker of their own; yields the environment a client uses."""
-    redis_server = RedisServer(root / "redis").start()
-    env = worker_env(redis_server.url, None, **settings)
-    worker = WorkerProcess(env, root / f"{name}.log", name=name)
-    try:
-        worker.start()
-        yield env
-    finally:
-        worker.stop()
-        redis_server.stop()
 
 
 def run_client(env: dict[str, str], spec: list[dict[str, Any]]) -> dict[str, Any]:

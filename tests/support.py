@@ -1,7 +1,13 @@
-"""Real services for the tests: a Redis server and worker processes, started and stopped here."""
+"""Real services for the tests: Redis servers, worker processes and ``nx-export`` calls.
+
+``running_redis`` and ``running_worker`` stop what they started, whatever the
+test did; conftest.py's ``start_redis`` and ``start_worker`` fixtures build on
+them for tests that need services of their own.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,7 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import psutil
 import redis
@@ -18,6 +27,10 @@ from worker.embedded_redis import redis_server_binary
 
 PLUGIN_DIR = Path(__file__).parent / "plugins"
 PROJECT_ROOT = Path(__file__).parent.parent
+# The session worker signs its webhooks with this; tests check the signature.
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -62,6 +75,7 @@ class RedisServer:
                     return self
             except redis.RedisError:
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError("test redis-server did not start")
 
     def stop(self) -> None:
@@ -96,6 +110,8 @@ class WorkerProcess:
             if "ready." in self.log():
                 return self
             time.sleep(0.1)
+        # A worker that never got ready must not outlive the test that started it.
+        self.stop()
         raise RuntimeError(f"worker not ready within {ready_timeout} s:\n{self.log()}")
 
     def log(self) -> str:
@@ -140,3 +156,119 @@ def worker_env(broker_url: str, plugin_path: Path | None, **extra: str) -> dict[
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.update(extra)
     return env
+
+
+@contextmanager
+def running_redis(
+    directory: Path, port: int | None = None, password: str | None = None
+) -> Iterator[RedisServer]:
+    """A Redis server for the ``with`` block, stopped however the block ends."""
+    server = RedisServer(directory, port=port, password=password)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@contextmanager
+def running_worker(
+    env: dict[str, str], log_path: Path, name: str, ready_timeout: float = 30, **options: Any
+) -> Iterator[WorkerProcess]:
+    """A ready worker for the ``with`` block, stopped however the block ends.
+
+    ``options`` go to ``WorkerProcess`` (``pool``, ``concurrency``, ``extra``).
+    """
+    worker = WorkerProcess(env, log_path, name, **options)
+    try:
+        yield worker.start(ready_timeout=ready_timeout)
+    finally:
+        worker.stop()
+
+
+class StartRedis(Protocol):
+    """conftest.py's ``start_redis`` fixture."""
+
+    def __call__(self, password: str | None = None) -> RedisServer: ...
+
+
+class StartWorker(Protocol):
+    """conftest.py's ``start_worker`` fixture."""
+
+    def __call__(
+        self,
+        name: str,
+        *,
+        redis: RedisServer | None = None,
+        plugins: bool = False,
+        pool: str = "threads",
+        concurrency: int = 8,
+        ready_timeout: float = 30,
+        **settings: str,
+    ) -> WorkerProcess: ...
+
+
+def nx_export(
+    *arguments: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = PROJECT_ROOT,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``nx-export`` as an operator would; by default as a client of the session Redis."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *arguments],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env=env or worker_env(os.environ["NX_EXPORT_BROKER_URL"], None),
+    )  # fmt: skip
+
+
+@contextmanager
+def nx_export_in_background(
+    *arguments: str, env: dict[str, str]
+) -> Iterator[subprocess.Popen[str]]:
+    """``nx-export`` running while the block does something else; killed if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", *arguments],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def read_log(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines the test destinations append to ``context.metadata["log"]``."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 20, interval: float = 0.05) -> T:
+    """The first truthy value of ``condition()``; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def every_redis_value(client: Any) -> Iterator[bytes]:
+    """Every key and every value in the database, whatever its type."""
+    for key in client.scan_iter(count=500):
+        yield key
+        kind = client.type(key)
+        if kind == b"string":
+            yield client.get(key) or b""
+        elif kind == b"hash":
+            for field, value in client.hgetall(key).items():
+                yield field + b"=" + value
+        elif kind == b"list":
+            yield from client.lrange(key, 0, -1)
+        elif kind == b"set":
+            yield from client.smembers(key)
+        elif kind == b"zset":
+            yield from client.zrange(key, 0, -1)

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from destinations.record import RecordError, check_record
-from tests.conftest import RECORD
-from tests.support import worker_env
-from tests.test_cli import enqueue_arguments, nx_export
+from tests.samples import enqueue_arguments, record_text
+from tests.support import nx_export, worker_env
 
 XXE = """<?xml version="1.0"?>
 <!DOCTYPE nx:Experiment [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
@@ -22,6 +21,7 @@ BOMB = """<?xml version="1.0"?>
 <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
 <nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">&lol3;</nx:Experiment>
 """
+# The sample record's structure; a schema without its summary refuses it.
 SCHEMA = """<?xml version="1.0"?>
 <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"
            targetNamespace="https://data.nist.gov/od/dm/nexus/experiment/v1.0"
@@ -29,15 +29,14 @@ SCHEMA = """<?xml version="1.0"?>
   <xs:element name="Experiment">
     <xs:complexType><xs:sequence>
       <xs:element name="title" type="xs:string"/>
+      {summary}
     </xs:sequence></xs:complexType>
   </xs:element>
 </xs:schema>
 """
-VALID_FOR_SCHEMA = (
-    '<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">'
-    "<nx:title>ok</nx:title></nx:Experiment>"
-)
-
+SUMMARY = """<xs:element name="summary"><xs:complexType><xs:sequence>
+        <xs:any namespace="##targetNamespace" processContents="lax" maxOccurs="unbounded"/>
+      </xs:sequence></xs:complexType></xs:element>"""
 
 def run_enqueue(record: Path, **env_extra: str) -> Any:
     env = {**worker_env(os.environ["NX_EXPORT_BROKER_URL"], None), **env_extra}
@@ -50,9 +49,9 @@ def run_enqueue(record: Path, **env_extra: str) -> Any:
         (b"\xff\xfe<nx:Experiment/>", {}, "is not UTF-8"),
         (XXE.encode(), {}, "declares XML entities, which are refused"),
         (BOMB.encode(), {}, "declares XML entities, which are refused"),
-        (RECORD.format(title="x" * 500).encode(), {"NX_EXPORT_MAX_RECORD_BYTES": "100"},
+        (record_text("x" * 500).encode(), {"NX_EXPORT_MAX_RECORD_BYTES": "100"},
          "larger than NX_EXPORT_MAX_RECORD_BYTES (100)"),
-        (RECORD.format(title="t").encode(), {"NX_RECORDS_PATH": "/srv/records"},
+        (record_text("t").encode(), {"NX_RECORDS_PATH": "/srv/records"},
          "is outside NX_RECORDS_PATH"),
     ],
 )  # fmt: skip
@@ -73,15 +72,17 @@ def test_bad_record_exits_2_and_leaves_the_worker_running(
 def test_record_invalid_against_the_configured_schema_is_refused(
     session_worker: Any, tmp_path: Path
 ) -> None:
-    schema = tmp_path / "experiment.xsd"
-    schema.write_text(SCHEMA)
     record = tmp_path / "record.xml"
-    record.write_text(RECORD.format(title="has a summary the schema does not allow"))
-    done = run_enqueue(record, NX_EXPORT_RECORD_SCHEMA=str(schema))
+    record.write_text(record_text("has a summary the schema does not allow"))
+    without_summary = tmp_path / "experiment.xsd"
+    without_summary.write_text(SCHEMA.format(summary=""))
+    done = run_enqueue(record, NX_EXPORT_RECORD_SCHEMA=str(without_summary))
     assert done.returncode == 2
     assert "is not valid against experiment.xsd" in done.stderr
-    record.write_text(VALID_FOR_SCHEMA)
-    assert run_enqueue(record, NX_EXPORT_RECORD_SCHEMA=str(schema)).returncode == 0
+    with_summary = tmp_path / "with-summary.xsd"
+    with_summary.write_text(SCHEMA.format(summary=SUMMARY))
+    accepted = run_enqueue(record, NX_EXPORT_RECORD_SCHEMA=str(with_summary))
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_entities_are_refused_without_being_expanded(tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_entities_are_refused_without_being_expanded(tmp_path: Path) -> None:
 def test_unreadable_record_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests run as root in CI, where permissions cannot make a file unreadable.
     record = tmp_path / "record.xml"
-    record.write_text(RECORD.format(title="t"))
+    record.write_text(record_text("t"))
 
     def refuse(self: Path) -> bytes:
         raise PermissionError(13, "Permission denied")
@@ -107,7 +108,7 @@ def test_unreadable_record_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_record_below_records_path_is_accepted(tmp_path: Path) -> None:
     record = tmp_path / "inside" / "record.xml"
     record.parent.mkdir()
-    record.write_text(RECORD.format(title="t"))
+    record.write_text(record_text("t"))
     check_record(record, max_bytes=10_000, records_root=tmp_path)
     with pytest.raises(RecordError, match="outside NX_RECORDS_PATH"):
         check_record(record, max_bytes=10_000, records_root=tmp_path / "elsewhere")

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import RECORD
-from tests.support import PROJECT_ROOT, WorkerProcess, worker_env
-
-
-def nx_export(*arguments: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *arguments],
-        capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT,
-        env=env or worker_env(os.environ["NX_EXPORT_BROKER_URL"], None),
-    )  # fmt: skip
-
-
-def enqueue_arguments(record: Path, *extra: str) -> list[str]:
-    return [
-        "enqueue", str(record),
-        "--session-id", "cli-session",
-        "--instrument", "FEI-Titan-TEM-635816",
-        "--start", "2026-03-04T09:00:00-05:00",
-        "--end", "2026-03-04T13:30:00-05:00",
-        *extra,
-    ]  # fmt: skip
+from tests.samples import enqueue_arguments, make_context, record_text
+from tests.support import PROJECT_ROOT, StartWorker, WorkerProcess, nx_export, worker_env
 
 
 def test_enqueue_wait_exits_0_when_satisfied(session_worker: Any, record: Path) -> None:
@@ -71,7 +50,7 @@ def test_bad_input_exits_2_with_a_specific_message(
     session_worker: Any, tmp_path: Path, change: dict[str, str], message: str
 ) -> None:
     record = tmp_path / "record.xml"
-    record.write_text(change.pop("content", RECORD.format(title="t")), encoding="utf-8")
+    record.write_text(change.pop("content", record_text("t")), encoding="utf-8")
     if "record" in change:
         record = tmp_path / change.pop("record")
     arguments = enqueue_arguments(record)
@@ -88,21 +67,13 @@ def test_bad_input_exits_2_with_a_specific_message(
     assert "Traceback" not in done.stderr
 
 
-def test_status_survives_a_worker_restart(
-    redis_server: Any, plugin_path: Path, record: Path, tmp_path: Path
-) -> None:
-    env = worker_env(redis_server.url, plugin_path)
-    worker = WorkerProcess(env, tmp_path / "worker.log", name="restart").start()
-    try:
-        done = nx_export(*enqueue_arguments(record, "--destination", "beta", "--wait", "--json"))
-        job_id = json.loads(done.stdout)["id"]
-    finally:
-        worker.stop()
-    worker = WorkerProcess(env, tmp_path / "worker-again.log", name="restart").start()
-    try:
-        status = nx_export("status", job_id, "--json")
-    finally:
-        worker.stop()
+def test_status_survives_a_worker_restart(start_worker: StartWorker, record: Path) -> None:
+    worker = start_worker("restart", plugins=True)
+    done = nx_export(*enqueue_arguments(record, "--destination", "beta", "--wait", "--json"))
+    job_id = json.loads(done.stdout)["id"]
+    worker.stop()
+    start_worker("restart", plugins=True)
+    status = nx_export("status", job_id, "--json")
     assert status.returncode == 0, status.stderr
     job = json.loads(status.stdout)
     assert job["id"] == job_id and job["state"] == "finished"
@@ -145,11 +116,9 @@ def test_demo_runs_on_the_embedded_redis(tmp_path: Path) -> None:
         "demo-quanta-2026-11-03.xml",
         "demo-titan-2026-11-02.xml",
     ]
-    # The demo stops the private Redis it started.
-    assert (
-        not (tmp_path / "state" / "redis.pid").exists()
-        or not (tmp_path / "state" / "redis.sock").exists()
-    )
+    # The demo stops the private Redis it started: no pid file and no socket are left.
+    assert not (tmp_path / "state" / "redis.pid").exists()
+    assert not (tmp_path / "state" / "redis.sock").exists()
 
 
 def test_invalid_setting_names_the_variable(tmp_path: Path) -> None:
@@ -191,15 +160,23 @@ def test_strict_startup_refuses_a_worker_with_a_failing_destination(tmp_path: Pa
     assert "not writable" in done.stderr
 
 
-def test_worker_reports_its_destinations_at_start(session_worker: Any) -> None:
+def test_worker_reports_its_destinations_at_start(session_worker: WorkerProcess) -> None:
     log = session_worker.log()
-    assert "destinations" in log
-    for name in ("alpha", "linked", "local", "export.alpha"):
-        assert name in log
+    # Celery's own banner names the queues and tasks too: look for the report's lines.
+    for line in (
+        "destination alpha: enabled=yes priority=300 depends_on=- queue=export.alpha check=ok",
+        "destination linked: enabled=yes priority=250 depends_on=alpha queue=export.linked",
+        "destination local: enabled=yes priority=50 depends_on=- queue=export.local check=ok "
+        "origin=built-in",
+        "destination cdcs: enabled=no",
+        "destination plugin skipped: entry point nx_test_destinations:Broken: could not be",
+    ):
+        assert line in log, line
+    # At start: before the worker takes any task.
+    assert log.index("destination alpha: enabled=yes") < log.index(" ready.")
 
 
 def test_a_paused_destination_waits_while_the_others_complete(app: Any, record: Path) -> None:
-    from tests.conftest import make_context
     from worker import enqueue_export
 
     paused = nx_export("pause", "beta")

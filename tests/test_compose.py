@@ -20,8 +20,7 @@ import psutil
 import pytest
 import redis as redis_client
 
-from tests.conftest import wait_for
-from tests.support import PROJECT_ROOT, free_port
+from tests.support import PROJECT_ROOT, free_port, wait_for
 
 SECRETS = {"REDIS_PASSWORD": "test-redis-password", "FLOWER_BASIC_AUTH": "operator:test-secret"}
 

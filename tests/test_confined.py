@@ -25,7 +25,7 @@ from destinations.previews import image_type, read_previews
 from tasks.job_model import StoredJob
 from tasks.job_store import JobStore
 from tasks.retry_policy import retry_delay
-from tests.conftest import RECORD
+from tests.samples import RECORD
 from worker.settings import WorkerSettings, destination_policy
 
 # A 1x1 PNG.

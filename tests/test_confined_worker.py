@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import RECORD, make_context
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.fakes.settings import fake_service_settings
 from tests.file_opens import FileOpens
-from tests.support import RedisServer, WorkerProcess, worker_env
-from tests.test_secrets import every_redis_value
+from tests.samples import RECORD, make_context
+from tests.support import RedisServer, WorkerProcess, every_redis_value, worker_env
 
 # A 1x1 PNG.
 PNG_BYTES = bytes.fromhex(

@@ -12,9 +12,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import RECORD, make_context, wait_for
 from tests.fakes import FakeCDCS, FakeELabFTW
-from tests.support import WorkerProcess, worker_env
+from tests.samples import make_context, write_record
+from tests.support import StartWorker, wait_for
 
 JOBS = 8
 
@@ -27,52 +27,44 @@ def fakes() -> Iterator[tuple[FakeCDCS, FakeELabFTW]]:
         yield cdcs, elab
 
 
-def crash_env(redis_url: str, cdcs: FakeCDCS, elab: FakeELabFTW) -> dict[str, str]:
-    return worker_env(
-        redis_url,
-        None,
-        NX_CDCS_URL=cdcs.root_url,
-        NX_CDCS_TOKEN=cdcs.token,
-        NX_ELABFTW_URL=elab.url,
-        NX_ELABFTW_API_KEY=elab.api_key,
+def crash_settings(cdcs: FakeCDCS, elab: FakeELabFTW) -> dict[str, str]:
+    return {
+        "NX_CDCS_URL": cdcs.root_url,
+        "NX_CDCS_TOKEN": cdcs.token,
+        "NX_ELABFTW_URL": elab.url,
+        "NX_ELABFTW_API_KEY": elab.api_key,
         # Unacknowledged tasks of a dead worker come back after this many seconds.
-        NX_EXPORT_VISIBILITY_TIMEOUT="6",
-        NX_HTTP_READ_TIMEOUT="5",
-    )
+        "NX_EXPORT_VISIBILITY_TIMEOUT": "6",
+        "NX_HTTP_READ_TIMEOUT": "5",
+    }
 
 
 def test_sigkilled_workers_lose_no_job_and_duplicate_nothing(
-    app: Any, redis_server: Any, fakes: tuple[FakeCDCS, FakeELabFTW], tmp_path: Path
+    app: Any, fakes: tuple[FakeCDCS, FakeELabFTW], start_worker: StartWorker, tmp_path: Path
 ) -> None:
     from worker import enqueue_export
 
     cdcs, elab = fakes
-    env = crash_env(redis_server.url, cdcs, elab)
-    first = WorkerProcess(env, tmp_path / "first.log", name="doomed", pool="prefork", concurrency=2)
-    first.start()
+    settings = crash_settings(cdcs, elab)
+    first = start_worker("doomed", pool="prefork", concurrency=2, **settings)
     jobs = []
     for number in range(JOBS):
-        record = tmp_path / f"crash-{number}.xml"
-        record.write_text(RECORD.format(title=f"crash {number}"), encoding="utf-8")
+        record = write_record(tmp_path / f"crash-{number}.xml", title=f"crash {number}")
         jobs.append(enqueue_export(make_context(record), destinations=["cdcs", "elabftw"], app=app))
     # Kill the whole worker while exports are in flight.
     wait_for(lambda: len(cdcs.requests_to("POST /rest/data/")) >= 2, timeout=30)
     first.kill()
 
-    second = WorkerProcess(
-        env, tmp_path / "second.log", name="survivor", pool="prefork", concurrency=2
-    )
-    second.start()
-    try:
-        # And one of the survivor's pool processes, while it works.
-        wait_for(lambda: psutil.Process(second.process.pid).children() if second.process else [])
-        time.sleep(1.0)
-        children = psutil.Process(second.process.pid).children() if second.process else []
-        if children:
-            os.kill(children[0].pid, signal.SIGKILL)
-        finished = [job.wait(timeout=90) for job in jobs]
-    finally:
-        second.stop()
+    second = start_worker("survivor", pool="prefork", concurrency=2, **settings)
+    assert second.process is not None
+    # And one of the survivor's pool processes, while it works.
+    wait_for(lambda: psutil.Process(second.process.pid).children())
+    time.sleep(1.0)
+    children = psutil.Process(second.process.pid).children()
+    if children:
+        os.kill(children[0].pid, signal.SIGKILL)
+    finished = [job.wait(timeout=90) for job in jobs]
+    second.stop()
 
     assert all(job.satisfied for job in finished), [
         {n: (s.state, s.error) for n, s in job.destinations.items()}

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import make_context
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.fakes.settings import fake_service_settings
-from tests.support import PROJECT_ROOT, WorkerProcess, worker_env
+from tests.samples import make_context
+from tests.support import StartWorker, WorkerProcess, nx_export, worker_env
 
 
 @pytest.fixture
@@ -31,12 +29,9 @@ def services() -> Iterator[tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]]:
 
 @pytest.fixture
 def service_worker(
-    redis_server: Any, services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives], tmp_path: Path
-) -> Iterator[WorkerProcess]:
-    env = worker_env(redis_server.url, None, **fake_service_settings(*services))
-    worker = WorkerProcess(env, tmp_path / "worker.log", name="services").start()
-    yield worker
-    worker.stop()
+    services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives], start_worker: StartWorker
+) -> WorkerProcess:
+    return start_worker("services", **fake_service_settings(*services))
 
 
 def test_a_record_reaches_all_three_services_with_the_cdcs_link(
@@ -83,10 +78,7 @@ def test_check_names_the_service_whose_credentials_were_refused(
 ) -> None:
     env = worker_env(redis_server.url, None, **fake_service_settings(*services))
     env["NX_ELABFTW_API_KEY"] = "1-wrong"
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "destinations", "--check", "--json"],
-        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=60,
-    )  # fmt: skip
+    done = nx_export("destinations", "--check", "--json", env=env)
     assert done.returncode == 1, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)["destinations"]}
     assert rows["cdcs"]["valid"] is True
@@ -100,34 +92,29 @@ def test_check_names_the_service_whose_credentials_were_refused(
 def test_retry_after_fixing_credentials_creates_only_the_missing_page(
     app: Any,
     services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives],
-    redis_server: Any,
+    start_worker: StartWorker,
     record: Path,
-    tmp_path: Path,
 ) -> None:
     from tasks.jobs import retry_failed
     from worker import enqueue_export
 
     cdcs, elab, labarchives = services
-    env = worker_env(redis_server.url, None, **fake_service_settings(*services))
-    broken = {**env, "NX_LABARCHIVES_ACCESS_PASSWORD": "not-the-password"}
-    worker = WorkerProcess(broken, tmp_path / "broken.log", name="broken-la").start()
-    try:
-        first = enqueue_export(
-            make_context(record), destinations=["cdcs", "elabftw", "labarchives"], app=app
-        ).wait(timeout=60)
-    finally:
-        worker.stop()
+    settings = fake_service_settings(*services)
+    broken = {**settings, "NX_LABARCHIVES_ACCESS_PASSWORD": "not-the-password"}
+    worker = start_worker("broken-la", **broken)
+    first = enqueue_export(
+        make_context(record), destinations=["cdcs", "elabftw", "labarchives"], app=app
+    ).wait(timeout=60)
+    worker.stop()
     assert not first.satisfied
     labarchives_status = first.destinations["labarchives"]
     assert labarchives_status.state == "FAILURE" and labarchives_status.attempts == 1
     assert "not-the-password" not in (labarchives_status.error or "")
-    assert labarchives.nodes == {} or all(n["is_folder"] for n in labarchives.nodes.values())
+    # No page yet: at most the folders were created before the credentials were refused.
+    assert [n for n in labarchives.nodes.values() if not n["is_folder"]] == []
 
-    worker = WorkerProcess(env, tmp_path / "fixed.log", name="fixed-la").start()
-    try:
-        again = retry_failed(first.id, app=app).wait(timeout=60)
-    finally:
-        worker.stop()
+    start_worker("fixed-la", **settings)
+    again = retry_failed(first.id, app=app).wait(timeout=60)
     assert again.satisfied
     assert len(cdcs.records) == 1 and len(elab.experiments) == 1
     (page,) = [n for n in labarchives.nodes.values() if not n["is_folder"]]

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import make_context, wait_for
-from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, free_port, worker_env
+from tests.samples import make_context
+from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, free_port, wait_for, worker_env
 
 AUTH = ("user", "pass")
 START_TIMEOUT = 60

@@ -16,8 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import wait_for
-from tests.support import PROJECT_ROOT, RedisServer, free_port, worker_env
+from tests.support import PROJECT_ROOT, RedisServer, free_port, wait_for, worker_env
 
 AUTH = ("operator", "flower-auth-test")
 

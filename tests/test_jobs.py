@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,18 @@ import pytest
 from destinations.plan import ExportRequestError
 from destinations.record import RecordError
 from tasks.messages import InvalidContextError
-from tests.conftest import make_context, read_log
+from tests.samples import enqueue_arguments, make_context
+from tests.support import (
+    PLUGIN_DIR,
+    PROJECT_ROOT,
+    StartRedis,
+    StartWorker,
+    WorkerProcess,
+    nx_export,
+    read_log,
+    wait_for,
+    worker_env,
+)
 
 
 def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:
@@ -130,8 +143,35 @@ def test_builtin_local_archive_receives_the_record(
     assert written.with_suffix(".json").exists()
 
 
-def test_default_strategy_runs_every_enabled_destination(app: Any, record: Path) -> None:
-    # Cycle destinations are enabled in the worker, so the whole catalogue cannot be planned.
+def test_default_strategy_runs_every_enabled_destination(
+    start_redis: StartRedis, start_worker: StartWorker, record: Path, tmp_path: Path
+) -> None:
+    # A Redis of its own: the job is planned over this worker's destinations only.
+    plugins = ("Alpha", "Linked", "Gamma")
+    worker = start_worker(
+        "defaults",
+        redis=start_redis(),
+        PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), str(PLUGIN_DIR)]),
+        NX_EXPORT_PLUGINS=",".join(f"nx_test_destinations:{name}" for name in plugins),
+        NX_EXPORT_LOCAL_PATH=str(tmp_path / "archive"),
+    )
+    # A client like a LIMS: neither the plugins nor the archive's settings, no strategy.
+    client = worker_env(worker.env["NX_EXPORT_BROKER_URL"], None)
+    done = nx_export(*enqueue_arguments(record, "--wait", "--json"), env=client)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["strategy"] == "all"
+    assert {name: status["state"] for name, status in job["destinations"].items()} == {
+        "alpha": "SUCCESS",
+        "linked": "SUCCESS",
+        "gamma": "SUCCESS",
+        "local": "SUCCESS",
+    }
+    assert job["satisfied"] is True
+
+
+def test_default_destinations_with_a_cycle_are_refused(app: Any, record: Path) -> None:
+    # Cycle destinations are enabled in the session worker: its whole catalogue cannot be planned.
     from worker import enqueue_export
 
     with pytest.raises(ExportRequestError, match="cycle"):
@@ -167,7 +207,7 @@ def test_send_task_from_a_plain_celery_client_completes_a_job(
 
 
 def test_malformed_context_sent_to_the_worker_fails_once_with_the_reason(
-    app: Any, redis_server: Any
+    app: Any, redis_server: Any, session_worker: WorkerProcess
 ) -> None:
     from celery import Celery
 
@@ -175,12 +215,19 @@ def test_malformed_context_sent_to_the_worker_fails_once_with_the_reason(
     result = plain.send_task(
         "export.record", kwargs={"context": {"session_identifier": 5}}, queue="nx-export"
     )
-    with pytest.raises(Exception, match="xml_file_path") as raised:
+    with pytest.raises(
+        InvalidContextError, match=r"^invalid context: xml_file_path: Field required; "
+    ) as raised:
         result.get(timeout=30)
-    assert "InvalidContextError" in type(raised.value).__name__ or "invalid context" in str(
-        raised.value
-    )
+    assert "session_identifier: Input should be a valid string" in str(raised.value)
     assert result.state == "FAILURE"
+    # Once: the worker ran it a single time and never asked for a retry.
+    task = f"export.record[{result.id}]"
+    raised_lines = wait_for(
+        lambda: [line for line in session_worker.log().splitlines() if f"{task} raised" in line]
+    )
+    assert len(raised_lines) == 1, raised_lines
+    assert f"{task} retry" not in session_worker.log()
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,8 @@ from destinations.errors import TransientExportError
 from destinations.labarchives import LabArchivesDestination
 from destinations.rate_limit import RedisCallLimiter
 from tests.fakes import FakeLabArchives
-from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
+from tests.samples import INSTRUMENT
+from tests.support import PROJECT_ROOT, RedisServer, StartWorker
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
@@ -201,40 +202,32 @@ def test_unused_slots_are_given_back(shared_redis: redis.Redis) -> None:
 
 def test_two_workers_share_the_spacing(
     app: Any,
-    redis_server: RedisServer,
     fake_labarchives: FakeLabArchives,
+    start_worker: StartWorker,
     nexus_record: Path,
-    tmp_path: Path,
 ) -> None:
     from worker import enqueue_export
 
     settings = {k: v for k, v in os.environ.items() if k.startswith("NX_LABARCHIVES_")}
     settings["NX_LABARCHIVES_MIN_CALL_INTERVAL"] = "1"
-    workers = [
-        WorkerProcess(
-            worker_env(redis_server.url, None, **settings), tmp_path / f"{name}.log", name=name
-        ).start()
-        for name in ("la-left", "la-right")
+    workers = [start_worker(name, **settings) for name in ("la-left", "la-right")]
+    jobs = [
+        enqueue_export(
+            {
+                "xml_file_path": str(nexus_record),
+                "session_identifier": f"s-{n}",
+                "instrument_pid": INSTRUMENT,
+                "dt_from": "2026-03-04T09:00:00",
+                "dt_to": "2026-03-04T10:00:00",
+            },
+            destinations=["labarchives"],
+            app=app,
+        )
+        for n in range(4)
     ]
-    try:
-        jobs = [
-            enqueue_export(
-                {
-                    "xml_file_path": str(nexus_record),
-                    "session_identifier": f"s-{n}",
-                    "instrument_pid": "FEI-Titan-TEM-635816",
-                    "dt_from": "2026-03-04T09:00:00",
-                    "dt_to": "2026-03-04T10:00:00",
-                },
-                destinations=["labarchives"],
-                app=app,
-            )
-            for n in range(4)
-        ]
-        assert all(job.wait(timeout=120).satisfied for job in jobs)
-    finally:
-        for worker in workers:
-            worker.stop()
+    assert all(job.wait(timeout=120).satisfied for job in jobs)
+    for worker in workers:
+        worker.stop()
     assert min(gaps(fake_labarchives)) >= 1.0
     # Each worker checks its settings when it starts; then the folders, then three a record.
     exports = [r for r in fake_labarchives.requests if not r.path.endswith("user_info_via_id")]

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 
-from tests.conftest import make_context
+from tests.samples import make_context
 
 
 def test_a_plain_client_needs_no_queue_name(session_worker: Any, app: Any, record: Path) -> None:

@@ -17,19 +17,19 @@ import pytest
 from destinations.contract import ExportResult
 from destinations.registry import Registry
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
-from tests.fakes.fixtures import PNG_BYTES, RECORD_XML
 from tests.fakes.settings import fake_service_settings
 from tests.nexuslims_support import (
     PLUGINS,
+    UPLOAD_LOG_MODULES,
     nexuslims_settings,
-    private_worker,
     require_nexuslims,
     run_client,
 )
+from tests.samples import INSTRUMENT, PNG_BYTES, write_record
+from tests.support import StartRedis, StartWorker
 from worker.compat import export_records, session_context, was_successfully_exported
 
 Services = tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]
-INSTRUMENT = "FEI-Titan-TEM-635816"
 
 
 class _NoDependencies:
@@ -69,8 +69,7 @@ def services() -> Iterator[Services]:
 
 
 def record_spec(tmp_path: Path, session: str, **extra: Any) -> dict[str, Any]:
-    path = tmp_path / f"{session}.xml"
-    path.write_text(RECORD_XML, encoding="utf-8")
+    path = write_record(tmp_path / f"{session}.xml")
     return {
         "file": str(path),
         "session": session,
@@ -83,16 +82,24 @@ def record_spec(tmp_path: Path, session: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def compat_worker(
+    start_redis: StartRedis, start_worker: StartWorker, name: str, **settings: str
+) -> dict[str, str]:
+    """A worker with a Redis of its own; the environment its clients use."""
+    return start_worker(name, redis=start_redis(), **settings).env
+
+
 @pytest.fixture
-def nexuslims_worker(tmp_path: Path, services: Services) -> Iterator[dict[str, str]]:
+def nexuslims_worker(
+    tmp_path: Path, services: Services, start_redis: StartRedis, start_worker: StartWorker
+) -> dict[str, str]:
     require_nexuslims(tmp_path / "probe")
     settings = {
         **fake_service_settings(*services),
         **nexuslims_settings(tmp_path / "nexuslims"),
         "NX_EXPORT_PLUGINS": PLUGINS,
     }
-    with private_worker(tmp_path, "nexuslims", **settings) as env:
-        yield env
+    return compat_worker(start_redis, start_worker, "nexuslims", **settings)
 
 
 def test_nexuslims_classes_export_through_the_worker(
@@ -129,7 +136,9 @@ def test_nexuslims_notebooks_link_the_cdcs_record(
     assert cdcs_url in summary["entry_data"]
 
 
-def test_export_records_runs_each_record_as_a_job(tmp_path: Path, services: Services) -> None:
+def test_export_records_runs_each_record_as_a_job(
+    tmp_path: Path, services: Services, start_redis: StartRedis, start_worker: StartWorker
+) -> None:
     cdcs, elab, la = services
     preview = tmp_path / "nx" / "data" / "survey.png"  # previews are read from NX_DATA_PATH
     preview.parent.mkdir(parents=True)
@@ -143,8 +152,8 @@ def test_export_records_runs_each_record_as_a_job(tmp_path: Path, services: Serv
     )
     second = record_spec(tmp_path, "2026-03-05_titan_0002")
     settings = {**fake_service_settings(*services), **nexuslims_settings(tmp_path / "nx")}
-    with private_worker(tmp_path, "compat", **settings) as env:
-        out = run_client(env, [first, second])
+    env = compat_worker(start_redis, start_worker, "compat", **settings)
+    out = run_client(env, [first, second])
     for spec in (first, second):
         assert out[spec["file"]]["satisfied"], out[spec["file"]]
         names = [r["destination_name"] for r in out[spec["file"]]["results"]]
@@ -155,8 +164,24 @@ def test_export_records_runs_each_record_as_a_job(tmp_path: Path, services: Serv
     # The first session's activities and reservation event reached the notebook.
     (with_previews,) = [s for s in summaries if first["session"] in s]
     assert "ada" in with_previews and "data:image/png;base64," in with_previews
-    if "upload_log" in out:  # NexusLIMS installed: its table has a row per result
-        assert len(out["upload_log"]) == 6
+
+
+def test_export_records_writes_a_nexuslims_upload_log_row_per_result(
+    tmp_path: Path, services: Services, start_redis: StartRedis, start_worker: StartWorker
+) -> None:
+    require_nexuslims(tmp_path / "probe", UPLOAD_LOG_MODULES)
+    cdcs, _, _ = services
+    cdcs.fail_next(400, on="POST /rest/data/")  # one failed result: its row says so
+    spec = record_spec(tmp_path, "2026-03-04_titan_0003")
+    settings = {**fake_service_settings(*services), **nexuslims_settings(tmp_path / "nx")}
+    env = compat_worker(start_redis, start_worker, "upload-log", **settings)
+    out = run_client(env, [spec])
+    assert not out[spec["file"]]["satisfied"]
+    assert sorted(map(tuple, out["upload_log"])) == [
+        ("2026-03-04_titan_0003", "cdcs", False),
+        ("2026-03-04_titan_0003", "elabftw", True),
+        ("2026-03-04_titan_0003", "labarchives", True),
+    ]
 
 
 def test_export_records_refuses_lists_of_different_lengths() -> None:

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import WEBHOOK_SECRET, make_context, wait_for
+from tests.samples import make_context
+from tests.support import WEBHOOK_SECRET, wait_for
 from tests.webhook_receiver import verify_signature
 
 

@@ -4,35 +4,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from tests.conftest import WEBHOOK_SECRET, make_context, wait_for
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.fakes.settings import fake_service_settings
-from tests.support import RedisServer, WorkerProcess, worker_env
-from tests.test_cli import enqueue_arguments, nx_export
-
-
-def every_redis_value(client: Any) -> Iterator[bytes]:
-    """Every key and every value in the database, whatever its type."""
-    for key in client.scan_iter(count=500):
-        yield key
-        kind = client.type(key)
-        if kind == b"string":
-            yield client.get(key) or b""
-        elif kind == b"hash":
-            for field, value in client.hgetall(key).items():
-                yield field + b"=" + value
-        elif kind == b"list":
-            yield from client.lrange(key, 0, -1)
-        elif kind == b"set":
-            yield from client.smembers(key)
-        elif kind == b"zset":
-            yield from client.zrange(key, 0, -1)
+from tests.samples import enqueue_arguments, make_context
+from tests.support import (
+    WEBHOOK_SECRET,
+    StartRedis,
+    StartWorker,
+    WorkerProcess,
+    every_redis_value,
+    nx_export,
+    wait_for,
+)
 
 
 def test_pickle_messages_are_refused(
@@ -60,22 +48,22 @@ def test_pickle_messages_are_refused(
 
 
 def test_no_secret_reaches_redis_logs_or_flower_arguments(
-    app: Any, redis_server: Any, record: Path, tmp_path: Path
+    app: Any, start_worker: StartWorker, record: Path
 ) -> None:
     from worker import enqueue_export
 
     with FakeCDCS() as cdcs, FakeELabFTW() as elab, FakeLabArchives() as labarchives:
         cdcs.fail_next(503, count=2)
-        env = worker_env(redis_server.url, None, **fake_service_settings(cdcs, elab, labarchives))
-        env["NX_EXPORT_BACKOFF_SECONDS"] = "0.1"
-        env["NX_ELABFTW_API_KEY"] = "7-wrong-key-that-is-secret"
-        worker = WorkerProcess(env, tmp_path / "worker.log", name="secrets").start()
-        try:
-            job = enqueue_export(
-                make_context(record), destinations=["cdcs", "elabftw", "labarchives"], app=app
-            ).wait(timeout=60)
-        finally:
-            worker.stop()
+        settings = {
+            **fake_service_settings(cdcs, elab, labarchives),
+            "NX_EXPORT_BACKOFF_SECONDS": "0.1",
+            "NX_ELABFTW_API_KEY": "7-wrong-key-that-is-secret",
+        }
+        worker = start_worker("secrets", **settings)
+        job = enqueue_export(
+            make_context(record), destinations=["cdcs", "elabftw", "labarchives"], app=app
+        ).wait(timeout=60)
+        worker.stop()
         secrets = [
             cdcs.token,
             "7-wrong-key-that-is-secret",
@@ -96,19 +84,14 @@ def test_no_secret_reaches_redis_logs_or_flower_arguments(
 
 
 def test_redis_with_a_password_works_and_the_password_is_not_logged(
-    tmp_path: Path, plugin_path: Path, record: Path
+    start_redis: StartRedis, start_worker: StartWorker, record: Path
 ) -> None:
     password = "redis-secret-pw-123"
-    server = RedisServer(tmp_path / "redis", password=password).start()
-    env = worker_env(server.url, plugin_path)
-    worker = WorkerProcess(env, tmp_path / "worker.log", name="password").start()
-    try:
-        done = nx_export(
-            *enqueue_arguments(record, "--destination", "beta", "--wait", "--json"), env=env
-        )
-    finally:
-        worker.stop()
-        server.stop()
+    worker = start_worker("password", redis=start_redis(password=password), plugins=True)
+    done = nx_export(
+        *enqueue_arguments(record, "--destination", "beta", "--wait", "--json"), env=worker.env
+    )
+    worker.stop()
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["satisfied"] is True
     assert password not in worker.log()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support import worker_env
+from tests.support import nx_export, worker_env
 
 NEXUSLIMS_ENV = """\
 NX_CDCS_URL=http://127.0.0.1:1/
@@ -26,11 +24,8 @@ NX_EXPORT_LOCAL_PATH={archive}
 
 
 def list_destinations(cwd: Path, **extra: str) -> dict[str, dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "destinations", "--json"],
-        capture_output=True, text=True, timeout=60, cwd=cwd,
-        env=worker_env(os.environ["NX_EXPORT_BROKER_URL"], None, **extra),
-    )  # fmt: skip
+    env = worker_env(os.environ["NX_EXPORT_BROKER_URL"], None, **extra)
+    done = nx_export("destinations", "--json", env=env, cwd=cwd)
     assert done.returncode == 0, done.stderr
     return {row["name"]: row for row in json.loads(done.stdout)["destinations"]}
 

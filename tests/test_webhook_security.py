@@ -14,7 +14,8 @@ from typing import Any
 
 from werkzeug.datastructures import Headers
 
-from tests.conftest import WEBHOOK_SECRET, make_context, wait_for
+from tests.samples import make_context
+from tests.support import WEBHOOK_SECRET, wait_for
 from tests.webhook_receiver import WebhookReceiver, verify_signature
 
 

@@ -18,23 +18,9 @@ import pytest
 
 from destinations.contract import Activity, ExportContext, ExportResult
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from tests.samples import INSTRUMENT, PNG_BYTES, write_record
 
 SESSION_ID = "2026-03-04_FEI-Titan-TEM-635816_0001"
-INSTRUMENT = "FEI-Titan-TEM-635816"
-RECORD_XML = """<?xml version="1.0" encoding="UTF-8"?>
-<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
-  <nx:title>EELS mapping of Ni-Al lamella</nx:title>
-  <nx:summary>
-    <nx:experimenter>Ada Lovelace</nx:experimenter>
-    <nx:instrument pid="FEI-Titan-TEM-635816">FEI Titan TEM</nx:instrument>
-  </nx:summary>
-</nx:Experiment>
-"""
-# A 1x1 PNG, for preview images.
-PNG_BYTES = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
-)
 
 
 @pytest.fixture
@@ -47,9 +33,7 @@ def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def nexus_record(tmp_path: Path) -> Path:
     """A small NexusLIMS record on disk."""
-    path = tmp_path / f"{SESSION_ID}.xml"
-    path.write_text(RECORD_XML, encoding="utf-8")
-    return path
+    return write_record(tmp_path / f"{SESSION_ID}.xml")
 
 
 @pytest.fixture
