@@ -16,9 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+import redis as redis_client
 
-from tests.support import PROJECT_ROOT
+from tests.conftest import wait_for
+from tests.support import PROJECT_ROOT, free_port
 
 SECRETS = {"REDIS_PASSWORD": "test-redis-password", "FLOWER_BASIC_AUTH": "operator:test-secret"}
 
@@ -93,7 +96,7 @@ def test_redis_persists_never_evicts_and_is_not_published(config: dict[str, Any]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command
     assert "--maxmemory-policy noeviction" in command
-    assert "--requirepass" in command
+    assert "requirepass" in command
     assert not redis.get("ports"), redis.get("ports")
     assert redis["environment"]["REDIS_PASSWORD"] == SECRETS["REDIS_PASSWORD"]
     assert [v["target"] for v in redis["volumes"] if v["type"] == "volume"] == ["/data"]
@@ -123,7 +126,8 @@ def test_flower_is_published_on_localhost_only_and_checked(config: dict[str, Any
         assert port["target"] == 5555, port
     healthcheck = " ".join(flower["healthcheck"]["test"])
     assert "/healthcheck" in healthcheck
-    assert "--basic-auth" in " ".join(flower["command"])
+    # nx-export flower refuses to start without auth; Flower reads FLOWER_BASIC_AUTH itself.
+    assert flower["command"][:2] == ["nx-export", "flower"], flower["command"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == SECRETS["FLOWER_BASIC_AUTH"]
 
 
@@ -140,3 +144,127 @@ def test_missing_secrets_are_refused(compose: Path, project: Path) -> None:
     done = run_compose(compose, project, "config", "-q", env={})
     assert done.returncode != 0
     assert "required variable" in done.stderr, done.stderr
+
+
+def example_settings() -> dict[str, str]:
+    lines = (PROJECT_ROOT / ".env.example").read_text().splitlines()
+    pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
+    return {name.strip(): value.strip() for name, _, value in pairs}
+
+
+def test_the_example_ships_no_password() -> None:
+    settings = example_settings()
+    assert settings["REDIS_PASSWORD"] == ""
+    assert settings["FLOWER_BASIC_AUTH"] == ""
+
+
+@pytest.mark.parametrize("empty", sorted(SECRETS))
+def test_a_copy_of_the_example_with_a_secret_left_empty_is_refused(
+    compose: Path, project: Path, empty: str
+) -> None:
+    filled = {name: value for name, value in SECRETS.items() if name != empty}
+    done = run_compose(compose, project, "config", "-q", env=filled)
+    assert done.returncode != 0
+    assert f"required variable {empty}" in done.stderr, done.stderr
+
+
+def command_lines(service: dict[str, Any]) -> list[str]:
+    """What ``ps`` shows of a service: its entrypoint, command and health check."""
+    parts = [
+        service.get("entrypoint"),
+        service.get("command"),
+        service.get("healthcheck", {}).get("test"),
+    ]
+    return [" ".join(part) if isinstance(part, list) else str(part) for part in parts if part]
+
+
+def test_no_secret_is_on_a_command_line(config: dict[str, Any]) -> None:
+    for name, service in config["services"].items():
+        for line in command_lines(service):
+            assert "basic-auth" not in line, (name, line)
+            assert "redis-cli -a" not in line and "--requirepass" not in line, (name, line)
+            for secret in SECRETS.values():
+                assert secret not in line, (name, line)
+    assert config["services"]["redis"]["healthcheck"]["test"][1].startswith("REDISCLI_AUTH=")
+
+
+def check_secrets(config: dict[str, Any], **secrets: str) -> subprocess.CompletedProcess[str]:
+    """Run the check-secrets service's command here, as its container would run it."""
+    command = [part.replace("$$", "$") for part in config["services"]["check-secrets"]["command"]]
+    assert command[:2] == ["sh", "-c"], command
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **secrets}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("redis_password", "flower_auth", "refused"),
+    [
+        ("change-me", "operator:0K9vXq2-long-random", "REDIS_PASSWORD"),
+        ("0K9vXq2-long-random", "operator:change-me", "FLOWER_BASIC_AUTH"),
+        ("0K9vXq2-long-random", "admin:0K9vXq2,operator:changeme", "FLOWER_BASIC_AUTH"),
+        ("0K9vXq2-long-random", "operator", "FLOWER_BASIC_AUTH"),
+        ("", "operator:0K9vXq2-long-random", "REDIS_PASSWORD"),
+    ],
+)
+def test_placeholder_secrets_stop_every_service_from_starting(
+    config: dict[str, Any], redis_password: str, flower_auth: str, refused: str
+) -> None:
+    done = check_secrets(config, REDIS_PASSWORD=redis_password, FLOWER_BASIC_AUTH=flower_auth)
+    assert done.returncode != 0
+    assert refused in done.stderr, done.stderr
+    for secret in (redis_password, flower_auth):
+        assert not secret or secret not in done.stdout + done.stderr  # named, never shown
+    for name, service in config["services"].items():
+        if name != "check-secrets":
+            condition = service["depends_on"]["check-secrets"]["condition"]
+            assert condition == "service_completed_successfully", name
+
+
+def test_real_secrets_pass_the_check(config: dict[str, Any]) -> None:
+    done = check_secrets(config, **SECRETS)
+    assert done.returncode == 0, done.stderr
+    for secret in SECRETS.values():
+        assert secret not in done.stdout + done.stderr
+
+
+def test_redis_started_as_compose_starts_it_requires_the_password(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
+    from worker.embedded_redis import redis_server_binary
+
+    server = redis_server_binary()
+    cli = str(Path(server).with_name("redis-cli"))
+    port = free_port()
+    redis = config["services"]["redis"]
+    command = [part.replace("$$", "$") for part in redis["command"]]
+    command[-1] = command[-1].replace(
+        "exec redis-server -", f"exec {server} - --port {port} --bind 127.0.0.1 --dir {tmp_path}"
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **SECRETS}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        password = SECRETS["REDIS_PASSWORD"]
+        client = redis_client.Redis(port=port, password=password)
+        wait_for(lambda: _pings(client), timeout=10)
+        with pytest.raises(redis_client.AuthenticationError):
+            redis_client.Redis(port=port).ping()
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert password not in " ".join(psutil.Process(process.pid).cmdline())
+        healthcheck = redis["healthcheck"]["test"][1].replace("$$", "$")
+        healthcheck = healthcheck.replace("redis-cli ping", f"{cli} -p {port} ping")
+        done = subprocess.run(["sh", "-c", healthcheck], env=env, timeout=30)
+        assert done.returncode == 0
+        wrong = {**env, "REDIS_PASSWORD": "wrong"}
+        assert subprocess.run(["sh", "-c", healthcheck], env=wrong, timeout=30).returncode != 0
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except redis_client.ConnectionError:
+        return False

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.notify import SIGNATURE_HEADER, sign
 from tests.conftest import WEBHOOK_SECRET, make_context, wait_for
+from tests.webhook_receiver import verify_signature
 
 
 def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:
@@ -21,7 +21,7 @@ def test_webhook_receives_one_signed_summary_per_job(
 ) -> None:
     job = enqueue(app, make_context(record), destinations=["alpha"]).wait(timeout=30)
     (delivery,) = wait_for(lambda: webhook_receiver.for_job(job.id))
-    assert delivery["headers"][SIGNATURE_HEADER] == sign(WEBHOOK_SECRET, delivery["body"])
+    assert verify_signature(WEBHOOK_SECRET, delivery["headers"], delivery["body"])
     assert delivery["summary"]["satisfied"] is True
     assert delivery["summary"]["destinations"]["alpha"]["state"] == "SUCCESS"
 

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.server import ServerThread
+
+
+def verify_signature(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float | None = None,
+    max_age: float = 300,
+) -> bool:
+    """What a LIMS does: HMAC-SHA256 over ``b"<timestamp>." + body``, recent timestamps only."""
+    timestamp = headers.get("X-NexusLIMS-Timestamp", "")
+    signature = headers.get("X-NexusLIMS-Signature", "")
+    if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > max_age:
+        return False
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(signature, "sha256=" + expected.hexdigest())
 
 
 class WebhookReceiver:

@@ -100,17 +100,34 @@ def worker(ctx: click.Context) -> None:
     app.worker_main(["worker", "--task-events", *arguments])
 
 
+def flower_option(arguments: list[str], name: str) -> str | None:
+    """The value of Flower's option ``name`` as Tornado parses it (``--a-b=v``, ``--a_b=v``)."""
+    values = [
+        value
+        for option, equals, value in (
+            a.lstrip("-").partition("=") for a in arguments if a[:1] == "-"
+        )
+        if equals and option.replace("_", "-") == name
+    ]
+    return values[-1] if values else None
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def flower(ctx: click.Context) -> None:
-    """Run Flower on this app; basic auth from FLOWER_BASIC_AUTH (user:password)."""
+    """Run Flower on this app: basic auth required, on 127.0.0.1 unless --address is given."""
+    arguments = list(ctx.args)
+    # Without auth Flower serves every page but its API to anyone: tasks, results, broker.
+    if not (os.environ.get("FLOWER_BASIC_AUTH") or flower_option(arguments, "basic-auth")):
+        fail(
+            "Flower needs basic auth: set FLOWER_BASIC_AUTH=user:password "
+            "or pass --basic-auth=user:password"
+        )
+    # Flower listens on every interface by default; FLOWER_ADDRESS is Flower's own setting.
+    if "FLOWER_ADDRESS" not in os.environ and flower_option(arguments, "address") is None:
+        arguments = ["--address=127.0.0.1", *arguments]
     connect()
     app = celery_app()
-    arguments = list(ctx.args)
-    if not os.environ.get("FLOWER_BASIC_AUTH") and not any("basic-auth" in a for a in arguments):
-        click.echo(
-            "warning: FLOWER_BASIC_AUTH is not set: Flower's API answers 401 to everyone", err=True
-        )
     app.start(["flower", *arguments])
 
 
