@@ -6,6 +6,7 @@ tasks run, because it only knows what it saw as events.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -185,3 +186,9 @@ def test_api_requires_basic_auth(flower: Flower) -> None:
     refused = flower.post("/api/task/async-apply/export.record", {"kwargs": {}}, auth=None)
     assert refused.status_code == 401
     assert flower.get("/api/tasks").status_code == 200
+
+
+def test_the_task_list_opens_with_the_columns_an_operator_needs(flower: Flower) -> None:
+    page = flower.get("/tasks").text
+    headers = re.findall(r"<th[^>]*>([^<]+)</th>", page)
+    assert headers == ["Name", "args", "State", "Result", "Received", "Runtime", "Worker"]
