@@ -25,6 +25,7 @@ from tests.support import RedisServer, WorkerProcess
 HTTP = ("bench_a", "bench_b", "bench_c")
 NOOP = ("noop_a", "noop_b", "noop_c")
 TIERS = ("tier_root", "tier_left", "tier_right")
+LAG = ("lag_root", "lag_slow", "lag_dependent")
 RECORD = """<?xml version="1.0" encoding="UTF-8"?>
 <nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
   <nx:title>Benchmark record</nx:title>

@@ -8,6 +8,7 @@ the server waits before answering. ``noop_*`` do nothing.
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 
 from destinations.contract import ExportContext, ExportResult
@@ -86,3 +87,33 @@ class TierLeft(_HttpDestination):
 class TierRight(_HttpDestination):
     name, priority = "tier_right", 100
     depends_on = ("tier_root",)
+
+
+class _TimedDestination(_HttpDestination):
+    """Reports when it started and ended, so the start lag of a dependent can be measured."""
+
+    def export(self, context: ExportContext) -> ExportResult:
+        started = time.time()
+        result = super().export(context)
+        result.metadata = {"started": started, "ended": time.time()}
+        return result
+
+
+class LagRoot(_TimedDestination):
+    name, priority = "lag_root", 300
+
+
+class LagSlow(_TimedDestination):
+    """Unrelated to the dependent, and three times as slow as its dependency."""
+
+    name, priority = "lag_slow", 200
+
+    def export(self, context: ExportContext) -> ExportResult:
+        slower = 3 * int(context.metadata.get("latency_ms", 0))
+        context.metadata = {**context.metadata, "latency_ms": slower}
+        return super().export(context)
+
+
+class LagDependent(_TimedDestination):
+    name, priority = "lag_dependent", 100
+    depends_on = ("lag_root",)

@@ -28,7 +28,7 @@ from bench.harness import Harness
 from bench.report import Report, Row, as_json, machine, markdown
 from bench.rows_bare import overhead, throughput
 from bench.rows_nexuslims import nexuslims
-from bench.rows_sequential import dependency, fanout, io_concurrency
+from bench.rows_sequential import dependency, fanout, io_concurrency, start_lag
 from bench.services import LatencyServer, install_bench_plugins
 from bench.sizes import SMOKE, Sizes
 from tests.support import RedisServer
@@ -37,6 +37,7 @@ from tests.support import RedisServer
 ROWS: dict[str, Callable[[Harness], list[Row]]] = {
     "fanout": fanout,
     "dependency": dependency,
+    "lag": start_lag,
     "overhead": overhead,
     "throughput": throughput,
     "io": io_concurrency,

@@ -26,6 +26,9 @@ noop_c = nx_bench_destinations:NoopC
 tier_root = nx_bench_destinations:TierRoot
 tier_left = nx_bench_destinations:TierLeft
 tier_right = nx_bench_destinations:TierRight
+lag_root = nx_bench_destinations:LagRoot
+lag_slow = nx_bench_destinations:LagSlow
+lag_dependent = nx_bench_destinations:LagDependent
 """
 
 

@@ -1,7 +1,8 @@
 """The destination plugin contract, compatible with NexusLIMS's exporters.
 
 A destination is any object with ``name``, ``priority``, ``enabled``,
-``validate_config()`` and ``export(context)``; ``depends_on`` is optional. The
+``validate_config()`` and ``export(context)``; ``depends_on`` and
+``prepare(context)`` are optional. The
 data classes mirror NexusLIMS's ``ExportContext`` and ``ExportResult`` field for
 field, so NexusLIMS plugins read and write them unchanged.
 
@@ -19,6 +20,12 @@ What ``export`` may raise, and what the worker does with it:
 - Anything else (``PermanentExportError`` included) is a failure: the worker
   logs the traceback and records "<name> raised <type>: <message>", without a
   retry. Returning the failure as a result is the better way.
+
+A destination with ``depends_on`` may define ``prepare(context) -> dict``: it
+runs beside the destinations it depends on (it cannot read their results),
+and ``export`` then finds what it returned in ``context.prepared``. Whatever
+``prepare`` raises is logged and ``context.prepared`` stays empty, so
+``export`` must still be able to do everything itself.
 
 Messages end up in job records and logs: never put a secret in one.
 ``ExportError`` is the base of both error classes.
@@ -98,8 +105,10 @@ class ExportContext:
     """Everything a destination needs to export one record.
 
     The record stays on disk at ``xml_file_path``; destinations read it there.
-    ``previous_results`` holds the results of destinations that already ran for
-    this job (for example the CDCS record a notebook links to).
+    ``previous_results`` holds the results of the destinations this one depends
+    on (for example the CDCS record a notebook links to) and the successful
+    results of the job's earlier runs; never a sibling's that merely finished
+    first. ``prepared`` holds what this destination's ``prepare`` returned.
     """
 
     xml_file_path: Path
@@ -112,6 +121,7 @@ class ExportContext:
     previous_results: dict[str, ExportResult] = field(default_factory=dict)
     activities: list[Activity] = field(default_factory=list)
     reservation_event: ReservationEvent | None = None
+    prepared: dict[str, Any] = field(default_factory=dict)
 
     def get_result(self, destination_name: str) -> ExportResult | None:
         """Return the result of a destination that already ran, or None."""
@@ -137,7 +147,8 @@ class Destination(Protocol):
     again later (see the module docstring for what the worker does with each).
     ``priority`` (0-1000) orders destinations, higher first. A destination may
     also declare ``depends_on: tuple[str, ...]``, the names of destinations
-    whose results it reads; it then runs after them.
+    whose results it reads; it then starts as soon as they finished, whatever
+    their outcome, and may define ``prepare(context) -> dict`` to run beside them.
     """
 
     name: str

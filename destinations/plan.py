@@ -6,7 +6,8 @@ Pure functions over names and results: no Celery, no Redis.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from destinations.registry import DestinationInfo
 
@@ -19,18 +20,64 @@ class ExportRequestError(ValueError):
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """The destinations of one job.
+    """The destinations of one job and what each waits for.
 
-    ``tiers`` run one after another; the destinations inside a tier run in
-    parallel. For ``first_success`` every tier holds one destination.
+    ``tiers`` lists the destinations in dependency order (priority order inside
+    a tier); for ``first_success`` every tier holds one destination, the order
+    in which they are tried. ``dependencies`` names, for each destination, the
+    destinations of this job it waits for: it starts as soon as they finished,
+    whatever their outcome, and never waits for anything else. ``prepared``
+    destinations run their ``prepare`` step beside their dependencies.
     """
 
     strategy: str
     tiers: tuple[tuple[str, ...], ...]
+    dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    prepared: tuple[str, ...] = ()
 
     @property
     def destinations(self) -> tuple[str, ...]:
         return tuple(name for tier in self.tiers for name in tier)
+
+    def waits_for(self, name: str) -> tuple[str, ...]:
+        return tuple(self.dependencies.get(name, ()))
+
+    def roots(self) -> tuple[str, ...]:
+        """The destinations that start at once: the first one tried, or every independent one."""
+        if self.strategy == "first_success":
+            return self.destinations[:1]
+        return tuple(name for name in self.destinations if not self.waits_for(name))
+
+    def dependents_of(self, name: str) -> tuple[str, ...]:
+        return tuple(d for d in self.destinations if name in self.waits_for(d))
+
+    def after(self, name: str) -> str | None:
+        """Under ``first_success``, the destination tried when ``name`` failed."""
+        order = self.destinations
+        index = order.index(name) if name in order else len(order)
+        return order[index + 1] if index + 1 < len(order) else None
+
+    def to_message(self) -> dict[str, Any]:
+        """JSON for the destination tasks, which start what follows them."""
+        return {
+            "strategy": self.strategy,
+            "order": list(self.destinations),
+            "dependencies": {name: list(deps) for name, deps in self.dependencies.items() if deps},
+            "prepared": list(self.prepared),
+        }
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any]) -> ExportPlan:
+        order = [str(name) for name in data.get("order", [])]
+        return cls(
+            strategy=str(data.get("strategy", "all")),
+            tiers=tuple((name,) for name in order),
+            dependencies={
+                str(name): tuple(str(dep) for dep in deps)
+                for name, deps in dict(data.get("dependencies", {})).items()
+            },
+            prepared=tuple(str(name) for name in data.get("prepared", [])),
+        )
 
 
 def plan_export(
@@ -68,8 +115,16 @@ def plan_export(
         )
     tiers = dependency_tiers(chosen)
     if strategy == "first_success":
-        tiers = tuple((name,) for tier in tiers for name in tier)
-    return ExportPlan(strategy, tiers)
+        # One at a time, in order: nothing runs beside anything else, nothing to prepare.
+        return ExportPlan(strategy, tuple((name,) for tier in tiers for name in tier))
+    dependencies = {
+        name: tuple(dep for dep in info.depends_on if dep in chosen and dep != name)
+        for name, info in chosen.items()
+    }
+    prepared = tuple(
+        name for tier in tiers for name in tier if chosen[name].prepares and dependencies[name]
+    )
+    return ExportPlan(strategy, tiers, dependencies, prepared)
 
 
 def dependency_tiers(chosen: Mapping[str, DestinationInfo]) -> tuple[tuple[str, ...], ...]:

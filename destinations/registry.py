@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from destinations.contract import Destination, dependencies_of
 from destinations.names import RESERVED_NAMES
+from destinations.settings import nx_setting
 
 ENTRY_POINT_GROUP = "nexuslims_export.destinations"
 
@@ -37,6 +38,7 @@ class DestinationInfo:
     name: str
     priority: int
     depends_on: tuple[str, ...] = ()
+    prepares: bool = False  # has a ``prepare`` step that may run beside its dependencies
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Registry:
     origins: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     replaced: list[tuple[str, str, str]] = field(default_factory=list)
+    # Destination -> the variable that set its dependencies, for the start-up report.
+    dependency_settings: dict[str, str] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Destination]:
         return iter(sorted(self.destinations.values(), key=lambda d: (-d.priority, d.name)))
@@ -99,7 +103,10 @@ def _keep_dependencies(destination: Destination, replaced: Destination) -> None:
 
 def describe(destination: Destination) -> DestinationInfo:
     return DestinationInfo(
-        destination.name, int(destination.priority), dependencies_of(destination)
+        destination.name,
+        int(destination.priority),
+        dependencies_of(destination),
+        prepares=callable(getattr(destination, "prepare", None)),
     )
 
 
@@ -118,7 +125,32 @@ def discover(plugins: Iterable[str] = ()) -> Registry:
     for target in plugins:
         if target.strip():
             _load(registry, target.strip(), origin=f"NX_EXPORT_PLUGINS {target.strip()}")
+    for destination in registry.destinations.values():
+        _apply_dependency_setting(registry, destination)
     return registry
+
+
+def dependency_variable(name: str) -> str:
+    return f"NX_EXPORT_{name.upper().replace('-', '_')}_DEPENDS_ON"
+
+
+def _apply_dependency_setting(registry: Registry, destination: Destination) -> None:
+    """``NX_EXPORT_<NAME>_DEPENDS_ON=cdcs,...`` sets a destination's dependencies.
+
+    NexusLIMS's classes declare none but may read another destination's result:
+    the setting makes them wait for it, and makes that result theirs to read.
+    """
+    variable = dependency_variable(destination.name)
+    value = nx_setting(variable)
+    if value is None:
+        return
+    wanted = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    try:
+        cast(Any, destination).depends_on = wanted
+    except AttributeError:
+        logger.warning("destination %r: %s cannot be applied", destination.name, variable)
+        return
+    registry.dependency_settings[destination.name] = variable
 
 
 def parse_plugin_list(value: str) -> list[str]:

@@ -7,6 +7,10 @@ plugin's own settings class derives from ``NxSettings`` too.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,3 +20,18 @@ class NxSettings(BaseSettings):
     # No populate_by_name: a field called ``path`` or ``url`` would then also read
     # the unrelated ``PATH`` or ``URL`` variable. Only the ``NX_*`` aliases count.
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+
+def nx_setting(name: str) -> str | None:
+    """One variable by name, in the same order: the environment, then ``./.env``.
+
+    For names built at run time (``NX_EXPORT_<DESTINATION>_...``), which no
+    settings class can declare in advance.
+    """
+    if name in os.environ:
+        return os.environ[name]
+    env_file = Path(".env")
+    if not env_file.is_file():
+        return None
+    value = dotenv_values(env_file).get(name)
+    return value if value is None else str(value)

@@ -1,49 +1,79 @@
-"""Turn a plan into a Celery canvas.
+"""Turn a plan into a Celery canvas: one chord whose header grows as destinations finish.
 
-``all`` / ``best_effort``: tiers of destinations, each tier a group, tiers one
-after another (a chord when there is one tier), then ``export.finish``.
-``first_success``: a chain in priority order; the first success cuts the chain
-down to ``export.finish``.
+The chord's header starts with the destinations that wait for nothing (under
+``first_success``, the first one to try) and the ``prepare`` steps of those
+that wait. When a destination finishes, successful or not, its task adds what
+waited for it to the same chord with Celery's ``add_to_chord`` — its
+dependents whose dependencies have all finished, or under ``first_success``
+the next destination after a failure — so each starts as soon as what it
+needs is done, and the chord counts it before the job can finish.
+
+A destination that fails ends in FAILURE. Then the Redis backend does not run
+the chord's body, but calls the body's errbacks once every part is done: the
+job's ``export.finish`` is both, so it runs exactly once either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, chain, chord, group
+from celery import Celery, chord
 from celery.canvas import Signature
 
 from destinations.names import FINISH_TASK, JOB_QUEUE, queue_name, task_name
 from destinations.plan import ExportPlan
 from tasks.messages import describe_context
 
+EXPORT = "export"
+PREPARE = "prepare"
+
+
+def destination_step(
+    app: Celery,
+    name: str,
+    job_id: str,
+    context: dict[str, Any],
+    plan: ExportPlan,
+    run: int,
+    phase: str = EXPORT,
+) -> Signature:
+    """The task of one destination (or its ``prepare`` step) in one run of a job."""
+    label = "" if phase == EXPORT else f"{phase} "
+    return app.signature(
+        task_name(name),
+        args=(job_id, context, plan.strategy),
+        kwargs={"plan": plan.to_message(), "run": run, "phase": phase},
+        immutable=True,
+        queue=queue_name(name),
+        # Flower shows this instead of the whole context.
+        argsrepr=f"({label}job={job_id} {describe_context(context)} strategy={plan.strategy})",
+        kwargsrepr="{}",
+    )
+
 
 def build_canvas(
-    app: Celery, plan: ExportPlan, job_id: str, context: dict[str, Any], finish_id: str
+    app: Celery,
+    plan: ExportPlan,
+    job_id: str,
+    context: dict[str, Any],
+    finish_id: str,
+    run: int = 1,
 ) -> Signature:
     summary = describe_context(context)
 
-    def step(name: str) -> Signature:
+    def finish() -> Signature:
         return app.signature(
-            task_name(name),
-            args=(job_id, context, plan.strategy),
+            FINISH_TASK,
+            args=(job_id,),
             immutable=True,
-            queue=queue_name(name),
-            # Flower shows this instead of the whole context.
+            queue=JOB_QUEUE,
+            task_id=finish_id,
             argsrepr=f"(job={job_id} {summary} strategy={plan.strategy})",
         )
 
-    finish = app.signature(
-        FINISH_TASK,
-        args=(job_id,),
-        immutable=True,
-        queue=JOB_QUEUE,
-        task_id=finish_id,
-        argsrepr=f"(job={job_id} {summary} strategy={plan.strategy})",
-    )
-    if plan.strategy == "first_success":
-        return chain(*(step(name) for name in plan.destinations), finish)
-    stages = [group(step(name) for name in tier) for tier in plan.tiers]
-    if len(stages) == 1:
-        return chord(stages[0], finish)
-    return chain(*stages, finish)
+    header = [destination_step(app, name, job_id, context, plan, run) for name in plan.roots()]
+    header += [
+        destination_step(app, name, job_id, context, plan, run, PREPARE) for name in plan.prepared
+    ]
+    # The same finish as the errback: the backend calls it when a part failed.
+    return chord(header, finish().set(link_error=[finish()]))

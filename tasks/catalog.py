@@ -30,7 +30,11 @@ _cache: dict[int, tuple[float, dict[str, DestinationInfo]]] = {}
 
 def publish(app: Celery, registry: Registry, hostname: str | None = None) -> None:
     entries = {
-        name: {"priority": info.priority, "depends_on": list(info.depends_on)}
+        name: {
+            "priority": info.priority,
+            "depends_on": list(info.depends_on),
+            "prepares": info.prepares,
+        }
         for name, info in registry.enabled().items()
     }
     document = json.dumps({"published_at": time.time(), "entries": entries})
@@ -67,7 +71,10 @@ def _published(app: Celery, fresh: bool = False) -> dict[str, DestinationInfo]:
             continue
         for name, entry in document.get("entries", {}).items():
             offered[name] = DestinationInfo(
-                name, int(entry["priority"]), tuple(entry["depends_on"])
+                name,
+                int(entry["priority"]),
+                tuple(entry["depends_on"]),
+                prepares=bool(entry.get("prepares", False)),
             )
     _cache[id(app)] = (now, offered)
     return offered

@@ -1,9 +1,10 @@
 """One Celery task per destination, named ``export.<destination name>``.
 
-A destination's failure is a result, not a task failure: a chord or chain only
-goes on when its tasks return, and a failed destination must not stop its
-siblings, its dependents or the job's completion. The job's ``export.finish``
-task carries the failure to Flower.
+A destination that fails ends its task in FAILURE, with its error as the
+exception, so Flower shows it as failed. Before that, successful or not, the
+task starts whatever waited for it in the job's chord (see ``canvas``), so a
+failure never stops a sibling, a dependent or the job's ``export.finish``.
+The same task runs a destination's optional ``prepare`` step (``phase="prepare"``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from celery import Task, shared_task
 
 from destinations.errors import TransientExportError
 from destinations.names import task_name
+from destinations.plan import ExportPlan
+from tasks.canvas import EXPORT, PREPARE, destination_step
 from tasks.job_model import JobRecord
 from tasks.messages import (
     InvalidContextError,
@@ -29,6 +32,10 @@ from tasks.retry_policy import RetryPolicy, retry_delay
 from tasks.runtime import job_store, local_registry
 
 logger = logging.getLogger(__name__)
+
+
+class DestinationFailedError(Exception):
+    """The destination did not take the record; the message says why (never a secret)."""
 
 
 class DestinationTask(Task):
@@ -48,32 +55,132 @@ def declare_destination_task(name: str) -> None:
 
 
 def run_destination(
-    self: DestinationTask, job_id: str, context: dict[str, Any], strategy: str = "all"
+    self: DestinationTask,
+    job_id: str,
+    context: dict[str, Any],
+    strategy: str = "all",
+    plan: dict[str, Any] | None = None,
+    run: int = 1,
+    phase: str = EXPORT,
 ) -> dict[str, Any]:
     name = self.destination
+    graph = ExportPlan.from_message(plan) if plan else ExportPlan(strategy, ((name,),))
+    if phase == PREPARE:
+        return _prepare(self, name, job_id, context, graph, run)
     store = job_store(self.app)
     # An expired or never written job record leaves nothing to report to: the task fails.
     stored = store.require(job_id)
     earlier = stored.destinations.get(name)
-    if earlier is not None and earlier.succeeded and earlier.result:
-        # Redelivered after the result was stored but before the message was acknowledged.
-        _stop_chain_after_success(self, strategy)
-        return dict(earlier.result)
-
-    attempt = store.start_attempt(job_id, name, self.request.id)
-    result = _export(self, name, job_id, context, strategy, attempt, stored)
-    store.record_result(job_id, name, result)
-    if result["success"]:
-        _stop_chain_after_success(self, strategy)
+    if earlier is not None and earlier.state.has_outcome and earlier.result:
+        # Redelivered after the outcome was stored but before the message was
+        # acknowledged: start what follows (at most once) and end as before.
+        result = dict(earlier.result)
+    else:
+        attempt = store.start_attempt(job_id, name, self.request.id)
+        result = _export(self, name, job_id, context, graph, attempt, stored)
+        store.record_result(job_id, name, result)
+    _start_followers(self, name, job_id, context, graph, run, succeeded=bool(result["success"]))
+    if not result["success"]:
+        raise DestinationFailedError(result.get("error_message") or f"{name} failed")
     return result
 
 
-def _export(
-    self: Task,
+def _prepare(
+    self: DestinationTask,
     name: str,
     job_id: str,
     message: dict[str, Any],
-    strategy: str,
+    graph: ExportPlan,
+    run: int,
+) -> dict[str, Any]:
+    """Run ``prepare`` beside the dependencies; whatever happens, the export may then start."""
+    store = job_store(self.app)
+    prepared: dict[str, Any] = {}
+    destination = local_registry().get(name)
+    step = getattr(destination, "prepare", None)
+    if callable(step):
+        try:
+            context = context_from_message(message)
+            context.metadata = {**context.metadata, "export_job_id": job_id}
+            prepared = dict(step(context) or {})
+        except Exception as error:  # export does the work itself; prepare is an optimisation
+            logger.warning(
+                "destination %s: prepare failed for %s: %s",
+                name, describe_context(message), redact_message(str(error)),
+            )  # fmt: skip
+            prepared = {}
+    store.record_prepared(job_id, name, prepared)
+    _start_if_ready(self, name, job_id, message, graph, run)
+    return {"prepared": sorted(prepared)}
+
+
+def _start_followers(
+    self: DestinationTask,
+    name: str,
+    job_id: str,
+    message: dict[str, Any],
+    graph: ExportPlan,
+    run: int,
+    succeeded: bool,
+) -> None:
+    """Add to the job's chord what waited for ``name``, before ``name`` is counted as done."""
+    if graph.strategy == "first_success":
+        following = None if succeeded else graph.after(name)
+        if following is not None:
+            _add_once(self, following, job_id, message, graph, run)
+        return
+    for dependent in graph.dependents_of(name):
+        _start_if_ready(self, dependent, job_id, message, graph, run)
+
+
+def _start_if_ready(
+    self: DestinationTask,
+    name: str,
+    job_id: str,
+    message: dict[str, Any],
+    graph: ExportPlan,
+    run: int,
+) -> None:
+    """Start ``name`` once each destination it waits for has an outcome and it is prepared.
+
+    Every task that could be the last to finish checks after writing its own
+    outcome, so at least one of them sees all done; ``_add_once`` keeps it to one.
+    """
+    store = job_store(self.app)
+    record = store.require(job_id)
+    if any(not _has_outcome(record, dep) for dep in graph.waits_for(name)):
+        return
+    if name in graph.prepared and store.prepared(job_id, name) is None:
+        return
+    _add_once(self, name, job_id, message, graph, run)
+
+
+def _has_outcome(record: JobRecord, name: str) -> bool:
+    entry = record.destinations.get(name)
+    return entry is not None and entry.state.has_outcome
+
+
+def _add_once(
+    self: DestinationTask,
+    name: str,
+    job_id: str,
+    message: dict[str, Any],
+    graph: ExportPlan,
+    run: int,
+) -> None:
+    client = self.app.backend.client
+    key = f"nxexport:started:{job_id}:{run}:{name}"
+    if not client.set(key, self.request.id or "1", nx=True, ex=job_store(self.app).retention):
+        return  # another task (or an earlier delivery of this one) started it
+    self.add_to_chord(destination_step(self.app, name, job_id, message, graph, run))
+
+
+def _export(
+    self: DestinationTask,
+    name: str,
+    job_id: str,
+    message: dict[str, Any],
+    graph: ExportPlan,
     attempt: int,
     stored: JobRecord,
 ) -> dict[str, Any]:
@@ -89,23 +196,36 @@ def _export(
         context = context_from_message(message)
     except InvalidContextError as error:
         return result_to_json(failure(name, str(error)), name)
-    context.previous_results = {
-        other: result_from_json(entry.result)
-        for other, entry in stored.destinations.items()
-        if other != name and entry.result
-    }
+    context.previous_results = _previous_results(name, graph, stored)
+    context.prepared = job_store(self.app).prepared(job_id, name) or {}
     context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
     try:
         outcome = destination.export(context)
     except TransientExportError as error:
         _retry_or_give_up(self, name, job_id, error, attempt)
         return result_to_json(failure(name, f"gave up after {attempt} attempts: {error}"), name)
-    except Exception as error:  # the contract says export never raises; a plugin broke it
+    except Exception as error:  # the contract allows only TransientExportError; a plugin broke it
         logger.exception(
             "destination %s raised while exporting %s", name, describe_context(message)
         )
         return result_to_json(failure(name, f"{name} raised {type(error).__name__}: {error}"), name)
     return result_to_json(outcome, name)
+
+
+def _previous_results(name: str, graph: ExportPlan, stored: JobRecord) -> dict[str, Any]:
+    """The results of ``name``'s dependencies, and the successes of the job's earlier runs.
+
+    Never a sibling's result that merely happened to be stored first: what a
+    destination sees does not depend on timing.
+    """
+    this_run = set(graph.destinations)
+    seen = {}
+    for other, entry in stored.destinations.items():
+        if other == name or not entry.result:
+            continue
+        if other in graph.waits_for(name) or (other not in this_run and entry.succeeded):
+            seen[other] = result_from_json(entry.result)
+    return seen
 
 
 def _retry_or_give_up(
@@ -128,14 +248,4 @@ def _retry_or_give_up(
     raise self.retry(exc=safe, countdown=countdown, max_retries=None)
 
 
-def _stop_chain_after_success(self: Task, strategy: str) -> None:
-    """For first_success: drop the remaining destinations, keep the job's finish task.
-
-    The chain's remaining signatures are stored in reverse, so the finish task
-    (the last step) is the first element.
-    """
-    if strategy == "first_success" and self.request.chain:
-        self.request.chain = self.request.chain[:1]
-
-
-__all__ = ["DestinationTask", "declare_destination_task", "run_destination"]
+__all__ = ["DestinationFailedError", "DestinationTask", "declare_destination_task"]

@@ -8,6 +8,7 @@ hold, and how a state changes, is ``job_model``'s.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +34,11 @@ T = TypeVar("T")
 
 def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def prepared_field(name: str) -> str:
+    # Beside the destination's entry, not in it: prepare and export are two tasks.
+    return f"prepared:{name}"
 
 
 class JobStore:
@@ -84,6 +90,16 @@ class JobStore:
         """Queue destinations again, keeping their history."""
         for name in names:
             self._update_entry(job_id, name, DestinationEntry.requeue)
+            self.client.hdel(job_key(job_id), prepared_field(name))
+
+    def record_prepared(self, job_id: str, name: str, prepared: dict[str, Any]) -> None:
+        """What a destination's ``prepare`` step returned, for its ``export`` to use."""
+        self._write(job_id, prepared_field(name), json.dumps(prepared))
+
+    def prepared(self, job_id: str, name: str) -> dict[str, Any] | None:
+        """What ``prepare`` returned in this run; None while it has not finished."""
+        raw = self._read(job_id, prepared_field(name))
+        return None if raw is None else cast(dict[str, Any], json.loads(raw))
 
     # -- reading -----------------------------------------------------------------------------
 

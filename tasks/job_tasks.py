@@ -42,6 +42,9 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     """Decide the job's outcome once every destination that will run has run."""
     store = job_store(self.app)
     record = store.require(job_id)
+    if record.job.finished_at is not None:
+        # Redelivered, or the chord's errback after its body: this run is already decided.
+        return job_from_record(record).to_dict()
     planned = record.job.destinations
     outcomes = record.outcomes()
     never_ran = [name for name in planned if name not in outcomes]

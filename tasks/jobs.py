@@ -107,13 +107,14 @@ class ExportJob:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
-            if job.finish_task_id:
+            finish = app.AsyncResult(job.finish_task_id) if job.finish_task_id else None
+            if finish is not None and not finish.ready():
                 with contextlib.suppress(CeleryTimeoutError):
-                    app.AsyncResult(job.finish_task_id).get(
-                        timeout=min(remaining, 1.0), propagate=False, interval=0.01
-                    )
+                    finish.get(timeout=min(remaining, 1.0), propagate=False, interval=0.01)
             else:
-                time.sleep(min(remaining, 0.05))
+                # No finish task yet, or the chord's failure marker stored under its id
+                # just before the finish itself runs: poll the job record briefly.
+                time.sleep(min(remaining, 0.02))
             job = job.refresh()
         return job
 
@@ -219,7 +220,8 @@ def retry_failed(
     finish_id = str(uuid.uuid4())
     store.reset_for_retry(job_id, names)
     store.begin_run(job_id, finish_id)
-    build_canvas(app, plan, job_id, message, finish_id).apply_async()
+    run = store.require(job_id).job.runs
+    build_canvas(app, plan, job_id, message, finish_id, run).apply_async()
     return get_job(job_id, app=app)
 
 

@@ -68,6 +68,7 @@ def context_to_message(context: ExportContext) -> dict[str, Any]:
     """JSON for a task message; results of other destinations travel via the job store."""
     message: dict[str, Any] = _CONTEXT.dump_python(context, mode="json")
     message.pop("previous_results", None)
+    message.pop("prepared", None)
     return message
 
 

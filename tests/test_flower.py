@@ -6,6 +6,7 @@ tasks run, because it only knows what it saw as events.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,7 +103,7 @@ def flower(
                 process.wait()
 
 
-def test_failed_job_shows_as_one_failed_finish_task_naming_the_destination(
+def test_a_failed_destination_shows_as_a_failed_task_and_the_job_still_finishes(
     flower: Flower, app: Any, record: Path
 ) -> None:
     from worker import enqueue_export
@@ -119,7 +120,7 @@ def test_failed_job_shows_as_one_failed_finish_task_naming_the_destination(
         }
         wanted = {
             "export.alpha": "SUCCESS",
-            "export.failing": "SUCCESS",
+            "export.failing": "FAILURE",
             "export.finish": "FAILURE",
         }
         # The job-finished notifications name the job too; they are not its export tasks.
@@ -128,9 +129,9 @@ def test_failed_job_shows_as_one_failed_finish_task_naming_the_destination(
 
     mine = _wait_until(flower, job_tasks, "Flower did not show the job's three tasks finished")
 
-    # A destination's failure is its result; its task succeeded so the job could finish.
-    assert "'success': False" in mine["export.failing"]["result"]
-    assert "failing refused the record" in mine["export.failing"]["result"]
+    # The failed destination is red in Flower, with its error; its sibling still ran.
+    assert "DestinationFailedError" in mine["export.failing"]["exception"]
+    assert "failing refused the record" in mine["export.failing"]["exception"]
     assert "'success': True" in mine["export.alpha"]["result"]
 
     finish = mine["export.finish"]
@@ -141,10 +142,11 @@ def test_failed_job_shows_as_one_failed_finish_task_naming_the_destination(
     assert "alpha:" not in finish["exception"]
     assert context["session_identifier"] in finish["exception"]
 
-    # Flower's FAILURE filter shows the job once: its finish task, not its destinations.
+    # Flower's FAILURE filter shows the failed destination and the job's finish, not alpha.
     failed = flower.tasks(state="FAILURE")
     assert job.finish_task_id in failed
-    assert not [t for t in failed.values() if t["name"] != "export.finish" and job.id in t["args"]]
+    names = sorted(t["name"] for t in failed.values() if job.id in t["args"])
+    assert names == ["export.failing", "export.finish"]
 
     # The arguments shown are the short summary, never the context itself.
     for name, task in mine.items():
@@ -184,3 +186,9 @@ def test_api_requires_basic_auth(flower: Flower) -> None:
     refused = flower.post("/api/task/async-apply/export.record", {"kwargs": {}}, auth=None)
     assert refused.status_code == 401
     assert flower.get("/api/tasks").status_code == 200
+
+
+def test_the_task_list_opens_with_the_columns_an_operator_needs(flower: Flower) -> None:
+    page = flower.get("/tasks").text
+    headers = re.findall(r"<th[^>]*>([^<]+)</th>", page)
+    assert headers == ["Name", "args", "State", "Result", "Received", "Runtime", "Worker"]

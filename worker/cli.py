@@ -102,6 +102,9 @@ def worker(ctx: click.Context) -> None:
     app.worker_main(["worker", "--task-events", *arguments])
 
 
+FLOWER_COLUMNS = "name,args,state,result,received,runtime,worker"
+
+
 def flower_option(arguments: list[str], name: str) -> str | None:
     """The value of Flower's option ``name`` as Tornado parses it (``--a-b=v``, ``--a_b=v``)."""
     values = [
@@ -128,6 +131,10 @@ def flower(ctx: click.Context) -> None:
     # Flower listens on every interface by default; FLOWER_ADDRESS is Flower's own setting.
     if "FLOWER_ADDRESS" not in os.environ and flower_option(arguments, "address") is None:
         arguments = ["--address=127.0.0.1", *arguments]
+    # What an operator needs at a glance: the session (argsrepr), the outcome, where it ran.
+    columns = flower_option(arguments, "tasks-columns")
+    if "FLOWER_TASKS_COLUMNS" not in os.environ and columns is None:
+        arguments = [f"--tasks_columns={FLOWER_COLUMNS}", *arguments]
     connect()
     app = celery_app()
     app.start(["flower", *arguments])

@@ -134,7 +134,7 @@ def destinations_table(
             )
             print(
                 f"destination {row['name']}: enabled={'yes' if row['enabled'] else 'no'} "
-                f"priority={row['priority']} depends_on={','.join(row['depends_on']) or '-'} "
+                f"priority={row['priority']} depends_on={_dependencies(row, ',') or '-'} "
                 f"queue={row['queue']}{check} origin={row['origin']}"
                 + (f" (replaces {row['replaces']})" if "replaces" in row else ""),
                 file=out,
@@ -156,7 +156,7 @@ def destinations_table(
             row["name"],
             "yes" if row["enabled"] else "no",
             str(row["priority"]),
-            ", ".join(row["depends_on"]),
+            _dependencies(row, ", "),
             row["queue"],
             check,
             row["origin"] + (f" (replaces {row['replaces']})" if "replaces" in row else ""),
@@ -238,3 +238,10 @@ def print_backfill(report: BackfillReport, as_json: bool) -> None:
              if report.skipped_before_since else ""))  # fmt: skip
     for entry in report.refused:
         print(f"  refused {entry['file']}: {entry['reason']}")
+
+
+def _dependencies(row: dict[str, Any], separator: str) -> str:
+    """The dependencies in force, and the setting that declared them if one did."""
+    named = separator.join(row["depends_on"])
+    source = row.get("depends_on_from")
+    return f"{named or 'none'} (from {source})" if source else named

@@ -31,6 +31,8 @@ def destination_rows(registry: Registry, check: bool) -> list[dict[str, Any]]:
         }
         if destination.name in replaced:
             row["replaces"] = replaced[destination.name]
+        if destination.name in registry.dependency_settings:
+            row["depends_on_from"] = registry.dependency_settings[destination.name]
         if check and row["enabled"]:
             try:
                 ok, message = destination.validate_config()

@@ -114,6 +114,34 @@ class Linked(_TestDestination):
     depends_on = ("alpha",)
 
 
+class Prepared(_TestDestination):
+    """Depends on alpha and prepares beside it, as LabArchives makes its page while CDCS uploads."""
+
+    name, priority = "prepared", 240
+    depends_on = ("alpha",)
+
+    def prepare(self, context: ExportContext) -> dict[str, Any]:
+        started = time.time()
+        behaviour = str(context.metadata.get("behaviour", {}).get("prepared:prepare", ""))
+        if behaviour.startswith("sleep:"):
+            time.sleep(float(behaviour.split(":", 1)[1]))
+        if behaviour == "raise":
+            raise RuntimeError("prepare broke")
+        log = context.metadata.get("log")
+        if log:
+            line = {"name": "prepared:prepare", "session": context.session_identifier,
+                    "outcome": "success", "start": started, "end": time.time(),
+                    "pid": os.getpid(), "saw": sorted(context.previous_results)}  # fmt: skip
+            with open(log, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(line) + "\n")
+        return {"page": f"page-{context.session_identifier}"}
+
+    def export(self, context: ExportContext) -> ExportResult:
+        result = super().export(context)
+        result.metadata["prepared"] = dict(context.prepared)
+        return result
+
+
 class CycleA(_TestDestination):
     name, priority = "cycle_a", 10
     depends_on = ("cycle_b",)
