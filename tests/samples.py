@@ -20,6 +20,26 @@ RECORD = """<?xml version="1.0" encoding="UTF-8"?>
 """
 DEFAULT_TITLE = "EELS mapping of Ni-Al lamella"
 
+# A record as NexusLIMS builds it, carrying its session's id, times and user.
+SESSION_RECORD = """<?xml version="1.0" encoding="UTF-8"?>
+<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
+  <nx:title>{title}</nx:title>
+  <nx:id>{session}</nx:id>
+  <nx:summary>
+    <nx:experimenter>{user}</nx:experimenter>
+    <nx:instrument pid="FEI-Titan-TEM-635816">FEI Titan TEM</nx:instrument>
+    <nx:reservationStart>{day}T09:00:00-05:00</nx:reservationStart>
+    <nx:reservationEnd>{day}T13:30:00-05:00</nx:reservationEnd>
+  </nx:summary>
+</nx:Experiment>
+"""
+
+
+def session_record_text(
+    session: str, day: str = "2026-03-04", user: str = "Ada Lovelace", title: str = DEFAULT_TITLE
+) -> str:
+    return SESSION_RECORD.format(session=session, day=day, user=user, title=title)
+
 # A 1x1 PNG, for preview images.
 PNG_BYTES = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support import PROJECT_ROOT, worker_env
-
-RECORD = """<?xml version="1.0" encoding="UTF-8"?>
-<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
-  <nx:title>History</nx:title>
-  <nx:id>{session}</nx:id>
-  <nx:summary>
-    <nx:instrument pid="FEI-Titan-TEM-635816">FEI Titan TEM</nx:instrument>
-    <nx:reservationStart>{day}T09:00:00-05:00</nx:reservationStart>
-    <nx:reservationEnd>{day}T13:30:00-05:00</nx:reservationEnd>
-  </nx:summary>
-</nx:Experiment>
-"""
+from tests.samples import session_record_text
+from tests.support import nx_export
 
 
 def history(root: Path) -> Path:
@@ -29,19 +16,15 @@ def history(root: Path) -> Path:
         folder = root / day[:4]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"session-{index}.xml").write_text(
-            RECORD.format(session=f"backfill-{os.getpid()}-{index}", day=day), encoding="utf-8"
+            session_record_text(f"backfill-{os.getpid()}-{index}", day=day), encoding="utf-8"
         )
     (root / "2026" / "broken.xml").write_text("not a record", encoding="utf-8")
     return root
 
 
 def run_backfill(folder: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "backfill", str(folder), "--destination", "alpha",
-         "--json", *extra],
-        capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
-        env=worker_env(os.environ["NX_EXPORT_BROKER_URL"], None),
-    )  # fmt: skip
+    done = nx_export("backfill", str(folder), "--destination", "alpha", "--json", *extra,
+                     timeout=120)  # fmt: skip
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, json.loads(done.stdout)
 

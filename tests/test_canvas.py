@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.samples import make_context
-from tests.support import PROJECT_ROOT, read_log, worker_env
+from tests.support import nx_export, read_log, worker_env
 
 
 def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:
@@ -134,10 +132,7 @@ def test_a_failing_prepare_leaves_the_export_to_do_it_all(
 
 def test_a_setting_declares_a_plugins_dependencies(redis_server: Any, plugin_path: Path) -> None:
     env = worker_env(redis_server.url, plugin_path, NX_EXPORT_GAMMA_DEPENDS_ON="alpha,beta")
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "destinations", "--json"],
-        capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT, env=env,
-    )  # fmt: skip
+    done = nx_export("destinations", "--json", env=env)
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)["destinations"]}
     assert rows["gamma"]["depends_on"] == ["alpha", "beta"]

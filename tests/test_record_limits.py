@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,8 @@ import pytest
 from destinations.contract import ExportContext
 from destinations.local import LocalArchiveDestination
 from destinations.record import RecordError, check_record
-from tests.support import PROJECT_ROOT, worker_env
+from tests.samples import enqueue_arguments
+from tests.support import nx_export, worker_env
 
 NS = "https://data.nist.gov/od/dm/nexus/experiment/v1.0"
 SCHEMA = f"""<?xml version="1.0"?>
@@ -41,12 +40,7 @@ def test_a_deep_record_exits_2_with_a_message(session_worker: Any, tmp_path: Pat
     schema.write_text(SCHEMA)
     record.write_text(DEEP)
     env = worker_env(os.environ["NX_EXPORT_BROKER_URL"], None, NX_EXPORT_RECORD_SCHEMA=str(schema))
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "enqueue", str(record), "--session-id", "deep",
-         "--instrument", "FEI-Titan-TEM-635816", "--start", "2026-03-04T09:00:00-05:00",
-         "--end", "2026-03-04T13:30:00-05:00", "--destination", "alpha"],
-        capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT, env=env,
-    )  # fmt: skip
+    done = nx_export(*enqueue_arguments(record, "--destination", "alpha"), env=env)
     assert done.returncode == 2, done.stderr
     assert "Excessive depth" in done.stderr
     assert "Traceback" not in done.stderr

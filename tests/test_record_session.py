@@ -8,24 +8,15 @@ import pytest
 
 from destinations.record import RecordError
 from destinations.record_session import FIELD_SOURCES, read_record_session
+from tests.samples import session_record_text
 
-FULL = """<?xml version="1.0" encoding="UTF-8"?>
-<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
-  <nx:title>Lamella</nx:title>
-  <nx:id>2026-03-04_FEI-Titan-TEM-635816_0001</nx:id>
-  <nx:summary>
-    <nx:experimenter> Zoë Ødegård </nx:experimenter>
-    <nx:instrument pid="FEI-Titan-TEM-635816">FEI Titan TEM</nx:instrument>
-    <nx:reservationStart>2026-03-04T09:00:00-05:00</nx:reservationStart>
-    <nx:reservationEnd>2026-03-04T13:30:00-05:00</nx:reservationEnd>
-  </nx:summary>
-</nx:Experiment>
-"""
+SESSION = "2026-03-04_FEI-Titan-TEM-635816_0001"
+
 
 
 def test_every_field_is_read(tmp_path: Path) -> None:
     path = tmp_path / "r.xml"
-    path.write_text(FULL, encoding="utf-8")
+    path.write_text(session_record_text(SESSION, user=" Zoë Ødegård "), encoding="utf-8")
     session = read_record_session(path)
     assert session.session_identifier == "2026-03-04_FEI-Titan-TEM-635816_0001"
     assert session.instrument_pid == "FEI-Titan-TEM-635816"
@@ -37,8 +28,8 @@ def test_every_field_is_read(tmp_path: Path) -> None:
 
 def test_missing_fields_are_named(tmp_path: Path) -> None:
     path = tmp_path / "r.xml"
-    path.write_text(FULL.replace("<nx:id>2026-03-04_FEI-Titan-TEM-635816_0001</nx:id>", "")
-                    .replace(' pid="FEI-Titan-TEM-635816"', ""), encoding="utf-8")  # fmt: skip
+    text = session_record_text(SESSION).replace(f"<nx:id>{SESSION}</nx:id>", "")
+    path.write_text(text.replace(' pid="FEI-Titan-TEM-635816"', ""), encoding="utf-8")
     session = read_record_session(path)
     assert session.missing() == ["session_identifier", "instrument_pid"]
     assert FIELD_SOURCES["instrument_pid"] == "nx:summary/nx:instrument/@pid"
