@@ -17,7 +17,8 @@ from celery import Task, shared_task
 from destinations.errors import TransientExportError
 from destinations.names import task_name
 from destinations.plan import ExportPlan
-from tasks.canvas import EXPORT, PREPARE, destination_step
+from tasks.canvas import EXPORT, PREPARE
+from tasks.followers import JobRun, start_followers, start_if_ready
 from tasks.job_model import JobRecord
 from tasks.messages import (
     InvalidContextError,
@@ -65,8 +66,9 @@ def run_destination(
 ) -> dict[str, Any]:
     name = self.destination
     graph = ExportPlan.from_message(plan) if plan else ExportPlan(strategy, ((name,),))
+    this_run = JobRun(job_id, context, graph, run)
     if phase == PREPARE:
-        return _prepare(self, name, job_id, context, graph, run)
+        return _prepare(self, name, this_run)
     store = job_store(self.app)
     # An expired or never written job record leaves nothing to report to: the task fails.
     stored = store.require(job_id)
@@ -79,21 +81,15 @@ def run_destination(
         attempt = store.start_attempt(job_id, name, self.request.id)
         result = _export(self, name, job_id, context, graph, attempt, stored)
         store.record_result(job_id, name, result)
-    _start_followers(self, name, job_id, context, graph, run, succeeded=bool(result["success"]))
+    start_followers(self, name, this_run, succeeded=bool(result["success"]))
     if not result["success"]:
         raise DestinationFailedError(result.get("error_message") or f"{name} failed")
     return result
 
 
-def _prepare(
-    self: DestinationTask,
-    name: str,
-    job_id: str,
-    message: dict[str, Any],
-    graph: ExportPlan,
-    run: int,
-) -> dict[str, Any]:
+def _prepare(self: DestinationTask, name: str, run: JobRun) -> dict[str, Any]:
     """Run ``prepare`` beside the dependencies; whatever happens, the export may then start."""
+    job_id, message = run.job_id, run.message
     store = job_store(self.app)
     prepared: dict[str, Any] = {}
     destination = local_registry().get(name)
@@ -110,69 +106,8 @@ def _prepare(
             )  # fmt: skip
             prepared = {}
     store.record_prepared(job_id, name, prepared)
-    _start_if_ready(self, name, job_id, message, graph, run)
+    start_if_ready(self, name, run)
     return {"prepared": sorted(prepared)}
-
-
-def _start_followers(
-    self: DestinationTask,
-    name: str,
-    job_id: str,
-    message: dict[str, Any],
-    graph: ExportPlan,
-    run: int,
-    succeeded: bool,
-) -> None:
-    """Add to the job's chord what waited for ``name``, before ``name`` is counted as done."""
-    if graph.strategy == "first_success":
-        following = None if succeeded else graph.after(name)
-        if following is not None:
-            _add_once(self, following, job_id, message, graph, run)
-        return
-    for dependent in graph.dependents_of(name):
-        _start_if_ready(self, dependent, job_id, message, graph, run)
-
-
-def _start_if_ready(
-    self: DestinationTask,
-    name: str,
-    job_id: str,
-    message: dict[str, Any],
-    graph: ExportPlan,
-    run: int,
-) -> None:
-    """Start ``name`` once each destination it waits for has an outcome and it is prepared.
-
-    Every task that could be the last to finish checks after writing its own
-    outcome, so at least one of them sees all done; ``_add_once`` keeps it to one.
-    """
-    store = job_store(self.app)
-    record = store.require(job_id)
-    if any(not _has_outcome(record, dep) for dep in graph.waits_for(name)):
-        return
-    if name in graph.prepared and store.prepared(job_id, name) is None:
-        return
-    _add_once(self, name, job_id, message, graph, run)
-
-
-def _has_outcome(record: JobRecord, name: str) -> bool:
-    entry = record.destinations.get(name)
-    return entry is not None and entry.state.has_outcome
-
-
-def _add_once(
-    self: DestinationTask,
-    name: str,
-    job_id: str,
-    message: dict[str, Any],
-    graph: ExportPlan,
-    run: int,
-) -> None:
-    client = self.app.backend.client
-    key = f"nxexport:started:{job_id}:{run}:{name}"
-    if not client.set(key, self.request.id or "1", nx=True, ex=job_store(self.app).retention):
-        return  # another task (or an earlier delivery of this one) started it
-    self.add_to_chord(destination_step(self.app, name, job_id, message, graph, run))
 
 
 def _export(

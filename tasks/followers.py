@@ -1,0 +1,68 @@
+"""What starts when a destination of a job finishes: its dependents, or the next one to try.
+
+Each is added to the job's chord with Celery's ``add_to_chord`` by the task that
+finished, before that task is counted, so the chord never completes while
+something still has to start (see ``canvas``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+
+from destinations.plan import ExportPlan
+from tasks.canvas import destination_step
+from tasks.job_model import JobRecord
+from tasks.runtime import job_store
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a job as its destination tasks see it: the plan travels in every message."""
+
+    job_id: str
+    message: dict[str, Any]
+    plan: ExportPlan
+    number: int
+
+
+def start_followers(task: Task, name: str, run: JobRun, succeeded: bool) -> None:
+    """Start what waited for ``name``: under ``first_success`` the next one after a failure."""
+    if run.plan.strategy == "first_success":
+        following = None if succeeded else run.plan.after(name)
+        if following is not None:
+            _add_once(task, following, run)
+        return
+    for dependent in run.plan.dependents_of(name):
+        start_if_ready(task, dependent, run)
+
+
+def start_if_ready(task: Task, name: str, run: JobRun) -> None:
+    """Start ``name`` once each destination it waits for has an outcome and it is prepared.
+
+    Every task that could be the last to finish checks after writing its own
+    outcome, so at least one of them sees all done; ``_add_once`` keeps it to one.
+    """
+    store = job_store(task.app)
+    record = store.require(run.job_id)
+    if any(not _has_outcome(record, dep) for dep in run.plan.waits_for(name)):
+        return
+    if name in run.plan.prepared and store.prepared(run.job_id, name) is None:
+        return
+    _add_once(task, name, run)
+
+
+def _has_outcome(record: JobRecord, name: str) -> bool:
+    entry = record.destinations.get(name)
+    return entry is not None and entry.state.has_outcome
+
+
+def _add_once(task: Task, name: str, run: JobRun) -> None:
+    key = f"nxexport:started:{run.job_id}:{run.number}:{name}"
+    retention = job_store(task.app).retention
+    if not task.app.backend.client.set(key, task.request.id or "1", nx=True, ex=retention):
+        return  # another task (or an earlier delivery of this one) started it
+    step = destination_step(task.app, name, run.job_id, run.message, run.plan, run.number)
+    task.add_to_chord(step)
