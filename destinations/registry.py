@@ -51,7 +51,8 @@ class Registry:
     replaced: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Destination]:
-        return iter(sorted(self.destinations.values(), key=lambda d: (-d.priority, d.name)))
+        """Highest priority first; equal priorities in the order found, as NexusLIMS orders them."""
+        return iter(sorted(self.destinations.values(), key=lambda d: -d.priority))
 
     def get(self, name: str) -> Destination | None:
         return self.destinations.get(name)

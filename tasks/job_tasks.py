@@ -11,6 +11,7 @@ from destinations.plan import is_satisfied
 from tasks.job_store import now_iso
 from tasks.jobs import job_from_record, start_job
 from tasks.messages import describe_context
+from tasks.nexuslims_bridge import send_outcome
 from tasks.notify import notify_finished
 from tasks.runtime import job_store, local_registry
 
@@ -59,6 +60,7 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     store.update_job(job_id, finished_at=now_iso(), satisfied=satisfied)
     summary = job_from_record(job_id, store.load(job_id) or stored).to_dict()
     notify_finished(self.app, summary)
+    send_outcome(self.app, job_id)  # always: a NexusLIMS bridge worker, if any, records it
     failed = {name: entries[name].get("error") for name, ok in outcomes.items() if not ok}
     if failed:
         verdict = "satisfied" if satisfied else "not satisfied"

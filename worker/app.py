@@ -18,6 +18,8 @@ from kombu import Exchange, Queue
 import tasks.job_tasks  # noqa: F401  (declares export.record, export.finish, export.webhook)
 from tasks import catalog
 from tasks.destination_tasks import declare_destination_task
+from tasks.nexuslims_bridge import BRIDGE_QUEUE
+from tasks.nexuslims_db import bridge_available
 from tasks.runtime import JOB_QUEUE, destination_queue, local_registry
 from worker.settings import WorkerSettings, destination_policy, load_settings
 
@@ -105,7 +107,9 @@ def all_queues() -> list[str]:
 
     A worker without a destination's settings leaves its tasks to workers that have them.
     """
-    return [JOB_QUEUE, *(destination_queue(name) for name in local_registry().enabled())]
+    queues = [JOB_QUEUE, *(destination_queue(name) for name in local_registry().enabled())]
+    # Only a worker that reaches NexusLIMS's database records outcomes there.
+    return [*queues, BRIDGE_QUEUE] if bridge_available() else queues
 
 
 @worker_ready.connect
