@@ -110,9 +110,9 @@ def export_records(
     results: dict[Path, list[ExportResult]] = {}
     for xml_file, session, acts, event in zip(xml_files, sessions, activities, events, strict=True):
         results[xml_file] = []
+        logger.info("Exporting record: %s", Path(xml_file).name)
         if not offered:
             continue  # as NexusLIMS with no enabled destination: nothing runs, nothing is logged
-        logger.info("Exporting record: %s", Path(xml_file).name)
         try:
             context = session_context(xml_file, session, acts, event)
             jobs[xml_file] = _enqueue(context, strategy)
