@@ -17,7 +17,8 @@ CELERY_DEFAULT_QUEUE = "celery"
 RECORD_TASK = f"{TASK_PREFIX}record"
 FINISH_TASK = f"{TASK_PREFIX}finish"
 WEBHOOK_TASK = f"{TASK_PREFIX}webhook"
-JOB_TASKS = frozenset({RECORD_TASK, FINISH_TASK, WEBHOOK_TASK})
+NEXUSLIMS_TASK = f"{TASK_PREFIX}nexuslims"  # the outcome, written to NexusLIMS's database
+JOB_TASKS = frozenset({RECORD_TASK, FINISH_TASK, WEBHOOK_TASK, NEXUSLIMS_TASK})
 
 # Destination names that would collide with the job's own tasks.
 RESERVED_NAMES = frozenset(task.removeprefix(TASK_PREFIX) for task in JOB_TASKS)

@@ -106,7 +106,7 @@ def plan_export(
                 raise ExportRequestError(
                     f"unknown destination {name!r}; enabled destinations: {choices}"
                 )
-        chosen = {name: available[name] for name in dict.fromkeys(requested)}
+        chosen = {name: info for name, info in available.items() if name in requested}
     else:
         chosen = dict(available)
     if not chosen:
@@ -131,7 +131,9 @@ def dependency_tiers(chosen: Mapping[str, DestinationInfo]) -> tuple[tuple[str, 
     """Group destinations so each runs after every destination it depends on.
 
     Dependencies on destinations outside the job are ignored. Inside a tier,
-    higher priority comes first. A cycle is an ``ExportRequestError``.
+    higher priority comes first, then the order of ``chosen`` (the order the
+    destinations were found, as NexusLIMS runs them). A cycle is an
+    ``ExportRequestError``.
     """
     remaining = {
         name: {dep for dep in info.depends_on if dep in chosen and dep != name}
@@ -143,7 +145,7 @@ def dependency_tiers(chosen: Mapping[str, DestinationInfo]) -> tuple[tuple[str, 
         if not ready:
             cycle = " -> ".join(sorted(remaining))
             raise ExportRequestError(f"destinations depend on each other in a cycle: {cycle}")
-        ready.sort(key=lambda name: (-chosen[name].priority, name))
+        ready.sort(key=lambda name: -chosen[name].priority)
         tiers.append(tuple(ready))
         for name in ready:
             del remaining[name]

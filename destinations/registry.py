@@ -53,7 +53,8 @@ class Registry:
     dependency_settings: dict[str, str] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Destination]:
-        return iter(sorted(self.destinations.values(), key=lambda d: (-d.priority, d.name)))
+        """Highest priority first; equal priorities in the order found, as NexusLIMS orders them."""
+        return iter(sorted(self.destinations.values(), key=lambda d: -d.priority))
 
     def get(self, name: str) -> Destination | None:
         return self.destinations.get(name)

@@ -11,6 +11,7 @@ from destinations.names import FINISH_TASK, RECORD_TASK
 from destinations.plan import is_satisfied
 from tasks.jobs import job_from_record, start_job
 from tasks.messages import describe_context
+from tasks.nexuslims_bridge import send_outcome
 from tasks.notify import notify_finished
 from tasks.runtime import job_store, local_registry
 
@@ -55,6 +56,7 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     store.mark_finished(job_id, satisfied)
     summary = job_from_record(store.load(job_id) or record).to_dict()
     notify_finished(self.app, summary)
+    send_outcome(self.app, job_id)  # always: a NexusLIMS bridge worker, if any, records it
     entries = record.planned()
     failed = {name: entries[name].error for name, ok in outcomes.items() if not ok}
     if failed:

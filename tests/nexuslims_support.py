@@ -9,15 +9,21 @@ in a subprocess as NexusLIMS's record builder would.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import PROJECT_ROOT, worker_env
+from tests.samples import record_text
+from tests.support import PROJECT_ROOT, running_redis, running_worker, worker_env
+
+INSTRUMENT = "FEI-Titan-TEM-635816"
 
 PLUGINS = ",".join(
     f"nexusLIMS.exporters.destinations.{module}:{cls}"
@@ -37,6 +43,7 @@ from pathlib import Path
 from types import SimpleNamespace as NS
 
 spec = json.loads(sys.argv[1])
+options = json.loads(sys.argv[2])
 try:
     from nexusLIMS.db.engine import get_engine
     from sqlmodel import SQLModel, Session, select
@@ -55,7 +62,7 @@ sessions = [
 ]
 activities = [[NS(files=a["files"], previews=a["previews"]) for a in r["activities"]] for r in spec]
 events = [NS(**r["event"]) if r.get("event") else None for r in spec]
-results = export_records(files, sessions, activities, events, timeout=120)
+results = export_records(files, sessions, activities, events, **options)
 out = {
     str(f): {
         "satisfied": was_successfully_exported(f, results),
@@ -116,10 +123,22 @@ def require_nexuslims(root: Path, modules: tuple[str, ...] = EXPORTER_MODULES) -
         )
 
 
-def run_client(env: dict[str, str], spec: list[dict[str, Any]]) -> dict[str, Any]:
+@contextmanager
+def private_worker(root: Path, name: str, **settings: str) -> Iterator[dict[str, str]]:
+    """A Redis and a worker of their own; yields the environment a client uses."""
+    with running_redis(root / "redis") as redis_server:
+        env = worker_env(redis_server.url, None, **settings)
+        with running_worker(env, root / f"{name}.log", name=name):
+            yield env
+
+
+def run_client(
+    env: dict[str, str], spec: list[dict[str, Any]], timeout: float = 120, wait: bool = True
+) -> dict[str, Any]:
     """Run ``export_records`` in a client process like NexusLIMS's record builder."""
+    options = {"timeout": timeout, "wait": wait}
     done = subprocess.run(
-        [sys.executable, "-c", CLIENT, json.dumps(spec)],
+        [sys.executable, "-c", CLIENT, json.dumps(spec), json.dumps(options)],
         capture_output=True,
         text=True,
         env=env,
@@ -129,3 +148,90 @@ def run_client(env: dict[str, str], spec: list[dict[str, Any]]) -> dict[str, Any
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def record_spec(tmp_path: Path, session: str, **extra: Any) -> dict[str, Any]:
+    """A record file and the session it belongs to, as ``run_client`` takes them."""
+    path = tmp_path / f"{session}.xml"
+    path.write_text(record_text(), encoding="utf-8")
+    return {
+        "file": str(path),
+        "session": session,
+        "instrument": INSTRUMENT,
+        "start": "2026-03-04T09:00:00-05:00",
+        "end": "2026-03-04T13:30:00-05:00",
+        "user": "ada",
+        "activities": [],
+        **extra,
+    }
+
+
+# NexusLIMS's schema, its instrument and a START and END log per session, TO_BE_BUILT.
+PREPARE = """
+import sys
+from datetime import datetime
+from sqlmodel import Session, SQLModel
+from nexusLIMS.db.engine import get_engine
+from nexusLIMS.db.enums import EventType, RecordStatus
+from nexusLIMS.db.models import Instrument, SessionLog
+
+instrument, sessions = sys.argv[1], sys.argv[2:]
+SQLModel.metadata.create_all(get_engine())
+with Session(get_engine()) as db:
+    if db.get(Instrument, instrument) is None:
+        db.add(Instrument(instrument_pid=instrument, api_url="http://127.0.0.1:1/api/",
+                          calendar_url="http://127.0.0.1:1/calendar/", location="Lab 101",
+                          display_name="Titan", property_tag="TITAN", filestore_path="titan",
+                          harvester="nemo", timezone_str="America/New_York"))
+    for session in sessions:
+        for event, hour in ((EventType.START, 9), (EventType.END, 13)):
+            db.add(SessionLog(session_identifier=session, instrument=instrument,
+                              timestamp=datetime(2026, 3, 4, hour), event_type=event, user="ada",
+                              record_status=RecordStatus.TO_BE_BUILT))
+    db.commit()
+"""
+
+
+def prepare_database(env: dict[str, str], sessions: list[str]) -> Path:
+    """Create NexusLIMS's database at ``NX_DB_PATH`` with these sessions, as NexusLIMS would."""
+    done = subprocess.run(
+        [sys.executable, "-c", PREPARE, INSTRUMENT, *sessions],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(env["NX_DB_PATH"])
+
+
+def upload_log(database: Path, session: str) -> list[tuple[str, bool, str | None]]:
+    """The session's ``upload_log`` rows, oldest first: destination, success, error."""
+    with closing(sqlite3.connect(database)) as db:
+        rows = db.execute(
+            "SELECT destination_name, success, error_message FROM upload_log"
+            " WHERE session_identifier = ? ORDER BY id",
+            (session,),
+        ).fetchall()
+    return [(name, bool(success), error) for name, success, error in rows]
+
+
+def record_status(database: Path, session: str) -> set[str]:
+    """The ``record_status`` of the session's logs (one value once a run marked them all)."""
+    with closing(sqlite3.connect(database)) as db:
+        rows = db.execute(
+            "SELECT record_status FROM session_log WHERE session_identifier = ?", (session,)
+        ).fetchall()
+    return {status for (status,) in rows}
+
+
+def nx_export(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    """The ``nx-export`` command line, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PROJECT_ROOT,
+        timeout=300,
+    )

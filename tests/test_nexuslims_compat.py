@@ -6,6 +6,7 @@ skip otherwise), a worker process of its own, and the fake services.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,19 +16,28 @@ from typing import Any
 import pytest
 
 from destinations.contract import ExportResult
+from destinations.plan import plan_export
 from destinations.registry import Registry
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.fakes.settings import fake_service_settings
 from tests.nexuslims_support import (
+    INSTRUMENT,
     PLUGINS,
     UPLOAD_LOG_MODULES,
     nexuslims_settings,
+    record_spec,
     require_nexuslims,
     run_client,
 )
-from tests.samples import INSTRUMENT, PNG_BYTES, write_record
-from tests.support import StartRedis, StartWorker
-from worker.compat import export_records, session_context, was_successfully_exported
+from tests.samples import PNG_BYTES
+from tests.support import StartRedis, StartWorker, worker_env
+from worker.compat import (
+    export_records,
+    nexuslims_order,
+    record_job_key,
+    session_context,
+    was_successfully_exported,
+)
 
 Services = tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]
 
@@ -50,6 +60,12 @@ class _Needs(_NoDependencies):
     depends_on = ("first",)
 
 
+class _Plain(_NoDependencies):
+    def __init__(self, name: str, priority: int = 50) -> None:
+        self.name = name
+        self.priority = priority
+
+
 def test_a_replacement_without_depends_on_keeps_the_replaced_ones() -> None:
     registry = Registry()
     registry.add(_Needs(), "built-in")
@@ -66,20 +82,6 @@ def services() -> Iterator[Services]:
         yield cdcs, elab, la
     for fake in (cdcs, elab, la):
         assert fake.double_slash_paths == [], "a request path contained '//'"
-
-
-def record_spec(tmp_path: Path, session: str, **extra: Any) -> dict[str, Any]:
-    path = write_record(tmp_path / f"{session}.xml")
-    return {
-        "file": str(path),
-        "session": session,
-        "instrument": INSTRUMENT,
-        "start": "2026-03-04T09:00:00-05:00",
-        "end": "2026-03-04T13:30:00-05:00",
-        "user": "ada",
-        "activities": [],
-        **extra,
-    }
 
 
 def compat_worker(
@@ -151,13 +153,19 @@ def test_export_records_runs_each_record_as_a_job(
         event={"username": "ada", "user_email": "ada@example.org"},
     )
     second = record_spec(tmp_path, "2026-03-05_titan_0002")
-    settings = {**fake_service_settings(*services), **nexuslims_settings(tmp_path / "nx")}
+    settings = {
+        **fake_service_settings(*services),
+        **nexuslims_settings(tmp_path / "nx"),
+        "NX_EXPORT_LOCAL_PATH": str(tmp_path / "archive"),
+    }
     env = compat_worker(start_redis, start_worker, "compat", **settings)
     out = run_client(env, [first, second])
     for spec in (first, second):
         assert out[spec["file"]]["satisfied"], out[spec["file"]]
         names = [r["destination_name"] for r in out[spec["file"]]["results"]]
-        assert names == ["cdcs", "labarchives", "elabftw"]  # NexusLIMS's order: by priority
+        # NexusLIMS's order, by priority: the notebooks ran after the local archive
+        # (they wait for CDCS), yet are listed before it.
+        assert names == ["cdcs", "labarchives", "elabftw", "local"]
     assert len(cdcs.records) == len(elab.experiments) == 2
     summaries = [e["entry_data"] for e in la.entries if e["part_type"] == "text entry"]
     assert all("View in CDCS" in summary for summary in summaries)
@@ -197,8 +205,88 @@ def test_was_successfully_exported_follows_the_strategy() -> None:
     assert was_successfully_exported(path, mixed, strategy="first_success")
     assert not was_successfully_exported(path, {path: []}, strategy="best_effort")
     assert not was_successfully_exported(Path("other.xml"), mixed, strategy="all")
-    with pytest.raises(ValueError, match="Unknown export strategy"):
+    with pytest.raises(ValueError, match="Unknown export strategy: most"):
         was_successfully_exported(path, mixed, strategy="most")
+
+
+def test_an_empty_strategy_falls_back_to_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path("r.xml")
+    mixed = {path: [ExportResult(True, "cdcs"), ExportResult(False, "elabftw")]}
+    monkeypatch.setenv("NX_EXPORT_STRATEGY", "best_effort")
+    assert was_successfully_exported(path, mixed, strategy="")
+    monkeypatch.setenv("NX_EXPORT_STRATEGY", "all")
+    assert not was_successfully_exported(path, mixed, strategy="")
+
+
+def test_an_unknown_strategy_setting_gets_nexuslims_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("NX_EXPORT_STRATEGY", "most")
+    session = SimpleNamespace(session_identifier="s-1")
+    with pytest.raises(ValueError, match=r"^Unknown export strategy: most$"):
+        export_records([tmp_path / "r.xml"], [session])
+
+
+def test_with_no_destination_enabled_nothing_runs_and_nothing_is_logged(
+    tmp_path: Path, start_redis: StartRedis
+) -> None:
+    spec = record_spec(tmp_path, "2026-03-04_titan_0009")
+    # No worker has published a destination, and the client enables none itself.
+    env = worker_env(start_redis().url, None, **nexuslims_settings(tmp_path / "nx"))
+    out = run_client(env, [spec])
+    assert out[spec["file"]] == {"satisfied": False, "results": []}
+    assert out.get("upload_log", []) == []
+
+
+def test_equal_priorities_keep_the_order_destinations_were_found() -> None:
+    registry = Registry()
+    for name in ("zeta", "alpha"):
+        registry.add(_Plain(name), "test")
+    registry.add(_Plain("first", priority=90), "test")
+    assert [d.name for d in registry] == ["first", "zeta", "alpha"]
+    offered = registry.enabled()
+    assert plan_export("first_success", offered).destinations == ("first", "zeta", "alpha")
+    results = [ExportResult(True, name) for name in ("alpha", "first", "zeta")]
+    assert [r.destination_name for r in nexuslims_order(results, offered)] == [
+        "first",
+        "zeta",
+        "alpha",
+    ]
+
+
+def test_a_record_is_keyed_by_its_session_and_bytes(tmp_path: Path) -> None:
+    record = tmp_path / "r.xml"
+    record.write_bytes(b"<record/>")
+    digest = hashlib.sha256(b"<record/>").hexdigest()
+    assert record_job_key("s-1", record) == f"s-1:{digest}"
+    assert record_job_key("s-1", tmp_path / "missing.xml") is None
+
+
+def test_the_job_key_is_passed_only_where_enqueue_export_takes_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import tasks.jobs
+    from worker import compat
+
+    record = tmp_path / "r.xml"
+    record.write_bytes(b"<record/>")
+    context = SimpleNamespace(session_identifier="s-1", xml_file_path=str(record))
+    calls: list[dict[str, Any]] = []
+
+    def without_key(context: Any, strategy: str | None = None) -> None:
+        calls.append({"strategy": strategy})
+
+    def with_key(context: Any, strategy: str | None = None, job_key: str | None = None) -> None:
+        calls.append({"strategy": strategy, "job_key": job_key})
+
+    monkeypatch.setattr(tasks.jobs, "enqueue_export", without_key)
+    compat._enqueue(context, "all")  # type: ignore[arg-type]
+    monkeypatch.setattr(tasks.jobs, "enqueue_export", with_key)
+    compat._enqueue(context, "all")  # type: ignore[arg-type]
+    assert calls == [
+        {"strategy": "all"},
+        {"strategy": "all", "job_key": record_job_key("s-1", record)},
+    ]
 
 
 def test_a_session_maps_to_nexuslims_context_fields(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from destinations.names import (
 )
 from tasks import catalog
 from tasks.destination_tasks import declare_destination_task
+from tasks.nexuslims_bridge import BRIDGE_QUEUE
+from tasks.nexuslims_db import bridge_available
 from tasks.runtime import local_registry
 from worker.settings import WorkerSettings, destination_policy, load_settings
 
@@ -114,7 +116,9 @@ def all_queues() -> list[str]:
     naming a queue.
     """
     enabled = (queue_name(name) for name in local_registry().enabled())
-    return [JOB_QUEUE, CELERY_DEFAULT_QUEUE, *enabled]
+    queues = [JOB_QUEUE, CELERY_DEFAULT_QUEUE, *enabled]
+    # Only a worker that reaches NexusLIMS's database records outcomes there.
+    return [*queues, BRIDGE_QUEUE] if bridge_available() else queues
 
 
 @worker_ready.connect

@@ -6,25 +6,54 @@ NexusLIMS's record builder switches by changing one import::
 
 Each record becomes one job (its destinations in parallel, with retries);
 ``export_records`` waits for all of them and answers as NexusLIMS 2.8 does: one
-result per destination that ran, in the order they ran. When NexusLIMS is
-installed the results are also written to its ``upload_log`` table.
+result per destination that ran, highest priority first, equal priorities in
+the order the destinations were found; the same messages on NexusLIMS's logger
+``nexusLIMS.exporters``; the results written to NexusLIMS's ``upload_log`` when
+NexusLIMS is installed. Kept different on purpose: a record is checked before
+it is sent (a bad one gets a failed ``export-worker`` result at once), and a
+destination that raises gives a failed result instead of an exception.
+
+With ``wait=False`` it returns at once and the NexusLIMS bridge
+(``tasks.nexuslims_bridge``) records each job's outcome when it finishes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from destinations.contract import Activity, ExportContext, ExportResult, ReservationEvent
 from destinations.plan import STRATEGIES
+from destinations.registry import DestinationInfo
+from destinations.settings import NxSettings
 
-logger = logging.getLogger(__name__)
+# NexusLIMS's logger name, so NexusLIMS's logging setup shows these messages as its own.
+logger = logging.getLogger("nexusLIMS.exporters")
 
 #: How long ``export_records`` waits for all its jobs, in seconds.
 DEFAULT_TIMEOUT = 3600.0
+#: The destination named in the result of a record refused before anything ran.
+REFUSED = "export-worker"
+
+
+class _StrategySetting(NxSettings):
+    # A plain string, checked below: a bad value gets NexusLIMS's message, not pydantic's.
+    strategy: str = Field("all", validation_alias="NX_EXPORT_STRATEGY")
+
+
+def configured_strategy() -> str:
+    """``NX_EXPORT_STRATEGY`` (environment, then ``.env``); ``ValueError`` as NexusLIMS's."""
+    strategy = _StrategySetting().strategy or "all"
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown export strategy: {strategy}")
+    return strategy
 
 
 def export_records(
@@ -34,8 +63,9 @@ def export_records(
     reservation_events: list[Any | None] | None = None,
     *,
     timeout: float | None = DEFAULT_TIMEOUT,
+    wait: bool = True,
 ) -> dict[Path, list[ExportResult]]:
-    """Export records to every enabled destination and wait for the outcome.
+    """Export records to every enabled destination and, by default, wait for the outcome.
 
     Parameters
     ----------
@@ -49,7 +79,13 @@ def export_records(
     reservation_events
         Each session's reservation event (``username``, ``user_email``, ...), or None.
     timeout
-        Seconds to wait for all jobs; a destination still running then is a failure.
+        Seconds to wait for all jobs; a destination still running then is a
+        failure here, and the bridge records its real outcome once it finishes.
+    wait
+        False: return once the jobs are queued. Each queued record then has an
+        empty list (nothing is known yet; ``was_successfully_exported`` says
+        False), a refused record its failure; the bridge records the outcomes
+        and marks the sessions, so the caller must not mark them itself.
 
     Returns
     -------
@@ -61,22 +97,36 @@ def export_records(
             f"xml_files ({len(xml_files)}) and sessions ({len(sessions)}) must have the same length"
         )
         raise ValueError(msg)
-    from worker import enqueue_export
+    strategy = configured_strategy()  # before the app: a bad setting gets NexusLIMS's message
+    from tasks import catalog
+    from tasks.runtime import local_registry
+    from worker.app import app
 
+    logger.info("Exporting %d record(s) using strategy: %s", len(xml_files), strategy)
+    offered = catalog.available(app, local_registry())[0]
     activities = activities_per_session or [[] for _ in xml_files]
     events = reservation_events or [None] * len(xml_files)
     jobs: dict[Path, Any] = {}
     results: dict[Path, list[ExportResult]] = {}
     for xml_file, session, acts, event in zip(xml_files, sessions, activities, events, strict=True):
+        results[xml_file] = []
+        logger.info("Exporting record: %s", Path(xml_file).name)
+        if not offered:
+            continue  # as NexusLIMS with no enabled destination: nothing runs, nothing is logged
         try:
-            jobs[xml_file] = enqueue_export(session_context(xml_file, session, acts, event))
-        except ValueError as error:  # refused before anything ran: the record, or no destination
+            context = session_context(xml_file, session, acts, event)
+            jobs[xml_file] = _enqueue(context, strategy)
+        except ValueError as error:  # refused before anything ran: the record, or the plan
             logger.error("Export of %s refused: %s", Path(xml_file).name, error)
-            results[xml_file] = [ExportResult(False, "export-worker", error_message=str(error))]
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for xml_file, job in jobs.items():
-        results[xml_file] = _wait_for_results(job, deadline)
+            results[xml_file] = [ExportResult(False, REFUSED, error_message=str(error))]
+    if wait:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for xml_file, job in jobs.items():
+            results[xml_file] = nexuslims_order(_wait_for_results(job, deadline), offered)
     for xml_file, session in zip(xml_files, sessions, strict=True):
+        if xml_file in jobs and not wait:
+            logger.info("Queued %s as job %s", Path(xml_file).name, jobs[xml_file].id)
+            continue
         _log_summary(Path(xml_file), results[xml_file])
         write_upload_log(session.session_identifier, results[xml_file])
     return {xml_file: results[xml_file] for xml_file in xml_files}
@@ -84,23 +134,64 @@ def export_records(
 
 def was_successfully_exported(
     xml_file: Path,
-    results: dict[Path, list[ExportResult]],
+    results: Mapping[Path, list[ExportResult]],
     *,
     strategy: str | None = None,
 ) -> bool:
-    """Whether a file's results satisfy the strategy (default ``NX_EXPORT_STRATEGY``)."""
+    """Whether a file's results satisfy the strategy (unset or empty: ``NX_EXPORT_STRATEGY``)."""
     file_results = results.get(xml_file)
     if not file_results:
         return False
-    if strategy is None:
-        from worker.settings import load_settings
-
-        strategy = load_settings().strategy
+    strategy = strategy or configured_strategy()
     if strategy == "all":
         return all(r.success for r in file_results)
     if strategy in STRATEGIES:
         return any(r.success for r in file_results)
     raise ValueError(f"Unknown export strategy: {strategy}")
+
+
+def nexuslims_order(
+    results: Sequence[ExportResult], offered: Mapping[str, DestinationInfo]
+) -> list[ExportResult]:
+    """NexusLIMS's order: higher priority first, then the order the destinations were found.
+
+    The job runs dependents after what they depend on; NexusLIMS lists results by
+    priority alone.
+    """
+    found = {name: index for index, name in enumerate(offered)}
+
+    def key(result: ExportResult) -> tuple[int, int]:
+        info = offered.get(result.destination_name)
+        return (-info.priority if info else 0, found.get(result.destination_name, len(found)))
+
+    return sorted(results, key=key)
+
+
+def record_job_key(session_identifier: str, xml_file: Path) -> str | None:
+    """The job key of a record: its session and the SHA-256 of its bytes.
+
+    Sending the same record of the same session again finds the job it already
+    is instead of exporting it twice. None when the file cannot be read: the
+    record check then says why.
+    """
+    try:
+        digest = hashlib.sha256(Path(xml_file).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return f"{session_identifier}:{digest}"
+
+
+def _enqueue(context: ExportContext, strategy: str) -> Any:
+    from worker import enqueue_export
+
+    options: dict[str, Any] = {}
+    # JOB KEY: ``enqueue_export`` takes ``job_key=`` once job keys are merged; until
+    # then the record is sent without one (checked here so both versions work).
+    if "job_key" in inspect.signature(enqueue_export).parameters:
+        key = record_job_key(context.session_identifier, Path(context.xml_file_path))
+        if key is not None:
+            options["job_key"] = key
+    return enqueue_export(context, strategy=strategy, **options)
 
 
 def session_context(
@@ -134,24 +225,25 @@ def session_context(
 
 
 def _wait_for_results(job: Any, deadline: float | None) -> list[ExportResult]:
-    """The results of the destinations that ran, in plan order; unfinished ones as failures."""
+    """The results of the destinations that ran; unfinished ones as failures."""
     from tasks.job_model import DestinationState
-    from tasks.messages import result_from_json
-    from tasks.runtime import job_store
+    from tasks.nexuslims_bridge import job_results
 
     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
         job = job.wait(timeout=remaining)
     except TimeoutError:
-        logger.error("Export job %s did not finish in time; reporting it as failed", job.id)
+        logger.error(
+            "Export job %s did not finish in time; reporting it as failed until the NexusLIMS "
+            "bridge records its outcome",
+            job.id,
+        )
         job = job.refresh()
-    record = job_store(job.app).load(job.id)
-    entries = record.destinations if record else {}
+    stored = job_results(job.app, job.id)[1]
     results = []
     for name, status in job.destinations.items():
-        entry = entries.get(name)
-        if entry and entry.result:
-            results.append(result_from_json(entry.result))
+        if name in stored:
+            results.append(stored[name])
         elif (
             status.state not in (DestinationState.PENDING, DestinationState.SKIPPED)
             or not job.finished
@@ -177,38 +269,22 @@ def _log_summary(xml_file: Path, results: list[ExportResult]) -> None:
 
 
 def write_upload_log(session_identifier: str, results: list[ExportResult]) -> None:
-    """One NexusLIMS ``upload_log`` row per result, when NexusLIMS is installed.
+    """NexusLIMS's ``upload_log`` rows for these results, when NexusLIMS is installed.
 
-    A database problem is logged, not raised: the exports happened, and the
-    record builder needs the results to mark its sessions.
+    Rows the bridge already wrote for the same results are not written again. A
+    database problem is logged, not raised: the exports happened, and the record
+    builder needs the results to mark its sessions.
     """
-    try:
-        import json
+    from tasks import nexuslims_db
 
-        from nexusLIMS.db.engine import get_engine
-        from nexusLIMS.db.models import UploadLog
-        from sqlmodel import Session
-    except ImportError:
+    if not results or not nexuslims_db.importable():
         return
+    from worker.app import app
+
     try:
-        with Session(get_engine()) as db:
-            for result in results:
-                db.add(
-                    UploadLog(
-                        session_identifier=session_identifier,
-                        destination_name=result.destination_name,
-                        success=result.success,
-                        record_id=result.record_id,
-                        record_url=result.record_url,
-                        error_message=result.error_message,
-                        timestamp=result.timestamp,
-                        metadata_json=json.dumps(result.metadata) if result.metadata else None,
-                    )
-                )
-            db.commit()
+        with nexuslims_db.session_lock(app.backend.client, session_identifier):
+            nexuslims_db.write_results(session_identifier, results)
     except Exception as error:
         logger.warning(
-            "Could not write NexusLIMS's upload_log for %s: %s",
-            session_identifier,
-            type(error).__name__,
+            "Could not write NexusLIMS's upload_log for %s: %s", session_identifier, error
         )

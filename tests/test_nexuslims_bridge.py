@@ -1,0 +1,196 @@
+"""The NexusLIMS outcome bridge: finished runs written into NexusLIMS's own database.
+
+Against the real ``nexuslims==2.8.0`` models (skipped without them), on a
+SQLite database each test creates, a worker of its own that reaches it
+(``NX_DB_PATH``), the fake CDCS and eLabFTW, and NexusLIMS's side played by
+client processes and the ``nx-export`` command line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.fakes import FakeCDCS, FakeELabFTW
+from tests.nexuslims_support import (
+    nexuslims_settings,
+    nx_export,
+    prepare_database,
+    private_worker,
+    record_spec,
+    record_status,
+    require_nexuslims,
+    run_client,
+    upload_log,
+)
+from tests.samples import make_context
+from tests.support import PROJECT_ROOT, wait_for
+
+ELABFTW_CREATE = "POST /api/v2/experiments"
+
+# Sends a finished job's outcome to the bridge again, as a redelivery would, and
+# prints what the bridge task answered.
+RESEND = """
+import json, sys
+from worker.app import app
+from tasks.nexuslims_bridge import send_outcome
+print(json.dumps(send_outcome(app, sys.argv[1]).get(timeout=120)))
+"""
+
+
+@dataclass
+class Bridge:
+    env: dict[str, str]
+    database: Path
+    cdcs: FakeCDCS
+    elab: FakeELabFTW
+
+    def job_ids(self) -> list[str]:
+        listed = nx_export(self.env, "jobs", "--json")
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        return [job["id"] for job in json.loads(listed.stdout)]
+
+    def resend(self, job_id: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-c", RESEND, job_id],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=PROJECT_ROOT,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return answer
+
+
+@pytest.fixture
+def bridge(tmp_path: Path) -> Iterator[Bridge]:
+    require_nexuslims(tmp_path / "probe")
+    with FakeCDCS() as cdcs, FakeELabFTW() as elab:
+        nexuslims = nexuslims_settings(tmp_path / "nexuslims")
+        settings = {
+            "NX_CDCS_URL": cdcs.root_url,
+            "NX_CDCS_TOKEN": cdcs.token,
+            "NX_ELABFTW_URL": elab.url,
+            "NX_ELABFTW_API_KEY": elab.api_key,
+            **nexuslims,
+        }
+        with private_worker(tmp_path, "bridge", **settings) as env:
+            yield Bridge(env, Path(nexuslims["NX_DB_PATH"]), cdcs, elab)
+
+
+def test_a_failed_session_is_built_not_exported_then_completed_by_retry(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    session = "2026-03-04_titan_0101"
+    prepare_database(bridge.env, [session])
+    bridge.elab.fail_next(500, on=ELABFTW_CREATE)  # a permanent failure: tried once
+    spec = record_spec(tmp_path, session)
+    out = run_client(bridge.env, [spec], wait=False)
+    # Returned at once, nothing known yet; the bridge marks the session.
+    assert out[spec["file"]] == {"satisfied": False, "results": []}
+    wait_for(lambda: record_status(bridge.database, session) == {"BUILT_NOT_EXPORTED"}, 60)
+    first = upload_log(bridge.database, session)
+    assert [(name, ok) for name, ok, _ in first] == [("cdcs", True), ("elabftw", False)]
+    assert "HTTP 500" in str(first[1][2])
+
+    (job_id,) = bridge.job_ids()
+    retried = nx_export(bridge.env, "retry", job_id, "--wait", "--json")
+    assert retried.returncode == 0, retried.stdout[-2000:] + retried.stderr[-2000:]
+
+    # No SQL by hand: the retry's outcome reaches NexusLIMS through the bridge.
+    wait_for(lambda: record_status(bridge.database, session) == {"COMPLETED"}, 60)
+    rows = upload_log(bridge.database, session)
+    assert rows[:2] == first
+    assert [(name, ok) for name, ok, _ in rows[2:]] == [("elabftw", True)]
+    assert len(bridge.cdcs.records) == len(bridge.elab.experiments) == 1
+
+
+def test_a_redelivered_outcome_is_written_once(bridge: Bridge, tmp_path: Path) -> None:
+    session = "2026-03-04_titan_0102"
+    prepare_database(bridge.env, [session])
+    run_client(bridge.env, [record_spec(tmp_path, session)], wait=False)
+    wait_for(lambda: record_status(bridge.database, session) == {"COMPLETED"}, 60)
+    rows = upload_log(bridge.database, session)
+    assert [(name, ok) for name, ok, _ in rows] == [("cdcs", True), ("elabftw", True)]
+    (job_id,) = bridge.job_ids()
+
+    assert bridge.resend(job_id) == {"written": 0, "already_written": True}
+    # As if the worker had died between the database commit and setting its key.
+    client = redis.Redis.from_url(bridge.env["NX_EXPORT_BROKER_URL"])
+    assert client.delete(f"nxexport:nexuslims:done:{job_id}:1") == 1
+    answer = bridge.resend(job_id)
+    assert answer["written"] == 0 and answer["exported"] is True
+    assert upload_log(bridge.database, session) == rows
+
+
+def test_waiting_client_and_bridge_write_each_result_once(bridge: Bridge, tmp_path: Path) -> None:
+    session = "2026-03-04_titan_0103"
+    prepare_database(bridge.env, [session])
+    spec = record_spec(tmp_path, session)
+    out = run_client(bridge.env, [spec])
+    assert out[spec["file"]]["satisfied"]
+    wait_for(lambda: record_status(bridge.database, session) == {"COMPLETED"}, 60)
+    rows = upload_log(bridge.database, session)
+    assert [(name, ok) for name, ok, _ in rows] == [("cdcs", True), ("elabftw", True)]
+
+
+def test_the_bridge_corrects_a_record_still_running_at_the_timeout(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    session = "2026-03-04_titan_0104"
+    prepare_database(bridge.env, [session])
+    bridge.cdcs.create_latency = 5  # far longer than the client waits
+    spec = record_spec(tmp_path, session)
+    out = run_client(bridge.env, [spec], timeout=0.5)[spec["file"]]
+    assert not out["satisfied"]
+    assert all("still running" in str(r["error_message"]) for r in out["results"])
+    # export_records logged what it knew at its timeout.
+    assert [name for name, ok, _ in upload_log(bridge.database, session) if not ok] == [
+        "cdcs",
+        "elabftw",
+    ]
+    wait_for(lambda: record_status(bridge.database, session) == {"COMPLETED"}, 60)
+    rows = upload_log(bridge.database, session)
+    assert [(name, ok) for name, ok, _ in rows[2:]] == [("cdcs", True), ("elabftw", True)]
+
+
+def test_without_a_bridge_worker_the_outcome_waits_in_its_queue(app: Any, record: Path) -> None:
+    from tasks.nexuslims_bridge import BRIDGE_QUEUE, BRIDGE_TASK
+    from worker import enqueue_export
+
+    # The session's worker cannot reach NexusLIMS's database: it leaves the queue alone.
+    job = enqueue_export(make_context(record), destinations=["alpha"], app=app).wait(timeout=30)
+    assert job.satisfied
+    waiting = [json.loads(raw)["headers"] for raw in app.backend.client.lrange(BRIDGE_QUEUE, 0, -1)]
+    (mine,) = [h for h in waiting if f"job={job.id} " in h["argsrepr"]]
+    assert mine["task"] == BRIDGE_TASK
+
+
+def test_only_a_worker_reaching_nexuslims_consumes_the_bridge_queue(
+    app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tasks.nexuslims_bridge import BRIDGE_QUEUE
+    from tasks.nexuslims_db import bridge_available, importable
+    from worker.app import all_queues
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("NX_DB_PATH", raising=False)
+    bridge_available.cache_clear()
+    try:
+        assert BRIDGE_QUEUE not in all_queues()
+        if importable():
+            monkeypatch.setenv("NX_DB_PATH", str(tmp_path / "nexuslims.db"))
+            bridge_available.cache_clear()
+            assert BRIDGE_QUEUE in all_queues()
+    finally:
+        bridge_available.cache_clear()
