@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any, cast
 
 import redis
@@ -45,10 +46,13 @@ class JobStore:
             pipe.expire(job_key(job_id), self.retention)
             pipe.zadd(JOB_INDEX, {job_id: created.timestamp()})
             pipe.zremrangebyscore(JOB_INDEX, "-inf", created.timestamp() - self.retention)
+            names = [key.removeprefix("dest:") for key in fields if key.startswith("dest:")]
+            _index().on_create(pipe, job_id, job, names, created.timestamp(), self.retention)
             pipe.execute()
 
     def update_job(self, job_id: str, **changes: Any) -> None:
         self._update(job_id, "job", lambda job: {**job, **changes})
+        _index().on_job_update(self.client, job_id, changes, self.retention)
 
     def start_attempt(self, job_id: str, name: str, task_id: str | None) -> int:
         """Count a new attempt at ``name`` and return its number (1 for the first)."""
@@ -68,6 +72,7 @@ class JobStore:
             }
 
         self._update(job_id, f"dest:{name}", change)
+        _index().on_attempt(self.client, job_id, name, self.retention)
         return attempt
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
@@ -85,6 +90,7 @@ class JobStore:
             return {**entry, "state": "RETRY", "error": error, "history": history}
 
         self._update(job_id, f"dest:{name}", change)
+        _index().on_retry(self.client, name)
 
     def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> None:
         def change(entry: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +115,7 @@ class JobStore:
             }
 
         self._update(job_id, f"dest:{name}", change)
+        _index().on_result(self.client, job_id, name, bool(result.get("success")), self.retention)
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:
@@ -136,18 +143,15 @@ class JobStore:
     # -- reading -----------------------------------------------------------------------------
 
     def load(self, job_id: str) -> dict[str, Any] | None:
-        raw = cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id)))
-        if not raw:
-            return None
-        fields = {_text(key): json.loads(value) for key, value in raw.items()}
-        return {
-            "job": fields.get("job", {}),
-            "destinations": {
-                key.removeprefix("dest:"): value
-                for key, value in fields.items()
-                if key.startswith("dest:")
-            },
-        }
+        return _record(cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id))))
+
+    def load_many(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+        """``load`` for several jobs in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(job_key(job_id))
+            raws = pipe.execute()
+        return [_record(raw) for raw in raws]
 
     def job_ids(self, since: datetime | None = None) -> list[str]:
         low = since.timestamp() if since else "-inf"
@@ -166,6 +170,28 @@ class JobStore:
             pipe.hset(key, field, json.dumps(value))
             pipe.expire(key, self.retention)
             pipe.execute()
+
+
+def _record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    fields = {_text(key): value for key, value in raw.items()}
+    return {
+        "job": json.loads(fields["job"]) if "job" in fields else {},
+        "destinations": {
+            key.removeprefix("dest:"): json.loads(value)
+            for key, value in fields.items()
+            if key.startswith("dest:")
+        },
+    }
+
+
+def _index() -> ModuleType:
+    """The job indexes and metrics, kept up to date at each write (imported late: they
+    read this module's key names)."""
+    from tasks import job_index
+
+    return job_index
 
 
 def _new_destination_entry() -> dict[str, Any]:

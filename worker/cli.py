@@ -276,18 +276,28 @@ def retry(
 @main.command()
 @click.option("--failed", is_flag=True, help="Only finished jobs whose strategy was not satisfied.")
 @click.option("--since", default=None, help="Only jobs created at or after this ISO 8601 time.")
+@click.option("--destination", default=None, help="Only jobs exporting to this destination.")
+@click.option("--instrument", default=None, help="Only jobs of this instrument PID.")
+@click.option("--session", default=None, help="Only jobs of this session id.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def jobs(failed: bool, since: str | None, as_json: bool) -> None:
+def jobs(
+    failed: bool, since: str | None, destination: str | None, instrument: str | None,
+    session: str | None, as_json: bool,
+) -> None:  # fmt: skip
     """List the jobs kept in Redis (the retention period), oldest first."""
     moment = parse_moment(since, "--since") if since else None
     if moment is not None and moment.tzinfo is None:
         moment = moment.astimezone()
     connect()
     celery_app()
-    from tasks.jobs import list_jobs
+    from tasks.job_query import MAX_LIMIT, JobQuery, iter_jobs
     from worker.display import jobs_table
 
-    found = list_jobs(since=moment, failed_only=failed)
+    query = JobQuery(
+        state="failed" if failed else "all", destination=destination, instrument=instrument,
+        session=session, since=moment, limit=MAX_LIMIT,
+    )  # fmt: skip
+    found = list(iter_jobs(query))[::-1]
     if as_json:
         click.echo(json.dumps([job.to_dict() for job in found], indent=2))
     else:
