@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery, current_app
 
 from tasks import job_index
-from tasks.job_store import JOB_INDEX
+from tasks.job_store import JOB_INDEX, JobStore
 from tasks.jobs import ExportJob, job_from_record
 from tasks.runtime import job_store
 
@@ -111,10 +111,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raise QueryError(f"cursor {cursor!r} is not one this server handed out") from None
 
 
-def find_jobs(query: JobQuery, app: Celery | None = None) -> JobPage:
-    """One page of the jobs matching ``query``, newest first."""
-    app = app or current_app
-    store = job_store(app)
+def find_jobs(query: JobQuery, app: Celery | None = None, store: JobStore | None = None) -> JobPage:
+    """One page of the jobs matching ``query``, newest first (from ``app``'s job store)."""
+    store = store or job_store(app or current_app)
     client = store.client
     low = time.time() - store.retention
     if query.since is not None:

@@ -115,6 +115,21 @@ def flower(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--port", type=int, default=5556, show_default=True, help="Port to listen on.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def dashboard(port: int, address: str) -> None:
+    """Run the operators' dashboard: jobs, retries, /metrics (auth: NX_EXPORT_DASHBOARD_AUTH)."""
+    from worker.dashboard import AuthSettingError, credentials, serve
+
+    try:
+        user, password = credentials(load_settings().dashboard_auth)
+    except (SettingsError, AuthSettingError) as error:
+        fail(str(error))
+    connect()
+    serve(celery_app(), user, password, address, port)
+
+
+@main.command()
 @click.argument("record", type=click.Path(path_type=Path))
 @click.option("--session-id", default=None, help="The session's identifier [the record's nx:id].")
 @click.option(
