@@ -30,6 +30,8 @@ STATES = ("queued", "running", "finished-ok", "finished-failed")
 IDX = f"{KEY_PREFIX}:idx"
 DESTINATION_NAMES = f"{IDX}:names:destination"
 INSTRUMENT_NAMES = f"{IDX}:names:instrument"
+# Set once the jobs written before the indexes existed were indexed (``ensure_indexed``).
+BUILT = f"{IDX}:built"
 # A field of the job's own hash: when the running attempt at a destination
 # started, for the duration histogram. It expires with the job.
 ATTEMPT_STARTED = "attempt_started:"
@@ -102,7 +104,7 @@ def on_attempt(client: redis.Redis, job_id: str, name: str, retention: int) -> N
     now = time.time()
     with client.pipeline(transaction=False) as pipe:
         pipe.hset(job_key(job_id), f"{ATTEMPT_STARTED}{name}", repr(now))
-        _move_state(pipe, job_id, "running", now, retention, only_from="queued")
+        queue_state_move(pipe, job_id, "running", now, retention, only_from="queued")
         pipe.execute()
 
 
@@ -120,7 +122,7 @@ def on_result(client: redis.Redis, job_id: str, name: str, success: bool, retent
         if success:
             pipe.zrem(destination_failure_key(name), job_id)
         else:
-            _move(pipe, job_id, destination_failure_key(name), (), now, retention)
+            queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)
         pipe.execute()
 
 
@@ -135,11 +137,11 @@ def on_job_update(
     else:
         state = "finished-ok" if changes.get("satisfied") else "finished-failed"
     with client.pipeline(transaction=False) as pipe:
-        _move_state(pipe, job_id, state, time.time(), retention)
+        queue_state_move(pipe, job_id, state, time.time(), retention)
         pipe.execute()
 
 
-def _move(
+def queue_move(
     pipe: Any, job_id: str, target: str, leave: Iterable[str], now: float, retention: int,
     guard: str | None = None,
 ) -> None:  # fmt: skip
@@ -152,12 +154,12 @@ def _move(
     pipe.eval(_MOVE, len(keys), *keys, job_id, now, retention, "1" if guard else "0")
 
 
-def _move_state(
+def queue_state_move(
     pipe: Any, job_id: str, state: str, now: float, retention: int, only_from: str | None = None
 ) -> None:
     leave = [state_key(s) for s in STATES]
     guard = state_key(only_from) if only_from else None
-    _move(pipe, job_id, state_key(state), leave, now, retention, guard)
+    queue_move(pipe, job_id, state_key(state), leave, now, retention, guard)
 
 
 def live_count(client: redis.Redis, retention: int) -> dict[str, int]:
@@ -174,3 +176,54 @@ def names(client: redis.Redis, key: str, retention: int) -> list[str]:
     """Destination or instrument names used within the retention period, sorted."""
     members = client.zrangebyscore(key, time.time() - retention, "+inf")
     return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)  # type: ignore[union-attr]
+
+
+def ensure_indexed(store: Any) -> int:
+    """Index the jobs written before these indexes existed; once per Redis. Returns how many.
+
+    Jobs already in a state set are left alone, so running it again, or beside
+    workers that index new jobs, changes nothing.
+    """
+    client = store.client
+    if client.exists(BUILT):
+        return 0
+    members = client.zrangebyscore(JOB_INDEX, time.time() - store.retention, "+inf",
+                                   withscores=True)  # fmt: skip
+    added = 0
+    for start in range(0, len(members), 500):
+        chunk = [
+            (m.decode() if isinstance(m, bytes) else m, s) for m, s in members[start : start + 500]
+        ]
+        ids = [job_id for job_id, _ in chunk]
+        with client.pipeline(transaction=False) as pipe:
+            for state in STATES:
+                pipe.zmscore(state_key(state), ids)
+            known = {i for scores in pipe.execute() for i, s in zip(ids, scores, strict=True) if s}
+        todo = [(job_id, created) for job_id, created in chunk if job_id not in known]
+        if not todo:
+            continue
+        records = store.load_many([job_id for job_id, _ in todo])
+        with client.pipeline(transaction=False) as pipe:
+            for (job_id, created), stored in zip(todo, records, strict=True):
+                if stored is not None:
+                    _index_existing(pipe, job_id, stored, created, store.retention)
+                    added += 1
+            pipe.execute()
+    client.set(BUILT, "1")
+    return added
+
+
+def _index_existing(pipe: Any, job_id: str, stored: dict[str, Any], created: float,
+                    retention: int) -> None:  # fmt: skip
+    job, entries = stored["job"], stored["destinations"]
+    names = list(job.get("destinations", entries))
+    on_create(pipe, job_id, job, names, created, retention)
+    now = time.time()
+    if job.get("finished_at"):
+        state = "finished-ok" if job.get("satisfied") else "finished-failed"
+        queue_state_move(pipe, job_id, state, now, retention)
+    elif any(entries.get(name, {}).get("state", "PENDING") != "PENDING" for name in names):
+        queue_state_move(pipe, job_id, "running", now, retention)
+    for name in names:
+        if entries.get(name, {}).get("state") == "FAILURE":
+            queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)

@@ -96,6 +96,24 @@ def test_indexes_follow_the_retention_and_expire(client: redis.Redis) -> None:
         assert all(new_id.encode() not in field for field in client.hkeys(key))
 
 
+def test_jobs_written_before_the_indexes_are_indexed_once(client: redis.Redis) -> None:
+    store = JobStore(client, RETENTION)
+    failed, running = new_job(store, ["alpha", "beta"]), new_job(store, ["alpha"])
+    store.start_attempt(failed, "alpha", "t1")
+    store.record_result(failed, "alpha", {"success": False, "error_message": "refused"})
+    store.update_job(failed, finished_at="2026-03-04T10:00:00+00:00", satisfied=False)
+    store.start_attempt(running, "alpha", "t2")
+    client.delete(*client.keys("nxexport:idx:*"))  # as an older version left them
+
+    assert job_index.ensure_indexed(store) == 2
+    assert states_of(client, failed) == ["finished-failed"]
+    assert states_of(client, running) == ["running"]
+    assert client.zscore(job_index.destination_failure_key("alpha"), failed)
+    assert client.zscore(job_index.session_key(f"s-{failed[:8]}"), failed)
+    assert [job.id for job in find_jobs(JobQuery(state="failed"), store=store).jobs] == [failed]
+    assert job_index.ensure_indexed(store) == 0
+
+
 def test_pages_cover_every_match_once_even_with_equal_times(client: redis.Redis) -> None:
     store = JobStore(client, RETENTION)
     ids = [new_job(store, ["alpha"]) for _ in range(12)]

@@ -305,8 +305,12 @@ def jobs(
         moment = moment.astimezone()
     connect()
     celery_app()
+    from tasks.job_index import ensure_indexed
     from tasks.job_query import MAX_LIMIT, JobQuery, iter_jobs
+    from tasks.runtime import job_store
     from worker.display import jobs_table
+
+    ensure_indexed(job_store())
 
     query = JobQuery(
         state="failed" if failed else "all", destination=destination, instrument=instrument,
