@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any, TypeVar, cast
 
 import redis
@@ -62,25 +63,35 @@ class JobStore:
             pipe.expire(job_key(job.id), self.retention)
             pipe.zadd(JOB_INDEX, {job.id: created.timestamp()})
             pipe.zremrangebyscore(JOB_INDEX, "-inf", created.timestamp() - self.retention)
+            _index().on_create(pipe, job.id, job.context, job.destinations,
+                               created.timestamp(), self.retention)  # fmt: skip
             pipe.execute()
 
     def begin_run(self, job_id: str, finish_task_id: str) -> None:
         self._update_job(job_id, lambda job: job.begin_run(finish_task_id))
+        _index().on_run_state(self.client, job_id, finished=False, satisfied=None,
+                              retention=self.retention)  # fmt: skip
 
     def mark_finished(self, job_id: str, satisfied: bool) -> None:
         self._update_job(job_id, lambda job: job.finish(satisfied))
+        _index().on_run_state(self.client, job_id, finished=True, satisfied=satisfied,
+                              retention=self.retention)  # fmt: skip
 
     def start_attempt(self, job_id: str, name: str, task_id: str | None) -> int:
         """Count a new attempt at ``name`` and return its number (1 for the first)."""
-        return self._update_entry(job_id, name, lambda entry: entry.start(task_id))
+        attempt = self._update_entry(job_id, name, lambda entry: entry.start(task_id))
+        _index().on_attempt(self.client, job_id, name, self.retention)
+        return attempt
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
         # Stored like a result's message: a plugin's error may carry a secret or a signed URL.
         safe = redact_message(error)
         self._update_entry(job_id, name, lambda entry: entry.retry(safe, countdown))
+        _index().on_retry(self.client, name)
 
     def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> None:
         self._update_entry(job_id, name, lambda entry: entry.finish(result))
+        _index().on_result(self.client, job_id, name, bool(result.get("success")), self.retention)
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:
@@ -104,10 +115,15 @@ class JobStore:
     # -- reading -----------------------------------------------------------------------------
 
     def load(self, job_id: str) -> JobRecord | None:
-        raw = cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id)))
-        if not raw:
-            return None
-        return JobRecord.from_fields(job_id, {_text(key): value for key, value in raw.items()})
+        return _record(job_id, cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id))))
+
+    def load_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """``load`` for several jobs in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(job_key(job_id))
+            raws = pipe.execute()
+        return [_record(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
 
     def require(self, job_id: str) -> JobRecord:
         """The job's record; ``JobNotFoundError`` when it was never written or has expired."""
@@ -146,6 +162,20 @@ class JobStore:
             pipe.hset(job_key(job_id), field, value)
             pipe.expire(job_key(job_id), self.retention)
             pipe.execute()
+
+
+def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+    if not raw:
+        return None
+    return JobRecord.from_fields(job_id, {_text(key): value for key, value in raw.items()})
+
+
+def _index() -> ModuleType:
+    """The job indexes and metrics, kept up to date at each write (imported late: they
+    read this module's key names)."""
+    from tasks import job_index
+
+    return job_index
 
 
 def _text(value: bytes | str) -> str:

@@ -141,6 +141,21 @@ def flower(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--port", type=int, default=5556, show_default=True, help="Port to listen on.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def dashboard(port: int, address: str) -> None:
+    """Run the operators' dashboard: jobs, retries, /metrics (auth: NX_EXPORT_DASHBOARD_AUTH)."""
+    from worker.dashboard import AuthSettingError, credentials, serve
+
+    try:
+        user, password = credentials(load_settings().dashboard_auth)
+    except (SettingsError, AuthSettingError) as error:
+        fail(str(error))
+    connect()
+    serve(celery_app(), user, password, address, port)
+
+
+@main.command()
 @click.argument("record", type=click.Path(path_type=Path))
 @click.option("--session-id", default=None, help="The session's identifier [the record's nx:id].")
 @click.option(
@@ -304,18 +319,32 @@ def retry(
 @main.command()
 @click.option("--failed", is_flag=True, help="Only finished jobs whose strategy was not satisfied.")
 @click.option("--since", default=None, help="Only jobs created at or after this ISO 8601 time.")
+@click.option("--destination", default=None, help="Only jobs exporting to this destination.")
+@click.option("--instrument", default=None, help="Only jobs of this instrument PID.")
+@click.option("--session", default=None, help="Only jobs of this session id.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def jobs(failed: bool, since: str | None, as_json: bool) -> None:
+def jobs(
+    failed: bool, since: str | None, destination: str | None, instrument: str | None,
+    session: str | None, as_json: bool,
+) -> None:  # fmt: skip
     """List the jobs kept in Redis (the retention period), oldest first."""
     moment = parse_moment(since, "--since") if since else None
     if moment is not None and moment.tzinfo is None:
         moment = moment.astimezone()
     connect()
     celery_app()
-    from tasks.jobs import list_jobs
+    from tasks.job_index import ensure_indexed
+    from tasks.job_query import MAX_LIMIT, JobQuery, iter_jobs
+    from tasks.runtime import job_store
     from worker.display import jobs_table
 
-    found = list_jobs(since=moment, failed_only=failed)
+    ensure_indexed(job_store())
+
+    query = JobQuery(
+        state="failed" if failed else "all", destination=destination, instrument=instrument,
+        session=session, since=moment, limit=MAX_LIMIT,
+    )  # fmt: skip
+    found = list(iter_jobs(query))[::-1]
     if as_json:
         click.echo(json.dumps([job.to_dict() for job in found], indent=2))
     else:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from destinations.settings import NxSettings
 from tasks.retry_policy import RetryPolicy
@@ -114,6 +114,11 @@ class WorkerSettings(NxSettings):
         validation_alias="NX_EXPORT_VISIBILITY_TIMEOUT",
         gt=0,
         description="Seconds before Redis hands an unacknowledged task to another worker.",
+    )
+    dashboard_auth: SecretStr | None = Field(
+        None,
+        validation_alias="NX_EXPORT_DASHBOARD_AUTH",
+        description="user:password of the dashboard's basic auth; the dashboard needs it.",
     )
 
     @property

@@ -1,0 +1,103 @@
+"""``nx-export dashboard`` in a subprocess, and a headless Chromium to look at it."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import PROJECT_ROOT, free_port, wait_for, worker_env
+
+AUTH = ("ops", "dashboard-password-for-tests")
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@dataclass
+class Dashboard:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str, auth: Any = AUTH, **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", auth=auth, params=params, timeout=30)
+
+    def post(self, path: str, data: dict[str, str], auth: Any = AUTH) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", auth=auth, data=data, timeout=30)
+
+    def retry_token(self, job_id: str) -> str:
+        page = self.get(f"/jobs/{job_id}").text
+        found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert found, page
+        return found.group(1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+
+
+@contextmanager
+def running_dashboard(broker_url: str, log_dir: Path) -> Iterator[Dashboard]:
+    port = free_port()
+    env = worker_env(broker_url, None, NX_EXPORT_DASHBOARD_AUTH=":".join(AUTH))
+    log_path = log_dir / "dashboard.log"
+    command = [sys.executable, "-m", "worker.cli", "dashboard", "--port", str(port),
+               "--address", "127.0.0.1"]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    dashboard = Dashboard(f"http://127.0.0.1:{port}", process, log_path)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"dashboard exited with {process.returncode}:\n{dashboard.log()}")
+        try:
+            return httpx.get(f"{dashboard.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, interval=0.2)
+        yield dashboard
+    finally:
+        dashboard.stop()
+
+
+def chromium_missing() -> str | None:
+    if CHROMIUM and CHROMEDRIVER:
+        return None
+    return "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+
+
+def headless_chromium(width: int = 1400, height: int = 900) -> Any:
+    """Debian's chromium through its chromedriver, sending the dashboard's credentials."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", f"--window-size={width},{height}"):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    token = base64.b64encode(":".join(AUTH).encode()).decode()
+    # Every request of the page, fetch() included, carries the basic auth header.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
+    )
+    return driver
