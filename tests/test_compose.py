@@ -267,3 +267,20 @@ def _pings(client: Any) -> bool:
         return bool(client.ping())
     except redis_client.ConnectionError:
         return False
+
+
+def test_the_dashboard_is_optional_on_localhost_and_gets_its_auth_by_environment(
+    compose: Path, project: Path
+) -> None:
+    env = {**SECRETS, "NX_EXPORT_DASHBOARD_AUTH": "operator:dashboard-secret"}
+    done = run_compose(compose, project, "--profile", "dashboard", "config", "--format", "json",
+                       env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    dashboard = json.loads(done.stdout)["services"]["dashboard"]
+    assert dashboard["command"][:2] == ["nx-export", "dashboard"]
+    assert "dashboard-secret" not in " ".join(dashboard["command"])
+    assert dashboard["environment"]["NX_EXPORT_DASHBOARD_AUTH"] == "operator:dashboard-secret"
+    assert [port["host_ip"] for port in dashboard["ports"]] == ["127.0.0.1"]
+    assert "/healthz" in " ".join(dashboard["healthcheck"]["test"])
+    plain = run_compose(compose, project, "config", "--format", "json")
+    assert "dashboard" not in json.loads(plain.stdout)["services"]
