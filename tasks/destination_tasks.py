@@ -13,7 +13,8 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from destinations.errors import TransientExportError
+from destinations.errors import SlotsDeferredError, TransientExportError
+from tasks.call_log import RedisCallLog
 from tasks.messages import (
     InvalidContextError,
     context_from_message,
@@ -24,6 +25,7 @@ from tasks.messages import (
 )
 from tasks.retry_policy import retry_delay
 from tasks.runtime import job_store, local_registry
+from tasks.slot_waits import slot_waits, wait_for_slots
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +93,16 @@ def _export(
         if other != name and entry.get("result")
     }
     context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
+    store = job_store(self.app)
+    context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
     try:
         outcome = destination.export(context)
+    except SlotsDeferredError as error:
+        wait_for_slots(self, name, job_id, error)  # waiting for call slots costs no attempt
     except TransientExportError as error:
-        _retry_or_give_up(self, name, job_id, error, attempt)
+        waited, waited_in_run = slot_waits(self.app, job_id, name, self.request.id)
+        attempt -= waited
+        _retry_or_give_up(self, name, job_id, error, attempt, waited_in_run)
         return result_to_json(failure(name, f"gave up after {attempt} attempts: {error}"), name)
     except Exception as error:  # the contract says export never raises; a plugin broke it
         logger.exception(
@@ -105,14 +113,14 @@ def _export(
 
 
 def _retry_or_give_up(
-    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int
+    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int, waited: int
 ) -> None:
     """Raise Celery's Retry while attempts remain; return when they are used up."""
     policy = self.app.conf.nx_export_retry[name]
     if attempt >= int(policy["max_attempts"]):
         return
     countdown = retry_delay(
-        self.request.retries,
+        self.request.retries - waited,
         float(policy["backoff"]),
         float(policy["backoff_max"]),
         error.retry_after,
