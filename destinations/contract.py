@@ -15,6 +15,9 @@ What ``export`` may raise, and what the worker does with it:
   (``NX_EXPORT_BACKOFF_MAX_SECONDS``), up to ``NX_EXPORT_MAX_ATTEMPTS``
   attempts (both may be set per destination, ``NX_EXPORT_<NAME>_...``); after
   the last one it records a failure "gave up after N attempts: <message>".
+- ``SlotsDeferredError``, a ``TransientExportError`` for a wait that is not a
+  failure (the service's call slots are taken; nothing was sent): retried
+  after ``retry_after`` as often as needed, without using up an attempt.
 - Anything else (``PermanentExportError`` included) is a failure: the worker
   logs the traceback and records "<name> raised <type>: <message>", without a
   retry. Returning the failure as a result is the better way.
@@ -37,7 +40,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from destinations.errors import ExportError, PermanentExportError, TransientExportError
+from destinations.errors import (
+    ExportError,
+    PermanentExportError,
+    SlotsDeferredError,
+    TransientExportError,
+)
 
 __all__ = [
     "Activity",
@@ -49,6 +57,7 @@ __all__ = [
     "MemoryCallLog",
     "PermanentExportError",
     "ReservationEvent",
+    "SlotsDeferredError",
     "TransientExportError",
     "dependencies_of",
 ]
