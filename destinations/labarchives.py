@@ -211,8 +211,9 @@ class LabArchivesDestination:
         calls = len(missing) + int(any(resume.may_exist(key) for key in missing))
         if resume.done("page") is None:
             calls += 1 + int(resume.may_exist("page"))
-            if self.folders.get(nbid, (ROOT_FOLDER, context.instrument_pid)) is None:
-                calls += 1 if self.folders.get(nbid, (ROOT_FOLDER,)) else 2
+        # Not the folders: found or created once per instrument, by whichever export
+        # comes first. Slots reserved for them would go unused by every other record
+        # of a backlog; the rare calls beyond the reservation take the next free slots.
         return calls
 
     def _export_to_inbox(

@@ -37,6 +37,8 @@ SEND_MARGIN_SHARE = 0.05  # of the interval, for short (scaled-down) intervals
 TICKET_GRACE = 600.0
 # Reservations whose first slot is this many intervals past are over.
 PLAN_SPAN_CALLS = 64
+# How often a call woken too late for its slot takes the next one before going anyway.
+LATE_RETRIES = 3
 
 
 class SlotsDeferred(Exception):
@@ -200,7 +202,8 @@ class RedisCallLimiter:
     def __init__(self, client: Any, key: str, interval: float, max_wait: float) -> None:
         self.client = client
         self.key = key
-        self.interval = interval + send_margin(interval) if interval > 0 else 0.0
+        self.margin = send_margin(interval) if interval > 0 else 0.0
+        self.interval = interval + self.margin
         self.max_wait = max_wait
         self._interval_ms = math.ceil(self.interval * 1000)
         self._reserve = client.register_script(_RESERVE)
@@ -234,7 +237,8 @@ class RedisCallLimiter:
         if int(deferred):
             raise SlotsDeferred(int(wait_ms) / 1000)
         reservation = member.decode() if isinstance(member, bytes) else str(member)
-        return _ReservedSlots(self, time.monotonic() + int(wait_ms) / 1000, reservation)
+        first = None if ticket else time.monotonic() + int(wait_ms) / 1000
+        return _ReservedSlots(self, reservation, first)
 
     def claim(self) -> float:
         """Take the next free call slot; the seconds until it."""
@@ -250,21 +254,32 @@ class RedisCallLimiter:
 
 
 class _ReservedSlots:
-    """Sleep until the reservation's first slot; then every call claims the next call slot."""
+    """Every call claims the next free call slot; a caller without a ticket first waits its turn.
 
-    def __init__(self, limiter: RedisCallLimiter, first: float, reservation: str) -> None:
+    For a caller with a ticket the reservation only decided that its turn is
+    near (or deferred it until it is): it does not wait for its planned slot
+    when the service is free sooner, so slots that others left unused — handed
+    back, or passed while their holder was late — go to whoever is ready.
+    """
+
+    def __init__(self, limiter: RedisCallLimiter, reservation: str, first: float | None) -> None:
         self._limiter = limiter
-        self._first: float | None = first
         self._reservation: str | None = reservation
+        self._first = first
 
     def wait(self) -> None:
         if self._first is not None:
             delay, self._first = self._first - time.monotonic(), None
             if delay > 0:
                 time.sleep(delay)
-        delay = self._limiter.claim()
-        if delay > 0:
-            time.sleep(delay)
+        for _ in range(LATE_RETRIES):
+            slot = time.monotonic() + self._limiter.claim()
+            if slot > time.monotonic():
+                time.sleep(slot - time.monotonic())
+            # Woken later than the margin allows (a busy interpreter): sent now, the call
+            # could crowd the next slot, so it takes the next free one instead.
+            if not self._limiter.interval or time.monotonic() - slot <= self._limiter.margin:
+                return
 
     def release(self) -> None:
         if self._reservation is not None:
