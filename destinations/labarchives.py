@@ -238,11 +238,13 @@ class LabArchivesDestination:
     ) -> ExportResult:
         page_id, found = self._session_page(context, nbid, resume)
         state = PageState(page_id, resume.done("entry"), resume.done(xml_key))
-        if any(resume.may_exist(key) for key in ("entry", xml_key) if resume.done(key) is None):
+        look_for_entry = state.text_eid is None and resume.may_exist("entry")
+        look_for_xml = state.attachment_eid is None and resume.may_exist(xml_key)
+        if look_for_entry or look_for_xml:
             listed = self.tree.page_entries(nbid, page_id)
-            if state.text_eid is None and listed.text_eid:
+            if look_for_entry and listed.text_eid:
                 state.text_eid = resume.remember("entry", listed.text_eid)
-            if state.attachment_eid is None and listed.attachment_eid:
+            if look_for_xml and listed.attachment_eid:
                 state.attachment_eid = resume.remember(xml_key, listed.attachment_eid)
         if state.text_eid is None:
             state.text_eid = resume.create(
