@@ -3,6 +3,13 @@
 Uploads the XML against the current template, assigns it to the public
 workspace and, optionally, hands ownership to the session's user, as NexusLIMS
 does. Notebooks link to the record URL this destination returns.
+
+The uploaded record's id goes into the export's call log under the record's
+checksum, so a later attempt reuses it without searching. A record rebuilt
+between attempts has another checksum: it is uploaded as a new CDCS record
+(the result names the one it ``supersedes``), never skipped. Only when the log
+says an upload went out without an answer is CDCS searched, and only a record
+of this session (``destinations.cdcs_records``) is taken.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr
 
+from destinations.cdcs_records import OLDER, SAME, SessionRecord
 from destinations.confined import ConfinedReadError, read_record
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError
@@ -29,6 +37,7 @@ from destinations.http import (
     require_same_origin,
     validation_message,
 )
+from destinations.resume import Resume
 from destinations.service import failed, guarded_export, missing_setting
 from destinations.session_summary import session_user
 from destinations.settings import NxSettings
@@ -102,9 +111,13 @@ class CDCSDestination:
         """Upload the record; raise only ``TransientExportError``."""
         return guarded_export(self.name, context, self._export)
 
-    def find_existing(self, context: ExportContext) -> ExportResult | None:
-        """The record an earlier attempt uploaded (same title), if any."""
-        title = context.xml_file_path.stem
+    def find_existing(self, context: ExportContext, record: SessionRecord) -> ExportResult | None:
+        """The session's record with this content, if an earlier attempt uploaded it.
+
+        A record of the session with other content (an earlier build) is not
+        returned; its id is left in ``record.older``.
+        """
+        title = record.title
         body = {
             "query": {},
             "all": "true",
@@ -117,9 +130,12 @@ class CDCSDestination:
                 break
             answer = self._call("POST", url, "find record by title", json_body=body)
             records, url = _page_of(answer)
-            for record in records:
-                if isinstance(record, dict) and record.get("title") == title and "id" in record:
-                    return self._success(str(record["id"]), title, found_existing=True)
+            for candidate in records:
+                verdict = record.verdict(candidate) if isinstance(candidate, dict) else None
+                if verdict == SAME:
+                    return self._success(str(candidate["id"]), title, found_existing=True)
+                if verdict == OLDER:
+                    record.older = str(candidate["id"])
         return None
 
     def template_id(self, refresh: bool = False) -> str:
@@ -133,16 +149,26 @@ class CDCSDestination:
             return self._failure(f"cdcs: {exc}")
         except UnicodeDecodeError:
             return self._failure(f"cdcs: the record file {context.xml_file_path} is not UTF-8")
-        if context.metadata.get("export_attempt", 1) > 1:
-            existing = self.find_existing(context)
-            if existing is not None:
-                self._assign_to_workspace(str(existing.record_id))
-                return existing
-        record_id = self._upload(context.xml_file_path.stem, xml_text)
+        record = SessionRecord.of(context, xml_text)
+        resume = Resume(context)
+        key = f"record:{record.checksum[:16]}"
+        previous = resume.done("record")  # an earlier build uploaded by this job
+        record_id = resume.done(key)
+        existed = record_id is not None
+        if record_id is None and resume.may_exist(key):
+            found = self.find_existing(context, record)
+            if found is not None:
+                record_id, existed = resume.remember(key, str(found.record_id)), True
+        if record_id is None:
+            record_id = resume.create(key, lambda: self._upload(record.title, xml_text))
+        if previous != record_id:
+            resume.remember("record", record_id)
+        # Both are idempotent: repeated for a record an earlier attempt uploaded.
         self._assign_to_workspace(record_id)
         if self.settings.user_owned_records:
             self._give_to_user(record_id, context)
-        return self._success(record_id, context.xml_file_path.stem)
+        superseded = previous if previous not in (None, record_id) else record.older
+        return self._success(record_id, record.title, existed, superseded)
 
     def _upload(self, title: str, xml_text: str) -> str:
         call = "upload record"
@@ -250,13 +276,19 @@ class CDCSDestination:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.settings.token.get_secret_value()}"}
 
-    def _success(self, record_id: str, title: str, found_existing: bool = False) -> ExportResult:
+    def _success(
+        self, record_id: str, title: str, found_existing: bool = False,
+        supersedes: str | None = None,
+    ) -> ExportResult:  # fmt: skip
+        metadata: dict[str, Any] = {"title": title, "found_existing": found_existing}
+        if supersedes:
+            metadata["supersedes"] = supersedes
         return ExportResult(
             success=True,
             destination_name=self.name,
             record_id=record_id,
             record_url=f"{self._url('data')}?id={record_id}",
-            metadata={"title": title, "found_existing": found_existing},
+            metadata=metadata,
         )
 
     def _failure(self, message: str) -> ExportResult:

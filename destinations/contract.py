@@ -17,6 +17,9 @@ What ``export`` may raise, and what the worker does with it:
   ``NX_EXPORT_MAX_ATTEMPTS`` attempts (each may be set per destination,
   ``NX_EXPORT_<NAME>_...``); after
   the last one it records a failure "gave up after N attempts: <message>".
+- ``SlotsDeferredError``, a ``TransientExportError`` for a wait that is not a
+  failure (the service's call slots are taken; nothing was sent): retried
+  after ``retry_after`` as often as needed, without using up an attempt.
 - Anything else (``PermanentExportError`` included) is a failure: the worker
   logs the traceback and records "<name> raised <type>: <message>", without a
   retry. Returning the failure as a result is the better way.
@@ -29,6 +32,13 @@ and ``export`` then finds what it returned in ``context.prepared``. Whatever
 
 Messages end up in job records and logs: never put a secret in one.
 ``ExportError`` is the base of both error classes.
+
+``context.call_log`` remembers, per job and destination, the remote objects an
+export created (``record(key, id)`` as soon as each exists, ``get(key)`` on a
+later attempt), so a retry, a redelivery or ``nx-export retry`` resumes where
+the last attempt stopped instead of searching the service. The worker keeps it
+in Redis for the job's retention period; elsewhere (a direct call) a context
+gets a log in memory, which lasts as long as the context.
 """
 
 from __future__ import annotations
@@ -38,16 +48,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from destinations.errors import ExportError, PermanentExportError, TransientExportError
+from destinations.errors import (
+    ExportError,
+    PermanentExportError,
+    SlotsDeferredError,
+    TransientExportError,
+)
 
 __all__ = [
     "Activity",
+    "CallLog",
     "Destination",
     "ExportContext",
     "ExportError",
     "ExportResult",
+    "MemoryCallLog",
     "PermanentExportError",
     "ReservationEvent",
+    "SlotsDeferredError",
     "TransientExportError",
     "dependencies_of",
 ]
@@ -100,6 +118,33 @@ class ReservationEvent:
     user_last_name: str | None = None
 
 
+class CallLog(Protocol):
+    """What one export at one destination created so far, by key (e.g. ``"page"`` -> its id)."""
+
+    def get(self, key: str) -> str | None:
+        """The value recorded under ``key`` by this or an earlier attempt, or None."""
+        ...
+
+    def record(self, key: str, value: str) -> None:
+        """Remember ``value`` under ``key`` before going on (it must survive a crash after)."""
+        ...
+
+
+class MemoryCallLog:
+    """A call log that lasts as long as its context (direct calls, tests)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        """The value recorded under ``key``, or None."""
+        return self._values.get(key)
+
+    def record(self, key: str, value: str) -> None:
+        """Remember ``value`` under ``key``."""
+        self._values[key] = value
+
+
 @dataclass
 class ExportContext:
     """Everything a destination needs to export one record.
@@ -122,6 +167,18 @@ class ExportContext:
     activities: list[Activity] = field(default_factory=list)
     reservation_event: ReservationEvent | None = None
     prepared: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def call_log(self) -> CallLog:
+        """The call log of this export (not a field: it never travels in a message)."""
+        log: CallLog | None = self.__dict__.get("_call_log")
+        if log is None:
+            log = self.__dict__["_call_log"] = MemoryCallLog()
+        return log
+
+    @call_log.setter
+    def call_log(self, log: CallLog) -> None:
+        self.__dict__["_call_log"] = log
 
     def get_result(self, destination_name: str) -> ExportResult | None:
         """Return the result of a destination that already ran, or None."""

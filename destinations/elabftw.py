@@ -1,12 +1,16 @@
 """eLabFTW (REST API v2): one experiment per session, with the XML attached.
 
 Keeps NexusLIMS's title, HTML body, tags and extra fields, and links to the
-CDCS record when CDCS succeeded first. A tag ``nx-session:<session id>`` marks
-the experiment so a retried export finds it instead of creating a second one.
+CDCS record when CDCS succeeded first. The experiment and the XML upload (by
+the record's checksum) go into the export's call log as soon as they exist, so
+a later attempt adds only what is missing, without searching. A tag
+``nx-session:<session id>`` marks the experiment so an attempt whose create
+call went out without an answer finds it instead of creating a second one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from datetime import datetime
@@ -25,6 +29,7 @@ from destinations.http import (
     request,
     validation_message,
 )
+from destinations.resume import Resume
 from destinations.service import failed, guarded_export, missing_setting
 from destinations.session_summary import cdcs_url, session_summary_html, session_user
 from destinations.settings import NxSettings
@@ -115,15 +120,21 @@ class ELabFTWDestination:
             xml = read_record(context.xml_file_path)
         except ConfinedReadError as exc:
             return self._failure(f"elabftw: {exc}")
-        if context.metadata.get("export_attempt", 1) > 1:
-            existing = self._find_experiment_id(context)
-            if existing is not None:
-                if not self._has_xml_upload(existing):
-                    self._attach_xml(existing, context, xml)
-                return self._success(existing, found_existing=True)
-        experiment_id = self._create_experiment(context)
-        self._attach_xml(experiment_id, context, xml)
-        return self._success(experiment_id)
+        resume = Resume(context)
+        experiment_id, existed = resume.obtain(
+            "experiment",
+            lambda: self._create_experiment(context),
+            lambda: self._find_experiment_id(context),
+        )
+        # A rebuilt record has another checksum: it is attached too, never skipped.
+        xml_key = f"xml:{hashlib.sha256(xml).hexdigest()[:16]}"
+        upload = resume.done(xml_key)
+        if upload is None and existed and resume.may_exist(xml_key):
+            found = self._xml_upload_id(experiment_id)
+            upload = resume.remember(xml_key, found) if found else None
+        if upload is None:
+            resume.create(xml_key, lambda: self._attach_xml(experiment_id, context, xml))
+        return self._success(experiment_id, found_existing=existed)
 
     def _create_experiment(self, context: ExportContext) -> str:
         call = "create experiment"
@@ -144,13 +155,16 @@ class ELabFTWDestination:
         )
         return _id_from_location(response.headers.get("Location"), call)
 
-    def _attach_xml(self, experiment_id: str, context: ExportContext, xml: bytes) -> None:
-        request(
+    def _attach_xml(self, experiment_id: str, context: ExportContext, xml: bytes) -> str:
+        """Upload the XML; the upload's id (from ``Location``), or "attached" without one."""
+        response = request(
             "POST", self._api("experiments", experiment_id, "uploads"),
             destination=self.name, call="attach XML record", headers=self._headers(),
             files={"file": (context.xml_file_path.name, xml, "application/xml")},
             data={"comment": XML_COMMENT}, settings=self.http,
         )
+        location = (response.headers.get("Location") or "").rstrip("/").rsplit("/", 1)[-1]
+        return location if location.isdigit() else "attached"
 
     def _find_experiment_id(self, context: ExportContext) -> str | None:
         experiments = self._json(
@@ -164,13 +178,14 @@ class ELabFTWDestination:
                 return str(experiment["id"])
         return None
 
-    def _has_xml_upload(self, experiment_id: str) -> bool:
+    def _xml_upload_id(self, experiment_id: str) -> str | None:
+        """The id of an XML record already attached to the experiment, if any."""
         experiment = self._json("GET", self._api("experiments", experiment_id), "read experiment")
         uploads = experiment.get("uploads") if isinstance(experiment, dict) else None
-        return any(
-            isinstance(upload, dict) and upload.get("comment") == XML_COMMENT
-            for upload in uploads or []
-        )
+        for upload in uploads or []:
+            if isinstance(upload, dict) and upload.get("comment") == XML_COMMENT:
+                return str(upload.get("id") or "attached")
+        return None
 
     def _json(self, method: str, url: str, call: str, params: dict[str, Any] | None = None) -> Any:
         response = request(

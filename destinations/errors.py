@@ -33,3 +33,11 @@ class PermanentExportError(ExportError):
     Destinations return it as a failed result; one that escapes ``export()`` is
     recorded as a failure too, without a retry.
     """
+
+
+class SlotsDeferredError(TransientExportError):
+    """The service's call slots are taken for a while: come back after ``retry_after``.
+
+    Nothing was sent. The worker retries without using up an attempt, however
+    long the wait; the slots stay reserved for the export's return.
+    """

@@ -13,14 +13,21 @@ Given a Redis client (``use_redis``), the spacing holds across every worker
 process and host, and the folder ids are shared, so a record costs three calls
 once its folders exist. A record whose first call would wait longer than
 ``NX_LABARCHIVES_MAX_CALL_WAIT`` keeps its slots and asks to be retried near
-them, handing its worker thread to other destinations meanwhile.
+them (``SlotsDeferredError``), handing its worker thread to other destinations
+meanwhile; an export that ends any other way hands its kept slots back.
+
+Every page and entry is recorded in the export's call log as soon as it exists
+(the attachment under the record's checksum), so a later attempt adds only
+what is missing, without searching; it looks the page or an entry up only when
+the log says its create call went out without an answer.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
 from html import escape
 from typing import Any
 
@@ -29,14 +36,13 @@ from redis import RedisError
 
 from destinations.confined import ConfinedReadError, read_record
 from destinations.contract import ExportContext, ExportResult
-from destinations.errors import ExportError
+from destinations.errors import ExportError, SlotsDeferredError
 from destinations.http import HttpSettings, validation_message
 from destinations.labarchives_client import (
     LabArchivesClient,
     LabArchivesSettings,
     NodeMissing,
     process_limiter,
-    required_text,
 )
 from destinations.labarchives_folders import (
     FolderCache,
@@ -44,15 +50,16 @@ from destinations.labarchives_folders import (
     RedisFolderCache,
     account_hash,
 )
+from destinations.labarchives_tree import XML_CAPTION, NotebookTree, PageState
 from destinations.previews import Preview, read_previews
-from destinations.rate_limit import CallLimiter, RedisCallLimiter
+from destinations.rate_limit import CallLimiter, CallSlots, RedisCallLimiter
+from destinations.resume import Resume
 from destinations.service import failed, guarded_export, missing_setting
 from destinations.session_summary import session_summary_html
 
 logger = logging.getLogger(__name__)
 
 ROOT_FOLDER = "NexusLIMS Records"
-XML_CAPTION = "NexusLIMS XML record"
 INBOX = "0"
 
 
@@ -68,15 +75,6 @@ def notebook_base_url(api_url: str) -> str:
     path = path.removesuffix("/api")
     host = "mynotebook.labarchives.com" if url.host == "api.labarchives.com" else url.host
     return str(url.copy_with(host=host, path=path or "/")).rstrip("/")
-
-
-@dataclass
-class _PageState:
-    """What a notebook already holds for a session."""
-
-    page_id: str | None = None
-    text_eid: str | None = None
-    attachment_eid: str | None = None
 
 
 class LabArchivesDestination:
@@ -95,6 +93,7 @@ class LabArchivesDestination:
             HttpSettings(),
             limiter or process_limiter(self.settings.min_call_interval),
         )
+        self.tree = NotebookTree(self.client)
         self.folders: FolderCache = folders or MemoryFolderCache(
             self.settings.folder_cache_seconds
         )
@@ -139,12 +138,27 @@ class LabArchivesDestination:
 
     def export(self, context: ExportContext) -> ExportResult:
         """Write the session page; raise only ``TransientExportError``."""
-        return guarded_export(
-            self.name,
-            context,
-            self._export,
-            transient={RedisError: "the shared call limiter (Redis) is unavailable"},
-        )
+        job = context.metadata.get("export_job_id")
+        try:
+            return guarded_export(
+                self.name,
+                context,
+                self._export,
+                transient={RedisError: "the shared call limiter (Redis) is unavailable"},
+            )
+        except SlotsDeferredError:
+            job = None  # the slots stay reserved for the retry
+            raise
+        finally:
+            if job:
+                self._hand_back(str(job))
+
+    def _hand_back(self, job: str) -> None:
+        """Give back slots kept for ``job``: it ended without coming back for them."""
+        try:
+            self.client.abandon(job)
+        except RedisError as exc:
+            logger.warning("labarchives: could not hand back the call slots of %s: %r", job, exc)
 
     def find_existing(self, context: ExportContext) -> ExportResult | None:
         """The summary entry an earlier attempt wrote for this session, if any.
@@ -154,11 +168,12 @@ class LabArchivesDestination:
         nbid = self.settings.notebook_id
         if not nbid:
             return None
-        folder = self._find_node(nbid, "0", ROOT_FOLDER, is_page=False)
-        instrument = folder and self._find_node(nbid, folder, context.instrument_pid, False)
+        folder = self.tree.find_node(nbid, "0", ROOT_FOLDER, is_page=False)
+        instrument = folder and self.tree.find_node(nbid, folder, context.instrument_pid, False)
         if not instrument:
             return None
-        state = self._page_state(nbid, instrument, context)
+        page_id = self.tree.find_node(nbid, instrument, page_name(context), True)
+        state = self.tree.page_entries(nbid, page_id) if page_id else PageState()
         if state.page_id is None or state.text_eid is None:
             return None
         return self._success(nbid, state, found_existing=True)
@@ -169,65 +184,99 @@ class LabArchivesDestination:
         except ConfinedReadError as exc:
             return self._failure(f"labarchives: {exc}")
         nbid = self.settings.notebook_id
-        retry = context.metadata.get("export_attempt", 1) > 1
+        resume = Resume(context)
+        xml_key = f"xml:{hashlib.sha256(xml).hexdigest()[:16]}"
         job = context.metadata.get("export_job_id")
-        calls = self._expected_calls(nbid, context, retry)
-        with self.client.reserved(calls, str(job) if job else None) as slots:
+        calls = self._expected_calls(nbid, context, resume, xml_key)
+        # Nothing left to call when earlier attempts created it all.
+        slots: AbstractContextManager[CallSlots | None] = (
+            self.client.reserved(calls, str(job) if job else None) if calls else nullcontext()
+        )
+        with slots:
             if not nbid:
-                return self._export_to_inbox(context, xml, retry)
-            # An attempt that was only deferred made no call: nothing to look up.
-            return self._export_to_notebook(context, xml, nbid, retry and not slots.resumed)
+                return self._export_to_inbox(context, xml, resume, xml_key)
+            return self._export_to_notebook(context, xml, nbid, resume, xml_key)
 
-    def _expected_calls(self, nbid: str | None, context: ExportContext, retry: bool) -> int:
+    def _expected_calls(
+        self, nbid: str | None, context: ExportContext, resume: Resume, xml_key: str
+    ) -> int:
         """The calls this export will make, so their slots are reserved together."""
+        missing = [key for key in ("entry", xml_key) if resume.done(key) is None]
         if not nbid:
-            return 2
-        lookups = 2 if retry else 0
-        if self.folders.get(nbid, (ROOT_FOLDER, context.instrument_pid)) is None:
-            lookups += 1 if self.folders.get(nbid, (ROOT_FOLDER,)) else 2
-        return 3 + lookups
+            return len(missing)
+        calls = len(missing) + int(any(resume.may_exist(key) for key in missing))
+        if resume.done("page") is None:
+            calls += 1 + int(resume.may_exist("page"))
+        # Not the folders: found or created once per instrument, by whichever export
+        # comes first. Slots reserved for them would go unused by every other record
+        # of a backlog; the rare calls beyond the reservation take the next free slots.
+        return calls
 
-    def _export_to_inbox(self, context: ExportContext, xml: bytes, retry: bool) -> ExportResult:
-        if retry:
+    def _export_to_inbox(
+        self, context: ExportContext, xml: bytes, resume: Resume, xml_key: str
+    ) -> ExportResult:
+        if resume.may_exist("entry") or resume.may_exist(xml_key):
             logger.warning("labarchives: the Inbox cannot be searched; %s may appear twice",
                            context.session_identifier)
-        state = _PageState(page_id=INBOX)
-        state.text_eid = self._add_entry(INBOX, INBOX, summary_html(context))
-        state.attachment_eid = self._attach(INBOX, INBOX, context.xml_file_path.name, xml)
-        return self._success(INBOX, state)
+        state = PageState(page_id=INBOX, text_eid=resume.done("entry"))
+        found = state.text_eid is not None
+        if state.text_eid is None:
+            state.text_eid = resume.create(
+                "entry", lambda: self.tree.add_entry(INBOX, INBOX, summary_html(context))
+            )
+        state.attachment_eid = resume.done(xml_key) or resume.create(
+            xml_key, lambda: self.tree.attach(INBOX, INBOX, context.xml_file_path.name, xml)
+        )
+        return self._success(INBOX, state, found_existing=found)
 
     def _export_to_notebook(
-        self, context: ExportContext, xml: bytes, nbid: str, look_up: bool
+        self, context: ExportContext, xml: bytes, nbid: str, resume: Resume, xml_key: str
     ) -> ExportResult:
-        state, page_id, found = self._session_page(context, nbid, look_up)
+        page_id, found = self._session_page(context, nbid, resume)
+        state = PageState(page_id, resume.done("entry"), resume.done(xml_key))
+        look_for_entry = state.text_eid is None and resume.may_exist("entry")
+        look_for_xml = state.attachment_eid is None and resume.may_exist(xml_key)
+        if look_for_entry or look_for_xml:
+            listed = self.tree.page_entries(nbid, page_id)
+            if look_for_entry and listed.text_eid:
+                state.text_eid = resume.remember("entry", listed.text_eid)
+            if look_for_xml and listed.attachment_eid:
+                state.attachment_eid = resume.remember(xml_key, listed.attachment_eid)
         if state.text_eid is None:
-            state.text_eid = self._add_entry(nbid, page_id, summary_html(context))
+            state.text_eid = resume.create(
+                "entry", lambda: self.tree.add_entry(nbid, page_id, summary_html(context))
+            )
         if state.attachment_eid is None:
-            state.attachment_eid = self._attach(nbid, page_id, context.xml_file_path.name, xml)
+            state.attachment_eid = resume.create(
+                xml_key, lambda: self.tree.attach(nbid, page_id, context.xml_file_path.name, xml)
+            )
         return self._success(nbid, state, found_existing=found)
 
     def _session_page(
-        self, context: ExportContext, nbid: str, look_up: bool
-    ) -> tuple[_PageState, str, bool]:
-        """The session's page (found on a retry, else created) and whether it was found."""
+        self, context: ExportContext, nbid: str, resume: Resume
+    ) -> tuple[str, bool]:
+        """The session's page id (logged, found, or created) and whether it existed."""
+        logged = resume.done("page")
+        if logged is not None:
+            return logged, True
         try:
-            return self._find_or_insert_page(context, nbid, look_up)
+            return self._find_or_insert_page(context, nbid, resume)
         except NodeMissing:
             # A remembered folder was deleted or moved: find the folders again, once.
             self.folders.drop(nbid)
-            return self._find_or_insert_page(context, nbid, look_up)
+            return self._find_or_insert_page(context, nbid, resume)
 
     def _find_or_insert_page(
-        self, context: ExportContext, nbid: str, look_up: bool
-    ) -> tuple[_PageState, str, bool]:
-        instrument = self._instrument_folder(nbid, context.instrument_pid)
-        state = self._page_state(nbid, instrument, context) if look_up else _PageState()
-        if state.page_id is not None:
-            return state, state.page_id, True
-        state.page_id = self._insert_node(nbid, instrument, page_name(context), is_folder=False)
-        return state, state.page_id, False
+        self, context: ExportContext, nbid: str, resume: Resume
+    ) -> tuple[str, bool]:
+        instrument = self._instrument_folder(nbid, context.instrument_pid, resume)
+        return resume.obtain(
+            "page",
+            lambda: self.tree.insert_node(nbid, instrument, page_name(context), is_folder=False),
+            lambda: self.tree.find_node(nbid, instrument, page_name(context), is_page=True),
+        )
 
-    def _instrument_folder(self, nbid: str, instrument_pid: str) -> str:
+    def _instrument_folder(self, nbid: str, instrument_pid: str, resume: Resume) -> str:
         """The instrument folder's tree id: remembered, found, or created."""
         path = (ROOT_FOLDER, instrument_pid)
         cached = self.folders.get(nbid, path)
@@ -235,76 +284,33 @@ class LabArchivesDestination:
             return cached
         # Two workers meeting a new instrument at once must not both create its folder.
         with self.folders.creating(nbid):
-            return self.folders.get(nbid, path) or self._find_or_create_folders(nbid, path)
+            return self.folders.get(nbid, path) or self._find_or_create_folders(
+                nbid, path, resume
+            )
 
-    def _find_or_create_folders(self, nbid: str, path: tuple[str, str]) -> str:
+    def _find_or_create_folders(self, nbid: str, path: tuple[str, str], resume: Resume) -> str:
+        # Folders are shared by every record: found first (under a lock), and logged if created.
         root = self.folders.get(nbid, (ROOT_FOLDER,))
         root_created = False
         if root is None:
             root, root_created = self._ensure_folder(nbid, "0", ROOT_FOLDER)
+            if root_created:
+                resume.remember(f"folder:{ROOT_FOLDER}", root)
             self.folders.put(nbid, (ROOT_FOLDER,), root)
-        instrument, _ = self._ensure_folder(nbid, root, path[1], known_empty=root_created)
+        instrument, created = self._ensure_folder(nbid, root, path[1], known_empty=root_created)
+        if created:
+            resume.remember(f"folder:{ROOT_FOLDER}/{path[1]}", instrument)
         self.folders.put(nbid, path, instrument)
         return instrument
-
-    def _page_state(self, nbid: str, instrument: str, context: ExportContext) -> _PageState:
-        state = _PageState(page_id=self._find_node(nbid, instrument, page_name(context), True))
-        if state.page_id is None:
-            return state
-        answer = self.client.call("GET", "tree_tools", "get_entries_for_page", "list page entries",
-                            {"nbid": nbid, "page_tree_id": state.page_id, "entry_data": "false"})
-        for entry in answer.iter("entry"):
-            eid = entry.findtext("eid")
-            part_type = (entry.findtext("part-type") or "").lower()
-            if eid and part_type == "text entry" and state.text_eid is None:
-                state.text_eid = eid
-            elif eid and "attachment" in part_type and state.attachment_eid is None:
-                state.attachment_eid = eid
-        return state
 
     def _ensure_folder(
         self, nbid: str, parent: str, text: str, known_empty: bool = False
     ) -> tuple[str, bool]:
         """The folder's tree id and whether it was created (a new folder has no children)."""
-        existing = None if known_empty else self._find_node(nbid, parent, text, is_page=False)
+        existing = None if known_empty else self.tree.find_node(nbid, parent, text, is_page=False)
         if existing:
             return existing, False
-        return self._insert_node(nbid, parent, text, is_folder=True), True
-
-    def _find_node(self, nbid: str, parent: str, text: str, is_page: bool) -> str | None:
-        answer = self.client.call("GET", "tree_tools", "get_tree_level", "list notebook level",
-                            {"nbid": nbid, "parent_tree_id": parent})
-        for node in answer.iter("level-node"):
-            node_is_page = (node.findtext("is-page") or "").strip().lower() == "true"
-            if node.findtext("display-text") == text and node_is_page == is_page:
-                tree_id = node.findtext("tree-id")
-                if tree_id:
-                    return tree_id
-        return None
-
-    def _insert_node(self, nbid: str, parent: str, text: str, is_folder: bool) -> str:
-        call = "create folder" if is_folder else "create page"
-        answer = self.client.call("GET", "tree_tools", "insert_node", call, {
-            "nbid": nbid, "parent_tree_id": parent, "display_text": text,
-            "is_folder": "true" if is_folder else "false",
-        })
-        return required_text(answer, "tree-id", call)
-
-    def _add_entry(self, nbid: str, page_id: str, html: str) -> str:
-        call = "add summary entry"
-        answer = self.client.call("POST", "entries", "add_entry", call, {}, data={
-            "nbid": nbid, "pid": page_id, "entry_data": html, "part_type": "text entry",
-        })
-        return required_text(answer, "eid", call)
-
-    def _attach(self, nbid: str, page_id: str, filename: str, content: bytes) -> str:
-        call = "attach XML record"
-        answer = self.client.call(
-            "POST", "entries", "add_attachment", call,
-            {"nbid": nbid, "pid": page_id, "filename": filename, "caption": XML_CAPTION},
-            content=content,
-        )
-        return required_text(answer, "eid", call)
+        return self.tree.insert_node(nbid, parent, text, is_folder=True), True
 
     def _required(self) -> list[tuple[str, str]]:
         return [
@@ -314,7 +320,7 @@ class LabArchivesDestination:
             ("NX_LABARCHIVES_USER_ID", self.settings.user_id),
         ]
 
-    def _success(self, nbid: str, state: _PageState, found_existing: bool = False) -> ExportResult:
+    def _success(self, nbid: str, state: PageState, found_existing: bool = False) -> ExportResult:
         base = notebook_base_url(self.settings.url)
         url = base if nbid == INBOX else f"{base}/#/{nbid}/{state.page_id}"
         return ExportResult(

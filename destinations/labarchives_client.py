@@ -21,7 +21,7 @@ from xml.etree.ElementTree import Element
 
 from pydantic import Field, SecretStr
 
-from destinations.errors import PermanentExportError, TransientExportError
+from destinations.errors import PermanentExportError, SlotsDeferredError
 from destinations.http import (
     CredentialsRefused,
     HttpSettings,
@@ -104,9 +104,9 @@ class LabArchivesClient:
     def reserved(self, calls: int, job: str | None) -> Iterator[CallSlots]:
         """Reserve the slots of this thread's next ``calls`` calls; release them after.
 
-        Raises ``TransientExportError`` (with ``retry_after``) when the first
+        Raises ``SlotsDeferredError`` (with ``retry_after``) when the first
         slot is further away than ``NX_LABARCHIVES_MAX_CALL_WAIT``; the slots
-        then stay reserved for ``job``'s retry.
+        then stay reserved for ``job``'s retry (``abandon(job)`` hands them back).
         """
         get_client(self.http)  # set up before the first slot, not after it
         slots = self._reserve(calls, job)
@@ -122,12 +122,16 @@ class LabArchivesClient:
             return self.limiter.reserve(calls, job)
         except SlotsDeferred as deferred:
             # Come back a little before the slots, which stay reserved for this job.
-            raise TransientExportError(
+            raise SlotsDeferredError(
                 f"labarchives: waiting for a call slot (one call per "
                 f"{self.settings.min_call_interval:g} s across all workers); "
                 f"next slot in {deferred.wait:.0f} s",
                 retry_after=max(0.0, deferred.wait - self.settings.max_call_wait / 2),
             ) from None
+
+    def abandon(self, job: str) -> None:
+        """Hand back the slots kept for ``job``'s return, if any."""
+        self.limiter.abandon(job)
 
     def call(
         self,
@@ -143,7 +147,13 @@ class LabArchivesClient:
         akid = self.settings.access_key_id.get_secret_value()
         password = self.settings.access_password.get_secret_value()
         slots: CallSlots | None = getattr(self._local, "slots", None)
-        (slots or self.limiter.reserve(1)).wait()
+        if slots is None:
+            # A call outside an export (the settings check): a slot of its own.
+            own = self.limiter.reserve(1)
+            own.wait()
+            own.release()
+        else:
+            slots.wait()
         expires = str(int(time.time() * 1000))
         signed = {
             "akid": akid,

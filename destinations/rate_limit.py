@@ -5,22 +5,40 @@ each before calling. ``MinIntervalLimiter`` spaces the threads of one process;
 ``RedisCallLimiter`` spaces every process on every host that shares a Redis,
 using the Redis server's clock so hosts whose clocks differ still agree.
 
-A long wait is not slept: ``reserve`` raises ``SlotsDeferred`` with the wait
-and, given a ticket, keeps the slots for the caller's return, so a task can
-hand its worker thread back and come back when its turn is near.
+``RedisCallLimiter`` keeps two things in Redis:
+
+- the *plan*: every reservation (its first slot and number of calls). A new
+  one takes the first gap long enough from now on, so slots handed back —
+  unused, or of a caller that gave up — are used again, never left idle
+  behind the backlog;
+- the *next call time*: each call claims it when it is about to go. This alone
+  spaces the calls, so a caller that comes back late for its slots goes at the
+  next free call slot instead of queuing behind the backlog again.
+
+A long wait is not slept: given a ticket, ``reserve`` raises ``SlotsDeferred``
+with the wait and keeps the slots under the ticket for the caller's return,
+so a task can hand its worker thread back and come back when its turn is near.
+``abandon(ticket)`` hands such slots back.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+import uuid
 from typing import Any, Protocol
 
 # A call leaves a few milliseconds after its slot (signing, a busy interpreter),
 # and the next may leave right on time: the margin keeps arrivals an interval apart.
 SEND_MARGIN = 0.05
+SEND_MARGIN_SHARE = 0.05  # of the interval, for short (scaled-down) intervals
 # How long a deferred caller's slots are kept after their time, for a late return.
 TICKET_GRACE = 600.0
+# Reservations whose first slot is this many intervals past are over.
+PLAN_SPAN_CALLS = 64
+# How often a call woken too late for its slot takes the next one before going anyway.
+LATE_RETRIES = 3
 
 
 class SlotsDeferred(Exception):
@@ -34,14 +52,12 @@ class SlotsDeferred(Exception):
 class CallSlots(Protocol):
     """The slots reserved for one piece of work."""
 
-    resumed: bool
-
     def wait(self) -> None:
-        """Block until the next call may go (past the reserved slots, take a new one)."""
+        """Block until the next call may go."""
         ...
 
     def release(self) -> None:
-        """Give back slots that were not used, when nobody reserved after them."""
+        """Give back the reserved slots that were not used."""
         ...
 
 
@@ -51,6 +67,15 @@ class CallLimiter(Protocol):
     def reserve(self, calls: int, ticket: str | None = None) -> CallSlots:
         """Reserve ``calls`` slots; may raise ``SlotsDeferred`` when a ticket is given."""
         ...
+
+    def abandon(self, ticket: str) -> None:
+        """Hand back the slots kept for ``ticket``, if any: its holder will not come for them."""
+        ...
+
+
+def send_margin(interval: float) -> float:
+    """The margin added to the interval: 50 ms, or 5 % of a shorter interval."""
+    return min(SEND_MARGIN, interval * SEND_MARGIN_SHARE)
 
 
 class MinIntervalLimiter:
@@ -78,10 +103,11 @@ class MinIntervalLimiter:
         """Slots taken one by one at call time; never deferred."""
         return _EachCall(self)
 
+    def abandon(self, ticket: str) -> None:
+        """Nothing is kept for later in one process."""
+
 
 class _EachCall:
-    resumed = False
-
     def __init__(self, limiter: MinIntervalLimiter) -> None:
         self._limiter = limiter
 
@@ -92,48 +118,66 @@ class _EachCall:
         pass
 
 
-# KEYS: next free slot (ms, Redis clock), the caller's ticket ("" for none).
-# ARGV: interval ms, calls, longest wait ms (-1: never defer), ticket grace ms.
-# Returns {ms until the first slot, deferred 0/1, resumed 0/1, end of the slots, slots held}.
-# A ticket holds "first slot:count", so a caller back with more calls than it
-# reserved takes the rest one by one instead of overlapping someone else's slots.
+# KEYS: the plan (sorted set "<token>|<calls>" by first slot, ms on the Redis clock),
+#       the caller's ticket ("" for none).
+# ARGV: interval ms, calls, longest wait ms (-1: never defer), ticket grace ms, token, span ms.
+# Returns {ms until the first slot, deferred 0/1, the reservation}.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval, calls = tonumber(ARGV[1]), tonumber(ARGV[2])
-local max_wait, grace = tonumber(ARGV[3]), tonumber(ARGV[4])
-local resumed = 0
+local max_wait, grace, span = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
 if KEYS[2] ~= '' then
-  local ticket = redis.call('GET', KEYS[2])
-  if ticket then
-    resumed = 1
-    local first, count = string.match(ticket, '(%d+):(%d+)')
-    first, count = tonumber(first), tonumber(count)
-    if first >= now then
-      if max_wait >= 0 and first - now > max_wait then
-        return {first - now, 1, 1, 0, 0}
-      end
-      redis.call('DEL', KEYS[2])
-      return {first - now, 0, 1, first + count * interval, count}
+  local kept = redis.call('GET', KEYS[2])
+  if kept then
+    local first = tonumber(redis.call('ZSCORE', KEYS[1], kept) or now)
+    if max_wait >= 0 and first - now > max_wait then
+      return {first - now, 1, kept}
     end
+    -- On time, or late: a late caller goes now, each call at the next free call slot.
     redis.call('DEL', KEYS[2])
+    return {math.max(0, first - now), 0, kept}
   end
 end
-local free = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(now, free)
-local finish = slot + calls * interval
-redis.call('SET', KEYS[1], finish, 'PX', finish - now + 60000)
-if max_wait >= 0 and slot - now > max_wait and KEYS[2] ~= '' then
-  redis.call('SET', KEYS[2], slot .. ':' .. calls, 'PX', slot - now + grace)
-  return {slot - now, 1, resumed, 0, 0}
+local need = calls * interval
+local slot = now
+local plan = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'WITHSCORES')
+for i = 1, #plan, 2 do
+  local first = tonumber(plan[i + 1])
+  if first - slot >= need then break end
+  local count = tonumber(string.match(plan[i], '|(%d+)$')) or 1
+  slot = math.max(slot, first + count * interval)
 end
-return {slot - now, 0, resumed, finish, calls}
+local member = ARGV[5] .. '|' .. calls
+redis.call('ZADD', KEYS[1], slot, member)
+local keep = slot - now + need + span + 60000
+if redis.call('PTTL', KEYS[1]) < keep then
+  redis.call('PEXPIRE', KEYS[1], keep)
+end
+if max_wait >= 0 and slot - now > max_wait and KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], member, 'PX', slot - now + grace)
+  return {slot - now, 1, member}
+end
+return {slot - now, 0, member}
 """
 
-# Hand unused slots back only if nobody reserved after them (the free slot is still ours).
-_RELEASE = """
-if tonumber(redis.call('GET', KEYS[1]) or '-1') == tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+# KEYS: the next call time (ms, Redis clock). ARGV: interval ms. Returns ms until this call.
+_CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], at + interval, 'PX', at - now + interval + 60000)
+return at - now
+"""
+
+# KEYS: the plan, the ticket. Drops the ticket and its reservation.
+_ABANDON = """
+local kept = redis.call('GET', KEYS[2])
+if kept then
+  redis.call('ZREM', KEYS[1], kept)
+  redis.call('DEL', KEYS[2])
   return 1
 end
 return 0
@@ -148,9 +192,9 @@ class RedisCallLimiter:
     client
         A redis-py client.
     key
-        The Redis key of the next free slot; one per service account.
+        The prefix of the limiter's Redis keys; one per service account.
     interval
-        Seconds between calls (``SEND_MARGIN`` is added).
+        Seconds between calls (``send_margin`` is added).
     max_wait
         The longest wait for a first slot that is slept rather than deferred.
     """
@@ -158,62 +202,86 @@ class RedisCallLimiter:
     def __init__(self, client: Any, key: str, interval: float, max_wait: float) -> None:
         self.client = client
         self.key = key
-        self.interval = interval + SEND_MARGIN if interval > 0 else 0.0
+        self.margin = send_margin(interval) if interval > 0 else 0.0
+        self.interval = interval + self.margin
         self.max_wait = max_wait
+        self._interval_ms = math.ceil(self.interval * 1000)
         self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
+        self._claim = client.register_script(_CLAIM)
+        self._abandon = client.register_script(_ABANDON)
+
+    @property
+    def plan_key(self) -> str:
+        return f"{self.key}:plan"
+
+    def ticket_key(self, ticket: str) -> str:
+        return f"{self.key}:ticket:{ticket}"
 
     def reserve(self, calls: int, ticket: str | None = None) -> CallSlots:
-        """Reserve ``calls`` consecutive slots.
+        """Reserve ``calls`` consecutive slots in the first free gap from now.
 
         With a ticket, a first slot more than ``max_wait`` away raises
         ``SlotsDeferred`` and the slots stay reserved under the ticket until the
         caller comes back with it. Without one, the caller always waits.
         """
-        ticket_key = f"{self.key}:ticket:{ticket}" if ticket else ""
-        wait_ms, deferred, resumed, finish, held = self._run(
-            calls, ticket_key, -1 if not ticket else int(self.max_wait * 1000)
-        )
-        if deferred:
-            raise SlotsDeferred(wait_ms / 1000)
-        first = time.monotonic() + wait_ms / 1000
-        return _ReservedSlots(self, first, held, finish, bool(resumed))
+        ticket_key = self.ticket_key(ticket) if ticket else ""
+        args = [
+            self._interval_ms,
+            max(1, min(calls, PLAN_SPAN_CALLS)),
+            int(self.max_wait * 1000) if ticket else -1,
+            int(TICKET_GRACE * 1000),
+            ticket_key or uuid.uuid4().hex,
+            PLAN_SPAN_CALLS * self._interval_ms,
+        ]
+        wait_ms, deferred, member = self._reserve(keys=[self.plan_key, ticket_key], args=args)
+        if int(deferred):
+            raise SlotsDeferred(int(wait_ms) / 1000)
+        reservation = member.decode() if isinstance(member, bytes) else str(member)
+        first = None if ticket else time.monotonic() + int(wait_ms) / 1000
+        return _ReservedSlots(self, reservation, first)
 
-    def _run(self, calls: int, ticket_key: str, max_wait_ms: int) -> list[int]:
-        args = [int(self.interval * 1000), calls, max_wait_ms, int(TICKET_GRACE * 1000)]
-        return [int(value) for value in self._reserve(keys=[self.key, ticket_key], args=args)]
+    def claim(self) -> float:
+        """Take the next free call slot; the seconds until it."""
+        return int(self._claim(keys=[f"{self.key}:next"], args=[self._interval_ms])) / 1000
 
-    def give_back(self, finish: int, unused: int) -> None:
-        """Move the free slot back by ``unused`` slots if ``finish`` is still the last one."""
-        self._release(keys=[self.key], args=[finish, finish - unused * int(self.interval * 1000)])
+    def abandon(self, ticket: str) -> None:
+        """Hand back the slots kept for ``ticket``."""
+        self._abandon(keys=[self.plan_key, self.ticket_key(ticket)])
+
+    def give_back(self, reservation: str) -> None:
+        """Drop a reservation from the plan: its remaining slots are free again."""
+        self.client.zrem(self.plan_key, reservation)
 
 
 class _ReservedSlots:
-    def __init__(
-        self, limiter: RedisCallLimiter, first: float, calls: int, finish: int, resumed: bool
-    ) -> None:
+    """Every call claims the next free call slot; a caller without a ticket first waits its turn.
+
+    For a caller with a ticket the reservation only decided that its turn is
+    near (or deferred it until it is): it does not wait for its planned slot
+    when the service is free sooner, so slots that others left unused — handed
+    back, or passed while their holder was late — go to whoever is ready.
+    """
+
+    def __init__(self, limiter: RedisCallLimiter, reservation: str, first: float | None) -> None:
         self._limiter = limiter
-        self._next = first
-        self._left = calls
-        self._finish = finish
-        self.resumed = resumed
+        self._reservation: str | None = reservation
+        self._first = first
 
     def wait(self) -> None:
-        delay = self._next - time.monotonic()
-        if self._left > 0 and delay < -SEND_MARGIN / 2:
-            # Too late for this slot: a call sent now would crowd the next slot, ours
-            # or another worker's. Drop what is left and queue like any other call.
-            self._left = 0
-        if self._left <= 0:
-            # More calls than reserved (a folder to create), or late: one more slot.
-            self._limiter.reserve(1).wait()
-            return
-        if delay > 0:
-            time.sleep(delay)
-        self._next += self._limiter.interval
-        self._left -= 1
+        if self._first is not None:
+            delay, self._first = self._first - time.monotonic(), None
+            if delay > 0:
+                time.sleep(delay)
+        for _ in range(LATE_RETRIES):
+            slot = time.monotonic() + self._limiter.claim()
+            if slot > time.monotonic():
+                time.sleep(slot - time.monotonic())
+            # Woken later than the margin allows (a busy interpreter): sent now, the call
+            # could crowd the next slot, so it takes the next free one instead.
+            if not self._limiter.interval or time.monotonic() - slot <= self._limiter.margin:
+                return
 
     def release(self) -> None:
-        if self._left > 0 and self._finish:
-            self._limiter.give_back(self._finish, self._left)
-            self._left = 0
+        if self._reservation is not None:
+            self._limiter.give_back(self._reservation)
+            self._reservation = None

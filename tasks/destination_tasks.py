@@ -14,9 +14,10 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from destinations.errors import TransientExportError
+from destinations.errors import SlotsDeferredError, TransientExportError
 from destinations.names import task_name
 from destinations.plan import ExportPlan
+from tasks.call_log import RedisCallLog
 from tasks.canvas import EXPORT, PREPARE
 from tasks.followers import JobRun, start_followers, start_if_ready
 from tasks.job_model import JobRecord
@@ -31,6 +32,7 @@ from tasks.messages import (
 )
 from tasks.retry_policy import RetryPolicy, retry_delay
 from tasks.runtime import job_store, local_registry
+from tasks.slot_waits import slot_waits, wait_for_slots
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +136,16 @@ def _export(
     context.previous_results = _previous_results(name, graph, stored)
     context.prepared = job_store(self.app).prepared(job_id, name) or {}
     context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
+    store = job_store(self.app)
+    context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
     try:
         outcome = destination.export(context)
+    except SlotsDeferredError as error:
+        wait_for_slots(self, name, job_id, error)  # waiting for call slots costs no attempt
     except TransientExportError as error:
-        _retry_or_give_up(self, name, job_id, error, attempt)
+        waited, waited_in_run = slot_waits(self.app, job_id, name, self.request.id)
+        attempt -= waited
+        _retry_or_give_up(self, name, job_id, error, attempt, waited_in_run)
         return result_to_json(failure(name, f"gave up after {attempt} attempts: {error}"), name)
     except Exception as error:  # the contract allows only TransientExportError; a plugin broke it
         logger.exception(
@@ -164,14 +172,14 @@ def _previous_results(name: str, graph: ExportPlan, stored: JobRecord) -> dict[s
 
 
 def _retry_or_give_up(
-    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int
+    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int, waited: int
 ) -> None:
     """Raise Celery's Retry while attempts remain; return when they are used up."""
     policy: RetryPolicy = self.app.conf.nx_export_retry[name]
     if attempt >= policy.max_attempts:
         return
     countdown = retry_delay(
-        self.request.retries,
+        self.request.retries - waited,
         policy.backoff,
         policy.backoff_max,
         error.retry_after,

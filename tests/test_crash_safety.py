@@ -72,7 +72,8 @@ def test_sigkilled_workers_lose_no_job_and_duplicate_nothing(
         if not job.satisfied
     ]
     titles = [record["title"] for record in cdcs.records.values()]
-    assert sorted(titles) == sorted(f"crash-{number}" for number in range(JOBS))
+    assert sorted(titles) == sorted(f"crash-{n} ({job.session_identifier})" for n, job in
+                                    enumerate(finished))  # fmt: skip
     sessions = [
         tag for e in elab.experiments.values() for tag in e["tags"] if tag.startswith("nx-session:")
     ]

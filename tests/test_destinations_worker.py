@@ -50,7 +50,8 @@ def test_a_record_reaches_all_three_services_with_the_cdcs_link(
     assert job.satisfied, {n: s.error for n, s in job.destinations.items()}
 
     (cdcs_record,) = cdcs.records.values()
-    assert cdcs_record["title"] == record.stem
+    # The record does not name its session (no nx:id): the title does.
+    assert cdcs_record["title"] == f"{record.stem} ({context['session_identifier']})"
     assert cdcs_record["workspace"] == "ws-public"
     cdcs_url = job.destinations["cdcs"].record_url
     assert cdcs_url and cdcs_record["id"] in cdcs_url

@@ -41,6 +41,7 @@ class FakeCDCS(FakeService):
         Whether the token may list and create users (403 otherwise).
     paged_queries
         Answer record queries in the paged ``{count, next, results}`` form.
+        Either way each record comes with its ``xml_content``, as CDCS answers.
 
     Attributes
     ----------
@@ -129,7 +130,7 @@ class FakeCDCS(FakeService):
         templates = {t.get("id") for t in body.get("templates", []) if isinstance(t, dict)}
         with self._lock:
             found = [
-                {"id": r["id"], "title": r["title"], "template": r["template"]}
+                {k: r[k] for k in ("id", "title", "template", "xml_content")}
                 for r in self.records.values()
                 if ("title" not in body or r["title"] == body["title"])
                 and (not templates or r["template"] in templates)
