@@ -178,6 +178,26 @@ class LabArchivesDestination:
             return None
         return self._success(nbid, state, found_existing=True)
 
+    def prepare(self, context: ExportContext) -> dict[str, Any]:
+        """Find or create the session's page (and its folders) while CDCS uploads.
+
+        Only the entry, which links to the CDCS record, and the attachment then
+        wait for CDCS. What this creates goes into the call log, where ``export``
+        finds it, so nothing is created twice. The Inbox has no page to prepare.
+        """
+        nbid = self.settings.notebook_id
+        if not nbid:
+            return {}
+        resume = Resume(context)
+        job = context.metadata.get("export_job_id")
+        calls = 0 if resume.done("page") is not None else 1 + int(resume.may_exist("page"))
+        slots: AbstractContextManager[CallSlots | None] = (
+            self.client.reserved(calls, str(job) if job else None) if calls else nullcontext()
+        )
+        with slots:
+            page_id, found = self._session_page(context, nbid, resume)
+        return {"page_id": page_id, "found_existing": found}
+
     def _export(self, context: ExportContext) -> ExportResult:
         try:
             xml = read_record(context.xml_file_path)

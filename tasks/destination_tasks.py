@@ -100,6 +100,8 @@ def _prepare(self: DestinationTask, name: str, run: JobRun) -> dict[str, Any]:
         try:
             context = context_from_message(message)
             context.metadata = {**context.metadata, "export_job_id": job_id}
+            # What prepare creates is logged like export's calls, so export reuses it.
+            context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
             prepared = dict(step(context) or {})
         except Exception as error:  # export does the work itself; prepare is an optimisation
             logger.warning(

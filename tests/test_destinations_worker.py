@@ -122,3 +122,31 @@ def test_retry_after_fixing_credentials_creates_only_the_missing_page(
     (summary,) = [e for e in labarchives.entries if e["part_type"] == "text entry"]
     assert summary["pid"] == page["tree_id"]
     assert first.destinations["cdcs"].record_url in summary["entry_data"]
+
+
+def test_labarchives_prepares_its_page_while_cdcs_uploads(
+    app: Any,
+    services: tuple[FakeCDCS, FakeELabFTW, FakeLabArchives],
+    start_worker: StartWorker,
+    record: Path,
+) -> None:
+    from worker import enqueue_export
+
+    cdcs, _, labarchives = services
+    settings = fake_service_settings(*services)
+    start_worker("prepare", **settings, NX_LABARCHIVES_MIN_CALL_INTERVAL="0.1")
+    # A slow upload: the notebook's folders and page are made meanwhile.
+    cdcs.create_latency = 3.0
+    context = make_context(record)
+    job = enqueue_export(context, destinations=["cdcs", "labarchives"], app=app).wait(timeout=60)
+    assert job.satisfied, {n: s.error for n, s in job.destinations.items()}
+    (upload,) = cdcs.requests_to("POST /rest/data/")
+    pages = labarchives.requests_to("tree_tools/insert_node")
+    (entry,) = labarchives.requests_to("entries/add_entry")
+    # Folders and page before CDCS answered; only the entry, with its link, after.
+    assert pages and all(call.time < upload.time + cdcs.create_latency for call in pages)
+    assert entry.time >= upload.time + cdcs.create_latency
+    (page,) = [n for n in labarchives.nodes.values() if not n["is_folder"]]
+    (summary,) = [e for e in labarchives.entries if e["part_type"] == "text entry"]
+    assert summary["pid"] == page["tree_id"]
+    assert str(job.destinations["cdcs"].record_url) in summary["entry_data"]
