@@ -4,10 +4,15 @@
 after another (a chord when there is one tier), then ``export.finish``.
 ``first_success``: a chain in priority order; the first success cuts the chain
 down to ``export.finish``.
+
+Every task id of a run is derived from the job and the run, so a canvas sent
+twice (a redelivered ``export.record``, the sweep resending a canvas it could
+not know was sent) names the same tasks, which find each other's results.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import Celery, chain, chord, group
@@ -16,6 +21,15 @@ from celery.canvas import Signature
 from destinations.names import FINISH_TASK, JOB_QUEUE, queue_name, task_name
 from destinations.plan import ExportPlan
 from tasks.messages import describe_context
+
+
+def finish_task_id(job_id: str, run: int) -> str:
+    """The id of run ``run``'s ``export.finish``; its destinations' ids derive from it."""
+    return _derived_id(f"{job_id}:{run}:finish")
+
+
+def _derived_id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:{name}"))
 
 
 def build_canvas(
@@ -29,6 +43,7 @@ def build_canvas(
             args=(job_id, context, plan.strategy),
             immutable=True,
             queue=queue_name(name),
+            task_id=_derived_id(f"{finish_id}:{name}"),
             # Flower shows this instead of the whole context.
             argsrepr=f"(job={job_id} {summary} strategy={plan.strategy})",
         )

@@ -2,20 +2,32 @@
 
 A destination's failure is a result, not a task failure: a chord or chain only
 goes on when its tasks return, and a failed destination must not stop its
-siblings, its dependents or the job's completion. The job's ``export.finish``
-task carries the failure to Flower.
+siblings, its dependents or the job's completion. So is anything raised around
+the export (a bad stored result, a Redis error, a bug): the task records it as
+the destination's failure and returns. Only an unreachable Redis makes the task
+come back later instead, since nothing could be recorded. The job's
+``export.finish`` task carries the failure to Flower.
+
+One copy of a destination's export runs at a time (``tasks.lease``); a copy of
+a task whose result is stored returns that result again without exporting, so
+the chord counts it (Celery keeps one part per task id) and nothing runs twice.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
+import redis
 from celery import Task, shared_task
+from celery.exceptions import Ignore, Reject, Retry
 
 from destinations.errors import TransientExportError
 from destinations.names import task_name
-from tasks.job_model import JobRecord
+from tasks.job_model import JobNotFoundError, JobRecord
+from tasks.lease import Lease, lease_key
 from tasks.messages import (
     InvalidContextError,
     context_from_message,
@@ -30,6 +42,14 @@ from tasks.runtime import job_store, local_registry
 logger = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+
+# Redis unreachable: nothing can be recorded, so the task is retried once it is back.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# How long a finished export waits for Redis to store its result, rather than run again.
+REDIS_PATIENCE_SECONDS = 300.0
+
+
 class DestinationTask(Task):
     """Acknowledged only once the result is stored, so a crash hands the task to another worker."""
 
@@ -37,6 +57,14 @@ class DestinationTask(Task):
     reject_on_worker_lost = True
     max_retries = None  # the policy below decides, per destination
     destination = ""  # the destination's name, set by declare_destination_task
+    autoretry_for = REDIS_DOWN
+    retry_backoff = 1
+    retry_backoff_max = 30
+    # Sending the retry waits for Redis too, instead of failing the task at once.
+    retry_kwargs: ClassVar[dict[str, Any]] = {
+        "retry_policy": {"max_retries": None, "interval_start": 1, "interval_step": 1,
+                         "interval_max": 5},
+    }  # fmt: skip
 
 
 def declare_destination_task(name: str) -> None:
@@ -50,21 +78,88 @@ def run_destination(
     self: DestinationTask, job_id: str, context: dict[str, Any], strategy: str = "all"
 ) -> dict[str, Any]:
     name = self.destination
-    store = job_store(self.app)
-    # An expired or never written job record leaves nothing to report to: the task fails.
-    stored = store.require(job_id)
-    earlier = stored.destinations.get(name)
-    if earlier is not None and earlier.succeeded and earlier.result:
-        # Redelivered after the result was stored but before the message was acknowledged.
-        _stop_chain_after_success(self, strategy)
-        return dict(earlier.result)
+    try:
+        return _run_once(self, name, job_id, context, strategy)
+    except (Retry, Reject, Ignore, *REDIS_DOWN):
+        raise
+    except Exception as error:
+        logger.exception("export.%s of job %s failed outside the export", name, job_id)
+        summary = str(error).splitlines()[0] if str(error) else ""
+        result = result_to_json(
+            failure(name, f"{name} failed outside its export: {type(error).__name__}: {summary}"),
+            name,
+        )
+        if not isinstance(error, JobNotFoundError):
+            try:
+                job_store(self.app).record_result(job_id, name, result)
+            except Exception:  # Redis refuses writes too: the result still goes to the chord
+                logger.exception("could not record export.%s's failure for job %s", name, job_id)
+        return result
 
-    attempt = store.start_attempt(job_id, name, self.request.id)
-    result = _export(self, name, job_id, context, strategy, attempt, stored)
-    store.record_result(job_id, name, result)
+
+def _run_once(
+    self: DestinationTask, name: str, job_id: str, context: dict[str, Any], strategy: str
+) -> dict[str, Any]:
+    store = job_store(self.app)
+    seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
+    lease = Lease(store.client, lease_key(job_id, name), seconds)
+    if not lease.acquire():
+        # Another copy is exporting (a slow task handed out again, an earlier run):
+        # come back when it should be done; this costs no attempt.
+        visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
+        raise self.retry(countdown=max(0.5, min(seconds / 2, visibility / 4)), max_retries=None)
+    try:
+        # An expired or never written job record raises here: a failure result, no job to tell.
+        stored = store.require(job_id)
+        earlier = stored.destinations.get(name)
+        if (
+            earlier is not None
+            and earlier.result
+            and (
+                earlier.succeeded
+                or (earlier.state.has_outcome and earlier.task_id == self.request.id)
+            )
+        ):
+            # This task ran to its result already (delivered again after Redis or its
+            # worker went away), or an earlier run succeeded: the same result again.
+            if earlier.succeeded:
+                _stop_chain_after_success(self, strategy)
+            return dict(earlier.result)
+        attempt = store.start_attempt(job_id, name, self.request.id)
+        result = _export(self, name, job_id, context, strategy, attempt, stored)
+        _patiently(lambda: store.record_result(job_id, name, result))
+        _patiently(lambda: _note_settled(store, job_id, strategy))
+    finally:
+        lease.release()
     if result["success"]:
         _stop_chain_after_success(self, strategy)
     return result
+
+
+def _note_settled(store: Any, job_id: str, strategy: str) -> None:
+    """Tell the sweep when every destination has its outcome, so the job's finish is due."""
+    record = store.load(job_id)
+    if record is None:
+        return
+    outcomes = record.outcomes()
+    first_success = strategy == "first_success" and any(outcomes.values())
+    if first_success or len(outcomes) == len(record.job.destinations):
+        store.mark_settled(job_id)
+
+
+def _patiently(action: Callable[[], T]) -> T:
+    """Run ``action``, waiting out a Redis restart: the export it records must not run again."""
+    deadline = time.monotonic() + REDIS_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except REDIS_DOWN:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("Redis unreachable; storing the result again in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _export(

@@ -4,11 +4,20 @@ One hash per job, one field per destination, so the tasks of one job never write
 the same field at once. Every key expires after the retention period, and the
 index of jobs is trimmed to it, so nothing grows without bound. What the fields
 hold, and how a state changes, is ``job_model``'s.
+
+Three sorted sets let a worker's sweep find the jobs that need it without
+scanning every job: ``deadlines`` (unfinished jobs by deadline), ``unsent``
+(runs whose canvas is not known to be sent, by when the run began) and
+``settled`` (jobs whose every destination has its outcome, by when, until the
+job's finish ran). Writes that race (a retry and another retry, a finish and
+the deadline sweep) are compare-and-set transactions on the job's hash.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -26,42 +35,171 @@ from tasks.job_model import (
 
 KEY_PREFIX = "nxexport"
 JOB_INDEX = f"{KEY_PREFIX}:jobs"
+DEADLINES = f"{KEY_PREFIX}:deadlines"
+UNSENT = f"{KEY_PREFIX}:unsent"
+SETTLED = f"{KEY_PREFIX}:settled"
+# The run whose canvas was sent last; a run above it still needs its canvas.
+CANVAS_FIELD = "canvas_sent"
+DEFAULT_DEADLINE_SECONDS = 86400.0
 
 T = TypeVar("T")
+
+# Create a job unless it exists (the same export.record message again) or its
+# idempotency key already names a live job; returns {job id, 1 if created}.
+CREATE = """
+if KEYS[5] then
+    local other = redis.call('GET', KEYS[5])
+    if other and redis.call('EXISTS', ARGV[5] .. other) == 1 then return {other, 0} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {ARGV[1], 0} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3] - ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2]) end
+return {ARGV[1], 1}
+"""
+# Write a field of a job that still exists: a late task never resurrects an expired job.
+WRITE_FIELD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
 
 def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}"
 
 
+def idempotency_key(key: str) -> str:
+    return f"{KEY_PREFIX}:key:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+class RunConflictError(Exception):
+    """Another retry (or finish) changed the job first; this one changed nothing."""
+
+
 class JobStore:
     """Read and write job records through the result backend's Redis connection."""
 
-    def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        retention_seconds: int,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> None:
         self.client = client
         self.retention = int(retention_seconds)
+        self.deadline = float(deadline_seconds)
+        self._create = client.register_script(CREATE)
+        self._write_field = client.register_script(WRITE_FIELD)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def create(self, job: StoredJob) -> None:
-        """Store a new job, every destination of its plan pending."""
+    def create(self, job: StoredJob, job_key_text: str | None = None) -> tuple[str, bool]:
+        """Store a new job, every destination of its plan pending.
+
+        Returns the job's id and whether it was created: not when a job of this
+        id exists already, nor when ``job_key_text`` names a job kept in Redis
+        (then that job's id is returned).
+        """
         created = datetime.now(UTC)
         record = JobRecord(
-            job=replace(job, created_at=created.isoformat()),
+            job=replace(job, created_at=created.isoformat(), deadline_seconds=self.deadline),
             destinations={name: DestinationEntry() for name in job.destinations},
         )
-        with self.client.pipeline() as pipe:
-            pipe.hset(job_key(job.id), mapping=record.to_fields())
-            pipe.expire(job_key(job.id), self.retention)
-            pipe.zadd(JOB_INDEX, {job.id: created.timestamp()})
-            pipe.zremrangebyscore(JOB_INDEX, "-inf", created.timestamp() - self.retention)
-            pipe.execute()
+        keys = [job_key(job.id), JOB_INDEX, DEADLINES, UNSENT]
+        if job_key_text is not None:
+            keys.append(idempotency_key(job_key_text))
+        fields = [item for pair in record.to_fields().items() for item in pair]
+        stamp = created.timestamp()
+        answer = self._create(
+            keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline), job_key(""),
+                   *fields],
+        )  # fmt: skip
+        job_id, was_created = cast(list[Any], answer)
+        return _text(job_id), bool(was_created)
 
-    def begin_run(self, job_id: str, finish_task_id: str) -> None:
-        self._update_job(job_id, lambda job: job.begin_run(finish_task_id))
+    def begin_run(
+        self, job_id: str, names: Sequence[str], finish_task_id: str, expected_runs: int
+    ) -> None:
+        """Open run ``expected_runs + 1`` for ``names`` if the job is still as it was read.
 
-    def mark_finished(self, job_id: str, satisfied: bool) -> None:
-        self._update_job(job_id, lambda job: job.finish(satisfied))
+        ``RunConflictError`` when it has not finished, or another run began meanwhile.
+        """
+        fields = [JOB_FIELD, *(destination_field(name) for name in names)]
+
+        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+            job = StoredJob.from_json(job_id, values[JOB_FIELD])
+            if job.finished_at is None or job.runs != expected_runs:
+                return None
+            job.begin_run(finish_task_id)
+            job.deadline_seconds = self.deadline
+            writes = {JOB_FIELD: job.to_json()}
+            for name in names:
+                entry = DestinationEntry.from_json(values[destination_field(name)])
+                entry.requeue()
+                writes[destination_field(name)] = entry.to_json()
+            return writes
+
+        def schedule(pipe: Any) -> None:
+            now = time.time()
+            pipe.zadd(DEADLINES, {job_id: now + self.deadline})
+            pipe.zadd(UNSENT, {job_id: now})
+            pipe.zrem(SETTLED, job_id)
+
+        if not self._transact(job_id, fields, change, schedule):
+            raise RunConflictError(job_id)
+
+    def mark_finished(self, job_id: str, satisfied: bool, finish_task_id: str | None) -> bool:
+        """Finish the run ``finish_task_id`` belongs to; False when it is finished or superseded."""
+
+        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+            job = StoredJob.from_json(job_id, values[JOB_FIELD])
+            if job.finished_at is not None or job.finish_task_id not in (None, finish_task_id):
+                return None
+            job.finish(satisfied)
+            return {JOB_FIELD: job.to_json()}
+
+        def unschedule(pipe: Any) -> None:
+            for schedule in (DEADLINES, UNSENT, SETTLED):
+                pipe.zrem(schedule, job_id)
+
+        return self._transact(job_id, [JOB_FIELD], change, unschedule)
+
+    def end_unfinished(self, job_id: str, results: Mapping[str, dict[str, Any]]) -> list[str]:
+        """Give each named destination that has no outcome yet the result given; return those."""
+        fields = [destination_field(name) for name in results]
+        ended: list[str] = []
+
+        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+            ended.clear()
+            writes = {}
+            for name, result in results.items():
+                entry = DestinationEntry.from_json(values[destination_field(name)])
+                if not entry.state.has_outcome:
+                    entry.finish(result)
+                    writes[destination_field(name)] = entry.to_json()
+                    ended.append(name)
+            return writes or None
+
+        self._transact(job_id, fields, change)
+        return ended
+
+    def mark_canvas_sent(self, job_id: str, run: int) -> None:
+        self._write(job_id, CANVAS_FIELD, str(run))
+        self.client.zrem(UNSENT, job_id)
+
+    def canvas_sent(self, job_id: str) -> int:
+        """The last run whose canvas was sent (0: none)."""
+        return int(self._read(job_id, CANVAS_FIELD) or 0)
+
+    def mark_settled(self, job_id: str) -> None:
+        """Every destination has its outcome: the job's finish is due."""
+        self.client.zadd(SETTLED, {job_id: time.time()}, nx=True)
 
     def start_attempt(self, job_id: str, name: str, task_id: str | None) -> int:
         """Count a new attempt at ``name`` and return its number (1 for the first)."""
@@ -77,10 +215,20 @@ class JobStore:
         for name in names:
             self._update_entry(job_id, name, lambda entry: entry.skip(reason))
 
-    def reset_for_retry(self, job_id: str, names: Iterable[str]) -> None:
-        """Queue destinations again, keeping their history."""
-        for name in names:
-            self._update_entry(job_id, name, DestinationEntry.requeue)
+    # -- the sweep's schedules ---------------------------------------------------------------
+
+    def due(self, schedule: str, until: float, limit: int = 100) -> list[str]:
+        """Jobs of ``schedule`` whose time is ``until`` or earlier, earliest first."""
+        members = self.client.zrangebyscore(schedule, "-inf", until, start=0, num=limit)
+        return [_text(member) for member in cast(list[bytes], members)]
+
+    def unschedule(self, schedule: str, job_id: str) -> None:
+        self.client.zrem(schedule, job_id)
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """True for the one caller that takes ``name`` for ``seconds`` (across workers)."""
+        key = f"{KEY_PREFIX}:claim:{name}"
+        return bool(self.client.set(key, "1", nx=True, ex=max(1, int(seconds))))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -104,8 +252,8 @@ class JobStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    # No WATCH in these two: each field has one writer at a time (the destination's
-    # own task, or the job's finish task once every destination is done).
+    # No WATCH here: each destination's field has one writer at a time (the task
+    # holding the destination's lease); the sweep's writes go through _transact.
 
     def _update_entry(self, job_id: str, name: str, change: Callable[[DestinationEntry], T]) -> T:
         field = destination_field(name)
@@ -114,19 +262,45 @@ class JobStore:
         self._write(job_id, field, entry.to_json())
         return answer
 
-    def _update_job(self, job_id: str, change: Callable[[StoredJob], None]) -> None:
-        job = StoredJob.from_json(job_id, self._read(job_id, JOB_FIELD))
-        change(job)
-        self._write(job_id, JOB_FIELD, job.to_json())
+    def _transact(
+        self,
+        job_id: str,
+        fields: Sequence[str],
+        change: Callable[[Mapping[str, bytes | None]], dict[str, str] | None],
+        also: Callable[[Any], None] | None = None,
+    ) -> bool:
+        """Read ``fields``, write what ``change`` returns if none changed meanwhile.
+
+        ``change`` returns None to write nothing (then False). A job that does not
+        exist raises ``JobNotFoundError``.
+        """
+        key = job_key(job_id)
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = cast(list[bytes | None], pipe.hmget(key, list(fields)))
+                    if not pipe.exists(key):
+                        raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
+                    writes = change(dict(zip(fields, raw, strict=True)))
+                    if writes is None:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, mapping=writes)
+                    pipe.expire(key, self.retention)
+                    if also is not None:
+                        also(pipe)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue  # another writer came first: read again
 
     def _read(self, job_id: str, field: str) -> bytes | None:
         return cast(bytes | None, self.client.hget(job_key(job_id), field))
 
     def _write(self, job_id: str, field: str, value: str) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(job_key(job_id), field, value)
-            pipe.expire(job_key(job_id), self.retention)
-            pipe.execute()
+        self._write_field([job_key(job_id)], [field, value, self.retention])
 
 
 def _text(value: bytes | str) -> str:
