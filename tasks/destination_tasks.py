@@ -127,8 +127,11 @@ def _run_once(
             return dict(earlier.result)
         attempt = store.start_attempt(job_id, name, self.request.id)
         result = _export(self, name, job_id, context, strategy, attempt, stored)
-        _patiently(lambda: store.record_result(job_id, name, result))
-        _patiently(lambda: _note_settled(store, job_id, strategy))
+        record = _patiently(lambda: store.record_result(job_id, name, result))
+        if record is not None and _settled(record, strategy):
+            # Every destination has its outcome: if the chord never runs the finish
+            # (Redis went away while it counted), the sweep sends it.
+            _patiently(lambda: store.mark_settled(job_id))
     finally:
         lease.release()
     if result["success"]:
@@ -136,15 +139,11 @@ def _run_once(
     return result
 
 
-def _note_settled(store: Any, job_id: str, strategy: str) -> None:
-    """Tell the sweep when every destination has its outcome, so the job's finish is due."""
-    record = store.load(job_id)
-    if record is None:
-        return
+def _settled(record: JobRecord, strategy: str) -> bool:
     outcomes = record.outcomes()
-    first_success = strategy == "first_success" and any(outcomes.values())
-    if first_success or len(outcomes) == len(record.job.destinations):
-        store.mark_settled(job_id)
+    if strategy == "first_success" and any(outcomes.values()):
+        return True
+    return len(outcomes) == len(record.job.destinations)
 
 
 def _patiently(action: Callable[[], T]) -> T:

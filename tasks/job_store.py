@@ -190,8 +190,10 @@ class JobStore:
         return ended
 
     def mark_canvas_sent(self, job_id: str, run: int) -> None:
-        self._write(job_id, CANVAS_FIELD, str(run))
-        self.client.zrem(UNSENT, job_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            self._write_field([job_key(job_id)], [CANVAS_FIELD, str(run), self.retention], pipe)
+            pipe.zrem(UNSENT, job_id)
+            pipe.execute()
 
     def canvas_sent(self, job_id: str) -> int:
         """The last run whose canvas was sent (0: none)."""
@@ -208,8 +210,16 @@ class JobStore:
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
         self._update_entry(job_id, name, lambda entry: entry.retry(error, countdown))
 
-    def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> None:
-        self._update_entry(job_id, name, lambda entry: entry.finish(result))
+    def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> JobRecord | None:
+        """Store ``name``'s result; return the whole job as it is now (None: it expired)."""
+        field = destination_field(name)
+        entry = DestinationEntry.from_json(self._read(job_id, field))
+        entry.finish(result)
+        with self.client.pipeline(transaction=False) as pipe:
+            self._write_field([job_key(job_id)], [field, entry.to_json(), self.retention], pipe)
+            pipe.hgetall(job_key(job_id))
+            _, raw = pipe.execute()
+        return self._record(job_id, raw)
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:
@@ -233,10 +243,7 @@ class JobStore:
     # -- reading -----------------------------------------------------------------------------
 
     def load(self, job_id: str) -> JobRecord | None:
-        raw = cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id)))
-        if not raw:
-            return None
-        return JobRecord.from_fields(job_id, {_text(key): value for key, value in raw.items()})
+        return self._record(job_id, self.client.hgetall(job_key(job_id)))
 
     def require(self, job_id: str) -> JobRecord:
         """The job's record; ``JobNotFoundError`` when it was never written or has expired."""
@@ -295,6 +302,13 @@ class JobStore:
                     return True
                 except redis.WatchError:
                     continue  # another writer came first: read again
+
+    @staticmethod
+    def _record(job_id: str, raw: Any) -> JobRecord | None:
+        fields = cast(dict[bytes, bytes], raw)
+        if not fields:
+            return None
+        return JobRecord.from_fields(job_id, {_text(key): value for key, value in fields.items()})
 
     def _read(self, job_id: str, field: str) -> bytes | None:
         return cast(bytes | None, self.client.hget(job_key(job_id), field))

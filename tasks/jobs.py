@@ -241,11 +241,17 @@ def send_canvas(
     finish_id: str,
     check_sent: bool = True,
 ) -> bool:
-    """Send run ``run``'s canvas unless it was sent, or another sender is at it; True if sent."""
+    """Send run ``run``'s canvas; True if sent.
+
+    ``check_sent`` is for a sender that may not be the first (a redelivered
+    ``export.record``, the sweep): it sends only if the canvas was not sent and
+    no other sender claimed it.
+    """
     store = job_store(app)
-    if check_sent and store.canvas_sent(job_id) >= run:
-        return False
-    if not store.claim(f"canvas:{job_id}:{run}", CANVAS_CLAIM_SECONDS):
+    if check_sent and (
+        store.canvas_sent(job_id) >= run
+        or not store.claim(f"canvas:{job_id}:{run}", CANVAS_CLAIM_SECONDS)
+    ):
         return False
     build_canvas(app, plan, job_id, message, finish_id).apply_async()
     store.mark_canvas_sent(job_id, run)
