@@ -26,7 +26,8 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from destinations.errors import TransientExportError
 from destinations.names import task_name
-from tasks.job_model import JobNotFoundError, JobRecord
+from tasks.job_model import DestinationEntry, JobNotFoundError, JobRecord
+from tasks.job_store import job_key
 from tasks.lease import Lease, lease_key
 from tasks.messages import (
     InvalidContextError,
@@ -103,31 +104,34 @@ def _run_once(
     store = job_store(self.app)
     seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
     lease = Lease(store.client, lease_key(job_id, name), seconds)
-    if not lease.acquire():
+    with store.client.pipeline(transaction=False) as pipe:
+        lease.request(pipe)
+        pipe.hgetall(job_key(job_id))
+        answer, raw = pipe.execute()
+    if not lease.granted(answer):
         # Another copy is exporting (a slow task handed out again, an earlier run):
         # come back when it should be done; this costs no attempt.
         visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
         raise self.retry(countdown=max(0.5, min(seconds / 2, visibility / 4)), max_retries=None)
     try:
-        # An expired or never written job record raises here: a failure result, no job to tell.
-        stored = store.require(job_id)
-        earlier = stored.destinations.get(name)
-        if (
-            earlier is not None
-            and earlier.result
-            and (
-                earlier.succeeded
-                or (earlier.state.has_outcome and earlier.task_id == self.request.id)
-            )
+        stored = store.record_from(job_id, raw)
+        if stored is None:  # expired, or never written: a failure result, no job to tell
+            raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
+        entry = stored.destinations.get(name) or DestinationEntry()
+        if entry.result and (
+            entry.succeeded or (entry.state.has_outcome and entry.task_id == self.request.id)
         ):
             # This task ran to its result already (delivered again after Redis or its
             # worker went away), or an earlier run succeeded: the same result again.
-            if earlier.succeeded:
+            if entry.succeeded:
                 _stop_chain_after_success(self, strategy)
-            return dict(earlier.result)
-        attempt = store.start_attempt(job_id, name, self.request.id)
+            return dict(entry.result)
+        attempt = store.start_attempt(job_id, name, self.request.id, entry)
         result = _export(self, name, job_id, context, strategy, attempt, stored)
-        record = _patiently(lambda: store.record_result(job_id, name, result))
+        record = _patiently(
+            lambda: store.record_result(job_id, name, result, entry, also=lease.release)
+        )
+        lease.released_by_pipeline()
         if record is not None and _settled(record, strategy):
             # Every destination has its outcome: if the chord never runs the finish
             # (Redis went away while it counted), the sweep sends it.

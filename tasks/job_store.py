@@ -61,6 +61,34 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2]) end
 return {ARGV[1], 1}
 """
+# Compare-and-set on a job's hash: write the new fields only if the fields read
+# still hold what was read ('' = absent); then add the job to (score) or remove it
+# from ('-') the sorted sets named in KEYS[2..]. ARGV: retention, job id, the
+# number of fields checked, field/value pairs, the number written, field/value
+# pairs, one score or '-' per sorted set. Returns 1 when written.
+COMPARE_AND_SET = """
+local key, i = KEYS[1], 4
+for _ = 1, tonumber(ARGV[3]) do
+    if (redis.call('HGET', key, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+    i = i + 2
+end
+local writes = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, writes do
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+    i = i + 2
+end
+redis.call('EXPIRE', key, ARGV[1])
+for k = 2, #KEYS do
+    if ARGV[i] == '-' then
+        redis.call('ZREM', KEYS[k], ARGV[2])
+    else
+        redis.call('ZADD', KEYS[k], ARGV[i], ARGV[2])
+    end
+    i = i + 1
+end
+return 1
+"""
 # Write a field of a job that still exists: a late task never resurrects an expired job.
 WRITE_FIELD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -96,6 +124,7 @@ class JobStore:
         self.deadline = float(deadline_seconds)
         self._create = client.register_script(CREATE)
         self._write_field = client.register_script(WRITE_FIELD)
+        self._compare_and_set = client.register_script(COMPARE_AND_SET)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -145,13 +174,9 @@ class JobStore:
                 writes[destination_field(name)] = entry.to_json()
             return writes
 
-        def schedule(pipe: Any) -> None:
-            now = time.time()
-            pipe.zadd(DEADLINES, {job_id: now + self.deadline})
-            pipe.zadd(UNSENT, {job_id: now})
-            pipe.zrem(SETTLED, job_id)
-
-        if not self._transact(job_id, fields, change, schedule):
+        now = time.time()
+        schedules = {DEADLINES: now + self.deadline, UNSENT: now, SETTLED: None}
+        if not self._transact(job_id, fields, change, schedules):
             raise RunConflictError(job_id)
 
     def mark_finished(self, job_id: str, satisfied: bool, finish_task_id: str | None) -> bool:
@@ -164,11 +189,8 @@ class JobStore:
             job.finish(satisfied)
             return {JOB_FIELD: job.to_json()}
 
-        def unschedule(pipe: Any) -> None:
-            for schedule in (DEADLINES, UNSENT, SETTLED):
-                pipe.zrem(schedule, job_id)
-
-        return self._transact(job_id, [JOB_FIELD], change, unschedule)
+        unscheduled = dict.fromkeys((DEADLINES, UNSENT, SETTLED))
+        return self._transact(job_id, [JOB_FIELD], change, unscheduled)
 
     def end_unfinished(self, job_id: str, results: Mapping[str, dict[str, Any]]) -> list[str]:
         """Give each named destination that has no outcome yet the result given; return those."""
@@ -191,7 +213,7 @@ class JobStore:
 
     def mark_canvas_sent(self, job_id: str, run: int) -> None:
         with self.client.pipeline(transaction=False) as pipe:
-            self._write_field([job_key(job_id)], [CANVAS_FIELD, str(run), self.retention], pipe)
+            pipe.eval(WRITE_FIELD, 1, job_key(job_id), CANVAS_FIELD, str(run), self.retention)
             pipe.zrem(UNSENT, job_id)
             pipe.execute()
 
@@ -203,23 +225,46 @@ class JobStore:
         """Every destination has its outcome: the job's finish is due."""
         self.client.zadd(SETTLED, {job_id: time.time()}, nx=True)
 
-    def start_attempt(self, job_id: str, name: str, task_id: str | None) -> int:
-        """Count a new attempt at ``name`` and return its number (1 for the first)."""
-        return self._update_entry(job_id, name, lambda entry: entry.start(task_id))
+    def start_attempt(
+        self, job_id: str, name: str, task_id: str | None, entry: DestinationEntry | None = None
+    ) -> int:
+        """Count a new attempt at ``name`` and return its number (1 for the first).
+
+        ``entry``, the destination's entry as just read, is changed and saved.
+        """
+        if entry is None:
+            return self._update_entry(job_id, name, lambda entry: entry.start(task_id))
+        attempt = entry.start(task_id)
+        self._write(job_id, destination_field(name), entry.to_json())
+        return attempt
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
         self._update_entry(job_id, name, lambda entry: entry.retry(error, countdown))
 
-    def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> JobRecord | None:
-        """Store ``name``'s result; return the whole job as it is now (None: it expired)."""
+    def record_result(
+        self,
+        job_id: str,
+        name: str,
+        result: dict[str, Any],
+        entry: DestinationEntry | None = None,
+        also: Callable[[Any], None] | None = None,
+    ) -> JobRecord | None:
+        """Store ``name``'s result; return the whole job as it is now (None: it expired).
+
+        ``entry`` is the destination's entry as this task last saved it; ``also``
+        adds commands to the same round trip.
+        """
         field = destination_field(name)
-        entry = DestinationEntry.from_json(self._read(job_id, field))
+        entry = replace(entry) if entry else DestinationEntry.from_json(self._read(job_id, field))
         entry.finish(result)
+        # EVAL, not a registered script: a script in a pipeline costs a SCRIPT EXISTS first.
         with self.client.pipeline(transaction=False) as pipe:
-            self._write_field([job_key(job_id)], [field, entry.to_json(), self.retention], pipe)
+            pipe.eval(WRITE_FIELD, 1, job_key(job_id), field, entry.to_json(), self.retention)
             pipe.hgetall(job_key(job_id))
-            _, raw = pipe.execute()
-        return self._record(job_id, raw)
+            if also is not None:
+                also(pipe)
+            answers = pipe.execute()
+        return self.record_from(job_id, answers[1])
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:
@@ -243,7 +288,7 @@ class JobStore:
     # -- reading -----------------------------------------------------------------------------
 
     def load(self, job_id: str) -> JobRecord | None:
-        return self._record(job_id, self.client.hgetall(job_key(job_id)))
+        return self.record_from(job_id, self.client.hgetall(job_key(job_id)))
 
     def require(self, job_id: str) -> JobRecord:
         """The job's record; ``JobNotFoundError`` when it was never written or has expired."""
@@ -259,8 +304,8 @@ class JobStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    # No WATCH here: each destination's field has one writer at a time (the task
-    # holding the destination's lease); the sweep's writes go through _transact.
+    # No compare-and-set here: each destination's field has one writer at a time
+    # (the task holding the destination's lease); the sweep's go through _transact.
 
     def _update_entry(self, job_id: str, name: str, change: Callable[[DestinationEntry], T]) -> T:
         field = destination_field(name)
@@ -274,37 +319,35 @@ class JobStore:
         job_id: str,
         fields: Sequence[str],
         change: Callable[[Mapping[str, bytes | None]], dict[str, str] | None],
-        also: Callable[[Any], None] | None = None,
+        schedules: Mapping[str, float | None] | None = None,
     ) -> bool:
-        """Read ``fields``, write what ``change`` returns if none changed meanwhile.
+        """Read ``fields``, write what ``change`` returns if none of them changed meanwhile.
 
-        ``change`` returns None to write nothing (then False). A job that does not
-        exist raises ``JobNotFoundError``.
+        ``change`` returns None to write nothing (then False). When written, the
+        job joins each of ``schedules`` at its score, or leaves it (None). A job
+        that does not exist raises ``JobNotFoundError``.
         """
-        key = job_key(job_id)
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = cast(list[bytes | None], pipe.hmget(key, list(fields)))
-                    if not pipe.exists(key):
-                        raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
-                    writes = change(dict(zip(fields, raw, strict=True)))
-                    if writes is None:
-                        pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    pipe.hset(key, mapping=writes)
-                    pipe.expire(key, self.retention)
-                    if also is not None:
-                        also(pipe)
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue  # another writer came first: read again
+        read = list(dict.fromkeys([JOB_FIELD, *fields]))
+        schedules = schedules or {}
+        while True:
+            raw = cast(list[bytes | None], self.client.hmget(job_key(job_id), read))
+            if raw[0] is None:
+                raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
+            writes = change(dict(zip(read, raw, strict=True)))
+            if writes is None:
+                return False
+            checked = [item for pair in zip(read, raw, strict=True) for item in pair]
+            written = [item for pair in writes.items() for item in pair]
+            scores = ["-" if score is None else repr(score) for score in schedules.values()]
+            arguments = [self.retention, job_id, len(read), *(v or b"" for v in checked),
+                         len(writes), *written, *scores]  # fmt: skip
+            if self._compare_and_set([job_key(job_id), *schedules], arguments):
+                return True
+            # Another writer came first: read again and decide again.
 
     @staticmethod
-    def _record(job_id: str, raw: Any) -> JobRecord | None:
+    def record_from(job_id: str, raw: Any) -> JobRecord | None:
+        """The record of a job's ``HGETALL`` answer (None when empty: no such job)."""
         fields = cast(dict[bytes, bytes], raw)
         if not fields:
             return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from typing import Any
 
 import redis
 
@@ -49,23 +50,45 @@ class Lease:
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self.released = False
 
     def acquire(self) -> bool:
         """Take the lease unless another copy holds it; renew it from now on."""
-        if not self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
+        return self.granted(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def request(self, pipe: Any) -> None:
+        """Ask for the lease in a pipeline; pass its answer to ``granted``."""
+        pipe.set(self.key, self.token, nx=True, px=self.ttl_ms)
+
+    def granted(self, answer: Any) -> bool:
+        """Whether the lease was taken; if so, renew it from now on."""
+        if not answer:
             return False
         self._renewer = threading.Thread(target=self._renew, name=f"lease {self.key}", daemon=True)
         self._renewer.start()
         return True
 
-    def release(self) -> None:
-        self._stop.set()
-        if self._renewer is None:
+    def release(self, pipe: Any = None) -> None:
+        """Give the lease up; with ``pipe``, as one more command of it.
+
+        Whoever executes ``pipe`` calls ``released_by_pipeline`` once it ran;
+        until then the lease is still renewed.
+        """
+        if self._renewer is None or self.released:
             return
+        if pipe is not None:
+            pipe.eval(RELEASE, 1, self.key, self.token)
+            return
+        self._stop.set()
         try:
             self.client.eval(RELEASE, 1, self.key, self.token)
         except redis.RedisError as error:  # it expires by itself
             logger.warning("could not release %s: %r", self.key, error)
+        self.released = True
+
+    def released_by_pipeline(self) -> None:
+        self._stop.set()
+        self.released = True
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
@@ -76,5 +99,6 @@ class Lease:
                 logger.warning("could not renew %s: %r", self.key, error)
                 continue
             if not held:
-                logger.warning("lost %s (it expired): another copy may export too", self.key)
+                if not self._stop.is_set():  # not just released by a pipeline
+                    logger.warning("lost %s (it expired): another copy may export too", self.key)
                 return
