@@ -145,3 +145,24 @@ def test_a_redis_restart_costs_no_job_its_finish(
                for job_id in job_ids)  # fmt: skip
     runs = Counter((line["session"], line["name"]) for line in read_log(log))
     assert len(runs) == 40 and set(runs.values()) == {1}, runs
+
+
+def test_a_worker_holding_retries_survives_a_redis_restart(
+    cluster: Cluster, record: Path, tmp_path: Path
+) -> None:
+    # Retries wait for their countdown in the worker, unacknowledged, when Redis goes.
+    worker = cluster.worker(
+        "holding", NX_EXPORT_BACKOFF_SECONDS="2", NX_EXPORT_VISIBILITY_TIMEOUT="12"
+    )
+    log = tmp_path / "exports.jsonl"
+    contexts = [make_context(record, log, alpha="transient:3") for _ in range(10)]
+    job_ids = cluster.enqueue([{"context": c, "destinations": ["alpha"]} for c in contexts])
+    # Every job's first attempt failed: their retries wait 1 to 3 s in the worker.
+    wait_for(lambda: len(read_log(log)) >= 10, timeout=30)
+    cluster.redis.stop()
+    time.sleep(3.0)
+    cluster.redis.start()
+    assert cluster.wait_finished(job_ids, timeout=120) == []
+    assert worker.process is not None and worker.process.poll() is None, worker.log()[-3000:]
+    assert "Unrecoverable error" not in worker.log()
+    assert all(cluster.record(job_id).outcomes() == {"alpha": True} for job_id in job_ids)

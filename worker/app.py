@@ -19,6 +19,7 @@ import tasks.job_tasks  # noqa: F401  (declares export.record, export.finish, ex
 from destinations.names import JOB_QUEUE, destination_of, queue_name, task_name
 from tasks.destination_tasks import declare_destination_task
 from tasks.runtime import local_registry
+from worker import broker_close
 from worker.housekeeping import Housekeeping
 from worker.settings import WorkerSettings, destination_policy, load_settings
 
@@ -83,6 +84,7 @@ def route_task(
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or load_settings()
+    broker_close.install()
     app = Celery("nexuslims_export", set_as_current=True)
     app.conf.update(celery_config(settings))
     policies = {
