@@ -32,6 +32,7 @@ import httpx
 from defusedxml import ElementTree as SafeElementTree
 from pydantic import Field
 
+from destinations.call_deadline import CallDeadlineExceeded, send_within
 from destinations.errors import PermanentExportError, TransientExportError
 from destinations.settings import NxSettings
 
@@ -48,6 +49,8 @@ class HttpSettings(NxSettings):
 
     connect_timeout: float = Field(default=10.0, validation_alias="NX_HTTP_CONNECT_TIMEOUT")
     read_timeout: float = Field(default=60.0, validation_alias="NX_HTTP_READ_TIMEOUT")
+    # The whole call, redirects included: a trickling answer never trips the read timeout.
+    total_timeout: float = Field(default=300.0, validation_alias="NX_HTTP_TOTAL_TIMEOUT", gt=0)
     cert_bundle_file: Path | None = Field(default=None, validation_alias="NX_CERT_BUNDLE_FILE")
     disable_ssl_verify: bool = Field(default=False, validation_alias="NX_DISABLE_SSL_VERIFY")
 
@@ -295,7 +298,9 @@ def request(
         Refused credentials (``CredentialsRefused``), other 4xx and 5xx, and a
         redirect to another host.
     """
+    settings = settings or HttpSettings()
     client = get_client(settings)
+    deadline = time.monotonic() + settings.total_timeout
     hidden = [*_secrets_of(headers, params), *secrets]
     target = httpx.URL(url)
     request_params: Mapping[str, Any] | None = params
@@ -312,7 +317,9 @@ def request(
             files=files,
         )
         try:
-            response = client.send(outgoing)
+            response = send_within(client, outgoing, deadline, settings.total_timeout)
+        except CallDeadlineExceeded as exc:
+            raise HostUnreachable(f"{destination}: {call}: timed out ({where}): {exc}") from None
         except httpx.TimeoutException as exc:
             raise HostUnreachable(
                 f"{destination}: {call}: host unreachable: timed out ({where}): "

@@ -11,10 +11,16 @@ needs is done, and the chord counts it before the job can finish.
 A destination that fails ends in FAILURE. Then the Redis backend does not run
 the chord's body, but calls the body's errbacks once every part is done: the
 job's ``export.finish`` is both, so it runs exactly once either way.
+
+Every task id of a run is derived from the job, the run and the destination,
+so a canvas sent twice (a redelivered ``export.record``, the sweep resending a
+canvas it could not know was sent) names the same tasks, which find each
+other's results, and the chord counts each once.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import Celery, chord
@@ -45,10 +51,20 @@ def destination_step(
         kwargs={"plan": plan.to_message(), "run": run, "phase": phase},
         immutable=True,
         queue=queue_name(name),
+        task_id=_derived_id(f"{job_id}:{run}:{name}:{phase}"),
         # Flower shows this instead of the whole context.
         argsrepr=f"({label}job={job_id} {describe_context(context)} strategy={plan.strategy})",
         kwargsrepr="{}",
     )
+
+
+def finish_task_id(job_id: str, run: int) -> str:
+    """The id of run ``run``'s ``export.finish``; its destinations' ids derive from it."""
+    return _derived_id(f"{job_id}:{run}:finish")
+
+
+def _derived_id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:{name}"))
 
 
 def build_canvas(

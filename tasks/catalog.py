@@ -1,9 +1,12 @@
 """Which destinations the workers offer, so a client without their secrets can plan a job.
 
 Each worker publishes its enabled destinations under its host name when it
-starts, as one field of one hash. A client plans over the union of what workers
-published recently and what its own environment enables: a LIMS process never
-needs the destinations' secrets.
+starts and again on every heartbeat, as one field of one hash. A client plans
+over the union of what workers published within a week and what its own
+environment enables: a LIMS process never needs the destinations' secrets. A
+worker that missed two heartbeats is not live: a job may still name its
+destinations (it may be restarting), but the client is warned that nobody takes
+them now.
 """
 
 from __future__ import annotations
@@ -20,15 +23,21 @@ from destinations.registry import DestinationInfo, Registry
 from tasks.job_store import KEY_PREFIX
 
 CATALOG_KEY = f"{KEY_PREFIX}:catalog"
-# A worker that has not started for this long no longer counts.
+# A worker that has not published for this long no longer counts for planning.
 CATALOG_TTL_SECONDS = 7 * 24 * 3600
 # Clients read the catalogue at most this often: it changes when workers start.
 CLIENT_CACHE_SECONDS = 2.0
+# A worker that published no heartbeat interval (an older one) is taken to use this.
+DEFAULT_HEARTBEAT_SECONDS = 30.0
+# A worker is live until it missed this many heartbeats.
+MISSED_HEARTBEATS = 2
 
-_cache: dict[int, tuple[float, dict[str, DestinationInfo]]] = {}
+_cache: dict[int, tuple[float, list[dict[str, Any]]]] = {}
 
 
-def publish(app: Celery, registry: Registry, hostname: str | None = None) -> None:
+def publish(
+    app: Celery, registry: Registry, hostname: str | None = None, heartbeat: float | None = None
+) -> None:
     entries = {
         name: {
             "priority": info.priority,
@@ -37,7 +46,13 @@ def publish(app: Celery, registry: Registry, hostname: str | None = None) -> Non
         }
         for name, info in registry.enabled().items()
     }
-    document = json.dumps({"published_at": time.time(), "entries": entries})
+    document = json.dumps(
+        {
+            "published_at": time.time(),
+            "heartbeat": heartbeat or DEFAULT_HEARTBEAT_SECONDS,
+            "entries": entries,
+        }
+    )
     client = app.backend.client
     client.hset(CATALOG_KEY, hostname or socket.gethostname(), document)
     client.expire(CATALOG_KEY, CATALOG_TTL_SECONDS)
@@ -58,15 +73,31 @@ def available(
     return offered, set(registry.destinations) - set(offered)
 
 
+def unserved(app: Celery, names: Sequence[str]) -> list[str]:
+    """The destinations among ``names`` that no live worker serves now.
+
+    Read from the cached catalogue, and afresh before saying a name is unserved.
+    """
+    missing = [name for name in names if name not in _live(_documents(app))]
+    if missing:
+        missing = [name for name in missing if name not in _live(_documents(app, fresh=True))]
+    return missing
+
+
+def _live(documents: list[dict[str, Any]]) -> set[str]:
+    now = time.time()
+    live: set[str] = set()
+    for document in documents:
+        heartbeat = float(document.get("heartbeat") or DEFAULT_HEARTBEAT_SECONDS)
+        if now - float(document.get("published_at", 0)) <= MISSED_HEARTBEATS * heartbeat:
+            live.update(document.get("entries", {}))
+    return live
+
+
 def _published(app: Celery, fresh: bool = False) -> dict[str, DestinationInfo]:
-    now = time.monotonic()
-    cached = _cache.get(id(app))
-    if cached and not fresh and now - cached[0] < CLIENT_CACHE_SECONDS:
-        return cached[1]
     offered: dict[str, DestinationInfo] = {}
     oldest = time.time() - CATALOG_TTL_SECONDS
-    for raw in app.backend.client.hgetall(CATALOG_KEY).values():
-        document = _document(raw)
+    for document in _documents(app, fresh):
         if float(document.get("published_at", 0)) < oldest:
             continue
         for name, entry in document.get("entries", {}).items():
@@ -76,8 +107,17 @@ def _published(app: Celery, fresh: bool = False) -> dict[str, DestinationInfo]:
                 tuple(entry["depends_on"]),
                 prepares=bool(entry.get("prepares", False)),
             )
-    _cache[id(app)] = (now, offered)
     return offered
+
+
+def _documents(app: Celery, fresh: bool = False) -> list[dict[str, Any]]:
+    now = time.monotonic()
+    cached = _cache.get(id(app))
+    if cached and not fresh and now - cached[0] < CLIENT_CACHE_SECONDS:
+        return cached[1]
+    documents = [_document(raw) for raw in app.backend.client.hgetall(CATALOG_KEY).values()]
+    _cache[id(app)] = (now, documents)
+    return documents
 
 
 def _document(raw: bytes | str) -> dict[str, Any]:

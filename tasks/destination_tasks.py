@@ -3,16 +3,29 @@
 A destination that fails ends its task in FAILURE, with its error as the
 exception, so Flower shows it as failed. Before that, successful or not, the
 task starts whatever waited for it in the job's chord (see ``canvas``), so a
-failure never stops a sibling, a dependent or the job's ``export.finish``.
-The same task runs a destination's optional ``prepare`` step (``phase="prepare"``).
+failure never stops a sibling, a dependent or the job's ``export.finish``. So
+is anything raised around the export (a bad stored result, a bug): the task
+records it as the destination's failure. Only an unreachable Redis makes the
+task come back later instead, since nothing could be recorded. The same task
+runs a destination's optional ``prepare`` step (``phase="prepare"``).
+
+One copy of a destination's export runs at a time (``tasks.lease``); a copy of
+a task whose outcome is stored ends with that outcome again without exporting,
+so the chord counts it once (Celery keeps one part per task id) and nothing
+runs twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
+import redis
 from celery import Task, shared_task
+from celery.exceptions import Ignore, Reject, Retry
 
 from destinations.errors import SlotsDeferredError, TransientExportError
 from destinations.names import task_name
@@ -20,7 +33,9 @@ from destinations.plan import ExportPlan
 from tasks.call_log import RedisCallLog
 from tasks.canvas import EXPORT, PREPARE
 from tasks.followers import JobRun, start_followers, start_if_ready
-from tasks.job_model import JobRecord
+from tasks.job_model import DestinationEntry, JobNotFoundError, JobRecord
+from tasks.job_store import job_key
+from tasks.lease import Lease, lease_key
 from tasks.messages import (
     InvalidContextError,
     context_from_message,
@@ -41,6 +56,14 @@ class DestinationFailedError(Exception):
     """The destination did not take the record; the message says why (never a secret)."""
 
 
+T = TypeVar("T")
+
+# Redis unreachable: nothing can be recorded, so the task is retried once it is back.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# How long a finished export waits for Redis to store its result, rather than run again.
+REDIS_PATIENCE_SECONDS = 300.0
+
+
 class DestinationTask(Task):
     """Acknowledged only once the result is stored, so a crash hands the task to another worker."""
 
@@ -48,6 +71,14 @@ class DestinationTask(Task):
     reject_on_worker_lost = True
     max_retries = None  # the policy below decides, per destination
     destination = ""  # the destination's name, set by declare_destination_task
+    autoretry_for = REDIS_DOWN
+    retry_backoff = 1
+    retry_backoff_max = 30
+    # Sending the retry waits for Redis too, instead of failing the task at once.
+    retry_kwargs: ClassVar[dict[str, Any]] = {
+        "retry_policy": {"max_retries": None, "interval_start": 1, "interval_step": 1,
+                         "interval_max": 5},
+    }  # fmt: skip
 
 
 def declare_destination_task(name: str) -> None:
@@ -71,21 +102,35 @@ def run_destination(
     this_run = JobRun(job_id, context, graph, run)
     if phase == PREPARE:
         return _prepare(self, name, this_run)
-    store = job_store(self.app)
-    # An expired or never written job record leaves nothing to report to: the task fails.
-    stored = store.require(job_id)
-    earlier = stored.destinations.get(name)
-    if earlier is not None and earlier.state.has_outcome and earlier.result:
-        # Redelivered after the outcome was stored but before the message was
-        # acknowledged: start what follows (at most once) and end as before.
-        result = dict(earlier.result)
-    else:
-        attempt = store.start_attempt(job_id, name, self.request.id)
-        result = _export(self, name, job_id, context, graph, attempt, stored)
-        store.record_result(job_id, name, result)
-    start_followers(self, name, this_run, succeeded=bool(result["success"]))
+    try:
+        result = _run_once(self, name, job_id, context, graph)
+    except (Retry, Reject, Ignore, *REDIS_DOWN):
+        raise
+    except Exception as error:
+        result = _failed_outside_export(self, name, job_id, error)
+    # An expired job has nothing waiting for this destination any more.
+    with contextlib.suppress(JobNotFoundError):
+        _patiently(lambda: start_followers(self, name, this_run, bool(result["success"])))
     if not result["success"]:
         raise DestinationFailedError(result.get("error_message") or f"{name} failed")
+    return result
+
+
+def _failed_outside_export(
+    self: DestinationTask, name: str, job_id: str, error: Exception
+) -> dict[str, Any]:
+    """Anything raised around the export is the destination's failure, recorded if possible."""
+    logger.exception("export.%s of job %s failed outside the export", name, job_id)
+    summary = str(error).splitlines()[0] if str(error) else ""
+    result = result_to_json(
+        failure(name, f"{name} failed outside its export: {type(error).__name__}: {summary}"),
+        name,
+    )
+    if not isinstance(error, JobNotFoundError):
+        try:
+            job_store(self.app).record_result(job_id, name, result)
+        except Exception:  # Redis refuses writes too: the outcome still goes to the chord
+            logger.exception("could not record export.%s's failure for job %s", name, job_id)
     return result
 
 
@@ -112,6 +157,69 @@ def _prepare(self: DestinationTask, name: str, run: JobRun) -> dict[str, Any]:
     store.record_prepared(job_id, name, prepared)
     start_if_ready(self, name, run)
     return {"prepared": sorted(prepared)}
+
+
+def _run_once(
+    self: DestinationTask, name: str, job_id: str, context: dict[str, Any], graph: ExportPlan
+) -> dict[str, Any]:
+    store = job_store(self.app)
+    seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
+    lease = Lease(store.client, lease_key(job_id, name), seconds)
+    with store.client.pipeline(transaction=False) as pipe:
+        lease.request(pipe)
+        pipe.hgetall(job_key(job_id))
+        answer, raw = pipe.execute()
+    if not lease.granted(answer):
+        # Another copy is exporting (a slow task handed out again, an earlier run):
+        # come back when it should be done; this costs no attempt.
+        visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
+        raise self.retry(countdown=max(0.5, min(seconds / 2, visibility / 4)), max_retries=None)
+    try:
+        stored = store.record_from(job_id, raw)
+        if stored is None:  # expired, or never written: a failure result, no job to tell
+            raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
+        entry = stored.destinations.get(name) or DestinationEntry()
+        if entry.result and (
+            entry.succeeded or (entry.state.has_outcome and entry.task_id == self.request.id)
+        ):
+            # This task ran to its result already (delivered again after Redis or its
+            # worker went away), or an earlier run succeeded: the same result again.
+            return dict(entry.result)
+        attempt = store.start_attempt(job_id, name, self.request.id, entry)
+        result = _export(self, name, job_id, context, graph, attempt, stored)
+        record = _patiently(
+            lambda: store.record_result(job_id, name, result, entry, also=lease.release)
+        )
+        lease.released_by_pipeline()
+        if record is not None and _settled(record, graph.strategy):
+            # Every destination has its outcome: if the chord never runs the finish
+            # (Redis went away while it counted), the sweep sends it.
+            _patiently(lambda: store.mark_settled(job_id))
+    finally:
+        lease.release()
+    return result
+
+
+def _settled(record: JobRecord, strategy: str) -> bool:
+    outcomes = record.outcomes()
+    if strategy == "first_success" and any(outcomes.values()):
+        return True
+    return len(outcomes) == len(record.job.destinations)
+
+
+def _patiently(action: Callable[[], T]) -> T:
+    """Run ``action``, waiting out a Redis restart: the export it records must not run again."""
+    deadline = time.monotonic() + REDIS_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except REDIS_DOWN:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("Redis unreachable; storing the result again in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _export(

@@ -68,6 +68,8 @@ class StoredJob:
     created_at: str | None = None
     finished_at: str | None = None
     satisfied: bool | None = None
+    # How long the current run may take before any worker ends it (NX_EXPORT_JOB_DEADLINE).
+    deadline_seconds: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -4,12 +4,21 @@ One hash per job, one field per destination, so the tasks of one job never write
 the same field at once. Every key expires after the retention period, and the
 index of jobs is trimmed to it, so nothing grows without bound. What the fields
 hold, and how a state changes, is ``job_model``'s.
+
+Three sorted sets let a worker's sweep find the jobs that need it without
+scanning every job: ``deadlines`` (unfinished jobs by deadline), ``unsent``
+(runs whose canvas is not known to be sent, by when the run began) and
+``settled`` (jobs whose every destination has its outcome, by when, until the
+job's finish ran). Writes that race (a retry and another retry, a finish and
+the deadline sweep) are compare-and-set transactions on the job's hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import ModuleType
@@ -29,8 +38,67 @@ from tasks.messages import redact_message
 
 KEY_PREFIX = "nxexport"
 JOB_INDEX = f"{KEY_PREFIX}:jobs"
+DEADLINES = f"{KEY_PREFIX}:deadlines"
+UNSENT = f"{KEY_PREFIX}:unsent"
+SETTLED = f"{KEY_PREFIX}:settled"
+# The run whose canvas was sent last; a run above it still needs its canvas.
+CANVAS_FIELD = "canvas_sent"
+DEFAULT_DEADLINE_SECONDS = 86400.0
 
 T = TypeVar("T")
+
+# Create a job unless it exists (the same export.record message again) or its
+# idempotency key already names a live job; returns {job id, 1 if created}.
+CREATE = """
+if KEYS[5] then
+    local other = redis.call('GET', KEYS[5])
+    if other and redis.call('EXISTS', ARGV[5] .. other) == 1 then return {other, 0} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {ARGV[1], 0} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3] - ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2]) end
+return {ARGV[1], 1}
+"""
+# Compare-and-set on a job's hash: write the new fields only if the fields read
+# still hold what was read ('' = absent); then add the job to (score) or remove it
+# from ('-') the sorted sets named in KEYS[2..]. ARGV: retention, job id, the
+# number of fields checked, field/value pairs, the number written, field/value
+# pairs, one score or '-' per sorted set. Returns 1 when written.
+COMPARE_AND_SET = """
+local key, i = KEYS[1], 4
+for _ = 1, tonumber(ARGV[3]) do
+    if (redis.call('HGET', key, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+    i = i + 2
+end
+local writes = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, writes do
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+    i = i + 2
+end
+redis.call('EXPIRE', key, ARGV[1])
+for k = 2, #KEYS do
+    if ARGV[i] == '-' then
+        redis.call('ZREM', KEYS[k], ARGV[2])
+    else
+        redis.call('ZADD', KEYS[k], ARGV[i], ARGV[2])
+    end
+    i = i + 1
+end
+return 1
+"""
+# Write a field of a job that still exists: a late task never resurrects an expired job.
+WRITE_FIELD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
 
 def job_key(job_id: str) -> str:
@@ -42,44 +110,156 @@ def prepared_field(name: str) -> str:
     return f"prepared:{name}"
 
 
+def idempotency_key(key: str) -> str:
+    return f"{KEY_PREFIX}:key:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+class RunConflictError(Exception):
+    """Another retry (or finish) changed the job first; this one changed nothing."""
+
+
 class JobStore:
     """Read and write job records through the result backend's Redis connection."""
 
-    def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        retention_seconds: int,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> None:
         self.client = client
         self.retention = int(retention_seconds)
+        self.deadline = float(deadline_seconds)
+        self._create = client.register_script(CREATE)
+        self._write_field = client.register_script(WRITE_FIELD)
+        self._compare_and_set = client.register_script(COMPARE_AND_SET)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def create(self, job: StoredJob) -> None:
-        """Store a new job, every destination of its plan pending."""
+    def create(self, job: StoredJob, job_key_text: str | None = None) -> tuple[str, bool]:
+        """Store a new job, every destination of its plan pending.
+
+        Returns the job's id and whether it was created: not when a job of this
+        id exists already, nor when ``job_key_text`` names a job kept in Redis
+        (then that job's id is returned).
+        """
         created = datetime.now(UTC)
         record = JobRecord(
-            job=replace(job, created_at=created.isoformat()),
+            job=replace(job, created_at=created.isoformat(), deadline_seconds=self.deadline),
             destinations={name: DestinationEntry() for name in job.destinations},
         )
-        with self.client.pipeline() as pipe:
-            pipe.hset(job_key(job.id), mapping=record.to_fields())
-            pipe.expire(job_key(job.id), self.retention)
-            pipe.zadd(JOB_INDEX, {job.id: created.timestamp()})
-            pipe.zremrangebyscore(JOB_INDEX, "-inf", created.timestamp() - self.retention)
-            _index().on_create(pipe, job.id, job.context, job.destinations,
-                               created.timestamp(), self.retention)  # fmt: skip
-            pipe.execute()
+        keys = [job_key(job.id), JOB_INDEX, DEADLINES, UNSENT]
+        if job_key_text is not None:
+            keys.append(idempotency_key(job_key_text))
+        fields = [item for pair in record.to_fields().items() for item in pair]
+        stamp = created.timestamp()
+        answer = self._create(
+            keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline), job_key(""),
+                   *fields],
+        )  # fmt: skip
+        job_id, was_created = cast(list[Any], answer)
+        if was_created:
+            with self.client.pipeline(transaction=False) as pipe:
+                _index().on_create(pipe, job.id, job.context, job.destinations, stamp,
+                                   self.retention)  # fmt: skip
+                pipe.execute()
+        return _text(job_id), bool(was_created)
 
-    def begin_run(self, job_id: str, finish_task_id: str) -> None:
-        self._update_job(job_id, lambda job: job.begin_run(finish_task_id))
+    def begin_run(
+        self, job_id: str, names: Sequence[str], finish_task_id: str, expected_runs: int
+    ) -> None:
+        """Open run ``expected_runs + 1`` for ``names`` if the job is still as it was read.
+
+        ``RunConflictError`` when it has not finished, or another run began meanwhile.
+        """
+        fields = [JOB_FIELD, *(destination_field(name) for name in names)]
+
+        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+            job = StoredJob.from_json(job_id, values[JOB_FIELD])
+            if job.finished_at is None or job.runs != expected_runs:
+                return None
+            job.begin_run(finish_task_id)
+            job.deadline_seconds = self.deadline
+            writes = {JOB_FIELD: job.to_json()}
+            for name in names:
+                entry = DestinationEntry.from_json(values[destination_field(name)])
+                entry.requeue()
+                writes[destination_field(name)] = entry.to_json()
+            return writes
+
+        now = time.time()
+        schedules = {DEADLINES: now + self.deadline, UNSENT: now, SETTLED: None}
+        if not self._transact(job_id, fields, change, schedules):
+            raise RunConflictError(job_id)
+        # What an earlier run prepared is prepared again (its objects stay in the call log).
+        self.client.hdel(job_key(job_id), *(prepared_field(name) for name in names))
         _index().on_run_state(self.client, job_id, finished=False, satisfied=None,
                               retention=self.retention)  # fmt: skip
 
-    def mark_finished(self, job_id: str, satisfied: bool) -> None:
-        self._update_job(job_id, lambda job: job.finish(satisfied))
-        _index().on_run_state(self.client, job_id, finished=True, satisfied=satisfied,
-                              retention=self.retention)  # fmt: skip
+    def mark_finished(self, job_id: str, satisfied: bool, finish_task_id: str | None) -> bool:
+        """Finish the run ``finish_task_id`` belongs to; False when it is finished or superseded."""
 
-    def start_attempt(self, job_id: str, name: str, task_id: str | None) -> int:
-        """Count a new attempt at ``name`` and return its number (1 for the first)."""
-        attempt = self._update_entry(job_id, name, lambda entry: entry.start(task_id))
+        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+            job = StoredJob.from_json(job_id, values[JOB_FIELD])
+            if job.finished_at is not None or job.finish_task_id not in (None, finish_task_id):
+                return None
+            job.finish(satisfied)
+            return {JOB_FIELD: job.to_json()}
+
+        unscheduled = dict.fromkeys((DEADLINES, UNSENT, SETTLED))
+        finished = self._transact(job_id, [JOB_FIELD], change, unscheduled)
+        if finished:
+            _index().on_run_state(self.client, job_id, finished=True, satisfied=satisfied,
+                                  retention=self.retention)  # fmt: skip
+        return finished
+
+    def end_unfinished(self, job_id: str, results: Mapping[str, dict[str, Any]]) -> list[str]:
+        """Give each named destination that has no outcome yet the result given; return those."""
+        fields = [destination_field(name) for name in results]
+        ended: list[str] = []
+
+        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+            ended.clear()
+            writes = {}
+            for name, result in results.items():
+                entry = DestinationEntry.from_json(values[destination_field(name)])
+                if not entry.state.has_outcome:
+                    entry.finish(result)
+                    writes[destination_field(name)] = entry.to_json()
+                    ended.append(name)
+            return writes or None
+
+        self._transact(job_id, fields, change)
+        for name in ended:
+            _index().on_result(self.client, job_id, name, False, self.retention)
+        return ended
+
+    def mark_canvas_sent(self, job_id: str, run: int) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.eval(WRITE_FIELD, 1, job_key(job_id), CANVAS_FIELD, str(run), self.retention)
+            pipe.zrem(UNSENT, job_id)
+            pipe.execute()
+
+    def canvas_sent(self, job_id: str) -> int:
+        """The last run whose canvas was sent (0: none)."""
+        return int(self._read(job_id, CANVAS_FIELD) or 0)
+
+    def mark_settled(self, job_id: str) -> None:
+        """Every destination has its outcome: the job's finish is due."""
+        self.client.zadd(SETTLED, {job_id: time.time()}, nx=True)
+
+    def start_attempt(
+        self, job_id: str, name: str, task_id: str | None, entry: DestinationEntry | None = None
+    ) -> int:
+        """Count a new attempt at ``name`` and return its number (1 for the first).
+
+        ``entry``, the destination's entry as just read, is changed and saved.
+        """
+        if entry is None:
+            attempt = self._update_entry(job_id, name, lambda entry: entry.start(task_id))
+        else:
+            attempt = entry.start(task_id)
+            self._write(job_id, destination_field(name), entry.to_json())
         _index().on_attempt(self.client, job_id, name, self.retention)
         return attempt
 
@@ -88,20 +268,6 @@ class JobStore:
         safe = redact_message(error)
         self._update_entry(job_id, name, lambda entry: entry.retry(safe, countdown))
         _index().on_retry(self.client, name)
-
-    def record_result(self, job_id: str, name: str, result: dict[str, Any]) -> None:
-        self._update_entry(job_id, name, lambda entry: entry.finish(result))
-        _index().on_result(self.client, job_id, name, bool(result.get("success")), self.retention)
-
-    def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
-        for name in names:
-            self._update_entry(job_id, name, lambda entry: entry.skip(reason))
-
-    def reset_for_retry(self, job_id: str, names: Iterable[str]) -> None:
-        """Queue destinations again, keeping their history."""
-        for name in names:
-            self._update_entry(job_id, name, DestinationEntry.requeue)
-            self.client.hdel(job_key(job_id), prepared_field(name))
 
     def record_prepared(self, job_id: str, name: str, prepared: dict[str, Any]) -> None:
         """What a destination's ``prepare`` step returned, for its ``export`` to use."""
@@ -112,10 +278,55 @@ class JobStore:
         raw = self._read(job_id, prepared_field(name))
         return None if raw is None else cast(dict[str, Any], json.loads(raw))
 
+    def record_result(
+        self,
+        job_id: str,
+        name: str,
+        result: dict[str, Any],
+        entry: DestinationEntry | None = None,
+        also: Callable[[Any], None] | None = None,
+    ) -> JobRecord | None:
+        """Store ``name``'s result; return the whole job as it is now (None: it expired).
+
+        ``entry`` is the destination's entry as this task last saved it; ``also``
+        adds commands to the same round trip.
+        """
+        field = destination_field(name)
+        entry = replace(entry) if entry else DestinationEntry.from_json(self._read(job_id, field))
+        entry.finish(result)
+        # EVAL, not a registered script: a script in a pipeline costs a SCRIPT EXISTS first.
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.eval(WRITE_FIELD, 1, job_key(job_id), field, entry.to_json(), self.retention)
+            pipe.hgetall(job_key(job_id))
+            if also is not None:
+                also(pipe)
+            answers = pipe.execute()
+        _index().on_result(self.client, job_id, name, bool(result.get("success")), self.retention)
+        return self.record_from(job_id, answers[1])
+
+    def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
+        for name in names:
+            self._update_entry(job_id, name, lambda entry: entry.skip(reason))
+
+    # -- the sweep's schedules ---------------------------------------------------------------
+
+    def due(self, schedule: str, until: float, limit: int = 100) -> list[str]:
+        """Jobs of ``schedule`` whose time is ``until`` or earlier, earliest first."""
+        members = self.client.zrangebyscore(schedule, "-inf", until, start=0, num=limit)
+        return [_text(member) for member in cast(list[bytes], members)]
+
+    def unschedule(self, schedule: str, job_id: str) -> None:
+        self.client.zrem(schedule, job_id)
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """True for the one caller that takes ``name`` for ``seconds`` (across workers)."""
+        key = f"{KEY_PREFIX}:claim:{name}"
+        return bool(self.client.set(key, "1", nx=True, ex=max(1, int(seconds))))
+
     # -- reading -----------------------------------------------------------------------------
 
     def load(self, job_id: str) -> JobRecord | None:
-        return _record(job_id, cast(dict[bytes, bytes], self.client.hgetall(job_key(job_id))))
+        return self.record_from(job_id, self.client.hgetall(job_key(job_id)))
 
     def load_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         """``load`` for several jobs in one round trip."""
@@ -123,7 +334,7 @@ class JobStore:
             for job_id in job_ids:
                 pipe.hgetall(job_key(job_id))
             raws = pipe.execute()
-        return [_record(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
+        return [self.record_from(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
 
     def require(self, job_id: str) -> JobRecord:
         """The job's record; ``JobNotFoundError`` when it was never written or has expired."""
@@ -139,8 +350,8 @@ class JobStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    # No WATCH in these two: each field has one writer at a time (the destination's
-    # own task, or the job's finish task once every destination is done).
+    # No compare-and-set here: each destination's field has one writer at a time
+    # (the task holding the destination's lease); the sweep's go through _transact.
 
     def _update_entry(self, job_id: str, name: str, change: Callable[[DestinationEntry], T]) -> T:
         field = destination_field(name)
@@ -149,25 +360,50 @@ class JobStore:
         self._write(job_id, field, entry.to_json())
         return answer
 
-    def _update_job(self, job_id: str, change: Callable[[StoredJob], None]) -> None:
-        job = StoredJob.from_json(job_id, self._read(job_id, JOB_FIELD))
-        change(job)
-        self._write(job_id, JOB_FIELD, job.to_json())
+    def _transact(
+        self,
+        job_id: str,
+        fields: Sequence[str],
+        change: Callable[[Mapping[str, bytes | None]], dict[str, str] | None],
+        schedules: Mapping[str, float | None] | None = None,
+    ) -> bool:
+        """Read ``fields``, write what ``change`` returns if none of them changed meanwhile.
+
+        ``change`` returns None to write nothing (then False). When written, the
+        job joins each of ``schedules`` at its score, or leaves it (None). A job
+        that does not exist raises ``JobNotFoundError``.
+        """
+        read = list(dict.fromkeys([JOB_FIELD, *fields]))
+        schedules = schedules or {}
+        while True:
+            raw = cast(list[bytes | None], self.client.hmget(job_key(job_id), read))
+            if raw[0] is None:
+                raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
+            writes = change(dict(zip(read, raw, strict=True)))
+            if writes is None:
+                return False
+            checked = [item for pair in zip(read, raw, strict=True) for item in pair]
+            written = [item for pair in writes.items() for item in pair]
+            scores = ["-" if score is None else repr(score) for score in schedules.values()]
+            arguments = [self.retention, job_id, len(read), *(v or b"" for v in checked),
+                         len(writes), *written, *scores]  # fmt: skip
+            if self._compare_and_set([job_key(job_id), *schedules], arguments):
+                return True
+            # Another writer came first: read again and decide again.
+
+    @staticmethod
+    def record_from(job_id: str, raw: Any) -> JobRecord | None:
+        """The record of a job's ``HGETALL`` answer (None when empty: no such job)."""
+        fields = cast(dict[bytes, bytes], raw)
+        if not fields:
+            return None
+        return JobRecord.from_fields(job_id, {_text(key): value for key, value in fields.items()})
 
     def _read(self, job_id: str, field: str) -> bytes | None:
         return cast(bytes | None, self.client.hget(job_key(job_id), field))
 
     def _write(self, job_id: str, field: str, value: str) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(job_key(job_id), field, value)
-            pipe.expire(job_key(job_id), self.retention)
-            pipe.execute()
-
-
-def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
-    if not raw:
-        return None
-    return JobRecord.from_fields(job_id, {_text(key): value for key, value in raw.items()})
+        self._write_field([job_key(job_id)], [field, value, self.retention])
 
 
 def _index() -> ModuleType:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from celery import Task, shared_task
@@ -28,35 +29,50 @@ def export_record(
     context: dict[str, Any],
     strategy: str | None = None,
     destinations: list[str] | None = None,
+    job_key: str | None = None,
 ) -> dict[str, Any]:
     """Start a job from a plain Celery client: ``send_task("export.record", kwargs=...)``.
 
-    A malformed context, a bad record or an impossible plan fails this task
-    once, with the reason; it is never retried.
+    The job's id derives from this task's id, so the same message delivered
+    again (its worker died) gives the same job, whose canvas is sent if it was
+    not. ``job_key`` returns the job enqueued earlier with that key. A
+    malformed context, a bad record or an impossible plan fails this task once,
+    with the reason; it is never retried.
     """
-    job_id = start_job(self.app, context, strategy, destinations, local_registry())
-    return {"job_id": job_id}
+    job_id, existing = start_job(
+        self.app, context, strategy, destinations, local_registry(),
+        job_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:record:{self.request.id}")),
+        job_key=job_key,
+    )  # fmt: skip
+    return {"job_id": job_id, "existing": existing}
 
 
 @shared_task(name=FINISH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def finish_job(self: Task, job_id: str) -> dict[str, Any]:
-    """Decide the job's outcome once every destination that will run has run."""
+    """Decide the job's outcome once every destination that will run has run.
+
+    Runs once per run of the job: a copy of it (redelivered, or sent by the
+    sweep) or the finish of a run a retry replaced changes nothing.
+    """
     store = job_store(self.app)
     record = store.require(job_id)
-    if record.job.finished_at is not None:
-        # Redelivered, or the chord's errback after its body: this run is already decided.
-        return job_from_record(record).to_dict()
+    if record.job.finish_task_id not in (None, self.request.id):
+        return job_from_record(record).to_dict()  # a retry replaced this run
     planned = record.job.destinations
     outcomes = record.outcomes()
-    never_ran = [name for name in planned if name not in outcomes]
-    if never_ran:
-        store.mark_skipped(job_id, never_ran, "an earlier destination succeeded (first_success)")
     strategy = record.job.strategy
     satisfied = is_satisfied(strategy, planned, outcomes)
-    store.mark_finished(job_id, satisfied)
-    summary = job_from_record(store.load(job_id) or record).to_dict()
-    notify_finished(self.app, summary)
-    send_outcome(self.app, job_id)  # always: a NexusLIMS bridge worker, if any, records it
+    summary = job_from_record(record).to_dict()
+    if record.job.finished_at is None:
+        never_ran = [name for name in planned if name not in outcomes]
+        if never_ran:
+            store.mark_skipped(
+                job_id, never_ran, "an earlier destination succeeded (first_success)"
+            )
+        if store.mark_finished(job_id, satisfied, self.request.id):
+            summary = job_from_record(store.load(job_id) or record).to_dict()
+            notify_finished(self.app, summary)
+            send_outcome(self.app, job_id)  # always: a NexusLIMS bridge worker, if any, records it
     entries = record.planned()
     failed = {name: entries[name].error for name, ok in outcomes.items() if not ok}
     if failed:

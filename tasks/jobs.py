@@ -8,6 +8,7 @@ retention period.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,13 +23,19 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from destinations.contract import ExportContext
 from destinations.plan import ExportPlan, ExportRequestError, is_satisfied, plan_export
 from destinations.record import check_record
-from destinations.registry import Registry
+from destinations.registry import DestinationInfo, Registry
 from tasks import catalog
-from tasks.canvas import build_canvas
+from tasks.canvas import build_canvas, finish_task_id
 from tasks.job_model import DestinationEntry, DestinationState, JobRecord, JobState, StoredJob
 from tasks.job_model import JobNotFoundError as JobNotFoundError  # raised by get_job
+from tasks.job_store import RunConflictError
 from tasks.messages import context_from_message, context_to_message, describe_context
 from tasks.runtime import job_store, local_registry
+
+logger = logging.getLogger(__name__)
+
+# How long one sender may take to send a run's canvas before the sweep sends it instead.
+CANVAS_CLAIM_SECONDS = 60
 
 
 @dataclass
@@ -86,6 +93,8 @@ class ExportJob:
     finish_task_id: str | None = None
     runs: int = 1
     app: Celery | None = field(default=None, repr=False, compare=False)
+    # Set by enqueue_export: True when its job_key named a job enqueued earlier.
+    existing: bool = field(default=False, compare=False)
 
     @property
     def finished(self) -> bool:
@@ -139,15 +148,22 @@ def enqueue_export(
     strategy: str | None = None,
     destinations: Sequence[str] | None = None,
     app: Celery | None = None,
+    job_key: str | None = None,
 ) -> ExportJob:
     """Validate, plan and enqueue one record's export; return the queued job.
 
-    Raises ``InvalidContextError``, ``RecordError`` or ``ExportRequestError``
-    (all ``ValueError``) before anything is enqueued.
+    ``job_key`` makes enqueuing idempotent: while a job enqueued with the same
+    key is kept (the retention period), that job is returned (``existing`` is
+    True) and nothing new runs. Raises ``InvalidContextError``, ``RecordError``
+    or ``ExportRequestError`` (all ``ValueError``) before anything is enqueued.
     """
     app = app or current_app
-    job_id = start_job(app, context, strategy, destinations, local_registry())
-    return get_job(job_id, app=app)
+    job_id, existing = start_job(
+        app, context, strategy, destinations, local_registry(), job_key=job_key
+    )
+    job = get_job(job_id, app=app)
+    job.existing = existing
+    return job
 
 
 def start_job(
@@ -156,8 +172,10 @@ def start_job(
     strategy: str | None,
     destinations: Sequence[str] | None,
     registry: Registry,
-) -> str:
-    """Shared by ``enqueue_export`` and the ``export.record`` task."""
+    job_id: str | None = None,
+    job_key: str | None = None,
+) -> tuple[str, bool]:
+    """Shared by ``enqueue_export`` and the ``export.record`` task: (job id, existing)."""
     checked = context_from_message(context)
     check_record(
         Path(checked.xml_file_path),
@@ -169,13 +187,37 @@ def start_job(
     plan = plan_export(
         strategy or app.conf.nx_export_strategy, offered, destinations, known=sorted(disabled)
     )
-    return launch(app, plan, context_to_message(checked))
+    warn_unserved(app, plan.destinations)
+    return launch(app, plan, context_to_message(checked), job_id=job_id, job_key=job_key)
 
 
-def launch(app: Celery, plan: ExportPlan, message: dict[str, Any]) -> str:
-    """Write the job record, then send its canvas."""
-    job_id, finish_id = str(uuid.uuid4()), str(uuid.uuid4())
-    job_store(app).create(
+def warn_unserved(app: Celery, names: Sequence[str]) -> None:
+    """Accepted anyway (workers may be restarting), but the operator should know."""
+    for name in catalog.unserved(app, names):
+        logger.warning(
+            "no live worker serves %s: its tasks wait in queue export.%s until one starts "
+            "(the job's deadline ends it otherwise)",
+            name,
+            name,
+        )
+
+
+def launch(
+    app: Celery,
+    plan: ExportPlan,
+    message: dict[str, Any],
+    job_id: str | None = None,
+    job_key: str | None = None,
+) -> tuple[str, bool]:
+    """Write the job record, then send its canvas; return (job id, existing).
+
+    With ``job_id`` of a job written earlier (the same ``export.record`` message
+    again), its canvas is sent if it was not. A ``job_key`` naming a kept job
+    returns that job and sends nothing.
+    """
+    job_id = job_id or str(uuid.uuid4())
+    finish_id = finish_task_id(job_id, 1)
+    stored, created = job_store(app).create(
         StoredJob(
             id=job_id,
             strategy=plan.strategy,
@@ -183,10 +225,48 @@ def launch(app: Celery, plan: ExportPlan, message: dict[str, Any]) -> str:
             context=message,
             summary=describe_context(message),
             finish_task_id=finish_id,
-        )
+        ),
+        job_key,
     )
-    build_canvas(app, plan, job_id, message, finish_id).apply_async()
-    return job_id
+    if stored == job_id:
+        send_canvas(app, job_id, 1, plan, message, finish_id, check_sent=not created)
+    return stored, not created
+
+
+def send_canvas(
+    app: Celery,
+    job_id: str,
+    run: int,
+    plan: ExportPlan,
+    message: dict[str, Any],
+    finish_id: str,
+    check_sent: bool = True,
+) -> bool:
+    """Send run ``run``'s canvas; True if sent.
+
+    ``check_sent`` is for a sender that may not be the first (a redelivered
+    ``export.record``, the sweep): it sends only if the canvas was not sent and
+    no other sender claimed it.
+    """
+    store = job_store(app)
+    if check_sent and (
+        store.canvas_sent(job_id) >= run
+        or not store.claim(f"canvas:{job_id}:{run}", CANVAS_CLAIM_SECONDS)
+    ):
+        return False
+    build_canvas(app, plan, job_id, message, finish_id, run).apply_async()
+    store.mark_canvas_sent(job_id, run)
+    return True
+
+
+def replan(app: Celery, record: JobRecord, names: Sequence[str]) -> ExportPlan:
+    """The plan of a stored job over ``names``, from what the workers publish.
+
+    A destination no worker publishes any more still gets its task, alone in its tier.
+    """
+    offered, _ = catalog.available(app, local_registry(), names)
+    infos = {name: offered.get(name) or DestinationInfo(name, 0, ()) for name in names}
+    return plan_export(record.job.strategy, infos, names)
 
 
 def retry_failed(
@@ -196,11 +276,14 @@ def retry_failed(
 
     The successful results of earlier runs stay in the job, so a re-run
     notebook still links to the CDCS record of the first run. Every attempt is
-    kept in each destination's history.
+    kept in each destination's history. Of two retries at the same moment, one
+    is accepted; the other raises ``ExportRequestError``.
     """
     app = app or current_app
     job = get_job(job_id, app=app)
     if not job.finished:
+        if job.runs > 1:
+            raise ExportRequestError(f"job {job_id} is already being retried (run {job.runs})")
         raise ExportRequestError(f"job {job_id} is still {job.state}; retry it once it finished")
     if destinations:
         unknown = sorted(set(destinations) - set(job.destinations))
@@ -215,13 +298,16 @@ def retry_failed(
         raise ExportRequestError(f"nothing to retry: job {job_id} has no failed destination")
     offered, disabled = catalog.available(app, local_registry(), names)
     plan = plan_export(job.strategy, offered, names, known=sorted(disabled))
+    warn_unserved(app, plan.destinations)
     store = job_store(app)
     message = store.require(job_id).job.context
-    finish_id = str(uuid.uuid4())
-    store.reset_for_retry(job_id, names)
-    store.begin_run(job_id, finish_id)
-    run = store.require(job_id).job.runs
-    build_canvas(app, plan, job_id, message, finish_id, run).apply_async()
+    run = job.runs + 1
+    finish_id = finish_task_id(job_id, run)
+    try:
+        store.begin_run(job_id, names, finish_id, expected_runs=job.runs)
+    except RunConflictError:
+        raise ExportRequestError(f"job {job_id} is already being retried") from None
+    send_canvas(app, job_id, run, plan, message, finish_id, check_sent=False)
     return get_job(job_id, app=app)
 
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from celery import Celery, current_app
 
 from destinations.registry import Registry, discover, parse_plugin_list
-from tasks.job_store import JobStore
+from tasks.job_store import DEFAULT_DEADLINE_SECONDS, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,4 +44,5 @@ def job_store(app: Celery | None = None) -> JobStore:
     app = app or current_app
     expires = app.conf.result_expires
     seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
-    return JobStore(app.backend.client, int(seconds))
+    deadline = app.conf.get("nx_export_job_deadline") or DEFAULT_DEADLINE_SECONDS
+    return JobStore(app.backend.client, int(seconds), float(deadline))

@@ -23,11 +23,12 @@ from destinations.names import (
     queue_name,
     task_name,
 )
-from tasks import catalog
 from tasks.destination_tasks import declare_destination_task
 from tasks.nexuslims_bridge import BRIDGE_QUEUE
 from tasks.nexuslims_db import bridge_available
 from tasks.runtime import local_registry
+from worker import broker_close
+from worker.housekeeping import Housekeeping
 from worker.settings import WorkerSettings, destination_policy, load_settings
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,11 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # A task redelivered after it succeeded is not run again, so it cannot
-        # count twice towards its chord and finish a job early.
-        "worker_deduplicate_successful_tasks": True,
+        # A task delivered again after it succeeded runs again: ours return the
+        # stored result without exporting, and the chord keeps one part per task
+        # id, so it never counts twice; skipping it instead would lose its part
+        # when Redis restarted between storing the result and counting it.
+        "worker_deduplicate_successful_tasks": False,
         "task_default_queue": JOB_QUEUE,
         "task_routes": (route_task,),
         "task_send_sent_event": True,
@@ -73,6 +76,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "nx_export_max_record_bytes": settings.max_record_bytes,
         "nx_records_path": str(settings.records_path) if settings.records_path else None,
         "nx_export_record_schema": str(settings.record_schema) if settings.record_schema else None,
+        "nx_export_job_deadline": settings.job_deadline,
+        "nx_export_heartbeat_seconds": settings.heartbeat_seconds,
+        "nx_export_lease_seconds": settings.lease_seconds,
     }
 
 
@@ -86,6 +92,7 @@ def route_task(
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or load_settings()
+    broker_close.install()
     app = Celery("nexuslims_export", set_as_current=True)
     app.conf.update(celery_config(settings))
     policies = {
@@ -122,11 +129,12 @@ def all_queues() -> list[str]:
 
 
 @worker_ready.connect
-def _publish_catalog(sender: Any = None, **_: Any) -> None:
+def _start_housekeeping(sender: Any = None, **_: Any) -> None:
+    """Publish the catalogue now, then heartbeat and sweep for as long as the worker runs."""
     app = sender.app if sender is not None else None
     if app is None:
         return
-    catalog.publish(app, local_registry(), hostname=getattr(sender, "hostname", None))
+    Housekeeping(app, hostname=getattr(sender, "hostname", None)).start()
 
 
 app = create_app()

@@ -6,6 +6,7 @@ Exit status: 0 when a job's strategy is satisfied, 1 when not, 2 for bad input.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import datetime
@@ -55,6 +56,16 @@ def parse_moment(value: str, option: str) -> datetime:
         fail(
             f"{option} {value!r} is not an ISO 8601 date and time (e.g. 2026-03-04T09:00:00-05:00)"
         )
+
+
+def show_warnings() -> None:
+    """The job API's warnings (e.g. a destination no live worker serves) as ``warning:`` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("tasks.jobs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def step(job: Any) -> Any:
@@ -166,6 +177,12 @@ def dashboard(port: int, address: str) -> None:
 @click.option("--user", default=None, help="The session's user [the record's nx:experimenter].")
 @click.option("--strategy", default=None, help="all, first_success or best_effort.")
 @click.option("--destination", "destinations", multiple=True, help="Only these destinations.")
+@click.option(
+    "--job-key",
+    default=None,
+    help="Idempotency key: the same key again returns the job it enqueued (within the "
+    "retention) and runs nothing new.",
+)
 @click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
 @click.option(
     "--timeout", type=float, default=None, help="With --wait: give up after this many seconds."
@@ -180,6 +197,7 @@ def enqueue(
     user: str | None,
     strategy: str | None,
     destinations: tuple[str, ...],
+    job_key: str | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -199,10 +217,13 @@ def enqueue(
         fail(str(error))
     connect()
     celery_app()
+    show_warnings()
     from tasks.jobs import enqueue_export
 
     try:
-        job = enqueue_export(context, strategy=strategy, destinations=list(destinations) or None)
+        job = enqueue_export(
+            context, strategy=strategy, destinations=list(destinations) or None, job_key=job_key
+        )
     except ValueError as error:
         fail(str(error))
     if not wait:
@@ -237,12 +258,20 @@ def status(job_id: str, watch: bool, as_json: bool) -> None:
 
 
 def _finish(job: Any, as_json: bool, timeout: float | None) -> NoReturn:
+    from tasks.job_model import JobNotFoundError
     from worker.display import follow_job, print_job
 
     try:
         job = follow_job(job, step, timeout, quiet=as_json)
     except TimeoutError as error:
         click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    except JobNotFoundError:
+        click.echo(
+            f"error: job {job.id} is gone: its record was removed from Redis (flushed, "
+            "or restarted without its data) while it was followed",
+            err=True,
+        )
         sys.exit(1)
     print_job(job, as_json)
     sys.exit(0 if job.satisfied else 1)
@@ -302,6 +331,7 @@ def retry(
     """Run again the destinations of JOB_ID that failed or never ran."""
     connect()
     celery_app()
+    show_warnings()
     from tasks.job_model import JobNotFoundError
     from tasks.jobs import retry_failed
 

@@ -120,6 +120,24 @@ class WorkerSettings(NxSettings):
         validation_alias="NX_EXPORT_DASHBOARD_AUTH",
         description="user:password of the dashboard's basic auth; the dashboard needs it.",
     )
+    job_deadline: float = Field(
+        86400.0,
+        validation_alias="NX_EXPORT_JOB_DEADLINE",
+        gt=0,
+        description="Seconds after which any running worker ends a job that has not finished.",
+    )
+    heartbeat_seconds: float = Field(
+        30.0,
+        validation_alias="NX_EXPORT_HEARTBEAT_SECONDS",
+        gt=0,
+        description="How often a worker says it is alive and sweeps for overdue jobs.",
+    )
+    lease_seconds: float = Field(
+        60.0,
+        validation_alias="NX_EXPORT_LEASE_SECONDS",
+        gt=0,
+        description="Lifetime of an export's lease, renewed every third of it while it runs.",
+    )
 
     @property
     def uses_embedded_redis(self) -> bool:
