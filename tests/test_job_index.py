@@ -51,18 +51,18 @@ def test_a_job_moves_between_state_sets_as_it_runs_finishes_and_is_retried(
     assert states_of(client, job_id) == ["running"]
     store.record_result(job_id, "alpha", {"success": False, "error_message": "refused"})
     assert client.zscore(job_index.destination_failure_key("alpha"), job_id)
-    store.mark_finished(job_id, False)
+    store.mark_finished(job_id, False, None)
     assert states_of(client, job_id) == ["finished-failed"]
     # A redelivered attempt after the finish does not make the job look running.
     store.start_attempt(job_id, "alpha", "task-1")
     assert states_of(client, job_id) == ["finished-failed"]
 
-    store.begin_run(job_id, "finish-of-run-2")  # what retry_failed does
+    store.begin_run(job_id, ["alpha"], "finish-of-run-2", expected_runs=1)  # as retry does
     assert states_of(client, job_id) == ["running"]
     store.start_attempt(job_id, "alpha", "task-2")
     store.record_result(job_id, "alpha", {"success": True})
     assert client.zscore(job_index.destination_failure_key("alpha"), job_id) is None
-    store.mark_finished(job_id, True)
+    store.mark_finished(job_id, True, "finish-of-run-2")
     assert states_of(client, job_id) == ["finished-ok"]
 
     counts = job_metrics.read(client)
@@ -101,7 +101,7 @@ def test_jobs_written_before_the_indexes_are_indexed_once(client: redis.Redis) -
     failed, running = new_job(store, ["alpha", "beta"]), new_job(store, ["alpha"])
     store.start_attempt(failed, "alpha", "t1")
     store.record_result(failed, "alpha", {"success": False, "error_message": "refused"})
-    store.mark_finished(failed, False)
+    store.mark_finished(failed, False, None)
     store.start_attempt(running, "alpha", "t2")
     client.delete(*client.keys("nxexport:idx:*"))  # as an older version left them
 
