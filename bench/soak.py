@@ -27,6 +27,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import redis
+
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -151,7 +153,7 @@ class Soak:
 
     def finished(self, app: Any, job_id: str, wait: float) -> Any:
         """The job once finished, polling its record (a Redis restart may be under way)."""
-        from tasks.jobs import get_job
+        from tasks.jobs import JobNotFoundError, get_job
 
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -159,7 +161,7 @@ class Soak:
                 job = get_job(job_id, app=app)
                 if job.finished:
                     return job
-            except Exception:  # Redis restarting, or the job is gone (then: lost)
+            except (redis.RedisError, JobNotFoundError):  # Redis restarting, or the job is gone
                 pass
             time.sleep(0.5)
         return None
@@ -184,7 +186,8 @@ def main() -> int:
     os.environ["NX_EXPORT_BROKER_URL"] = soak.redis.url
     os.environ["NX_EXPORT_JOB_DEADLINE"] = str(DEADLINE)
     from tasks.job_store import DEADLINES, JobStore
-    from worker import app, enqueue_export
+    from worker import enqueue_export
+    from worker.app import app
 
     cdcs, elab, labarchives = FakeCDCS().start(), FakeELabFTW().start(), FakeLabArchives().start()
     chaos = [Chaos(fake, options.failure_rate, soak.rng) for fake in (cdcs, elab, labarchives)]

@@ -23,9 +23,7 @@ from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
 ENQUEUE_SCRIPT = """
 import json, sys
 from worker import enqueue_export
-jobs = [enqueue_export(r["context"], strategy=r.get("strategy"), destinations=r["destinations"],
-                       job_key=r.get("job_key")) if r.get("job_key") else
-        enqueue_export(r["context"], strategy=r.get("strategy"), destinations=r["destinations"])
+jobs = [enqueue_export(r["context"], strategy=r.get("strategy"), destinations=r["destinations"])
         for r in json.load(sys.stdin)]
 print(json.dumps([job.id for job in jobs]))
 """
