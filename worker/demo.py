@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def run_demo(as_json: bool = False) -> int:
         )  # fmt: skip
     console.print(f"worker: started, log in {log_path}")
     try:
+        _wait_for_the_worker(worker)
         return _export_samples(archive, as_json, console)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -59,6 +61,18 @@ def run_demo(as_json: bool = False) -> int:
             worker.kill()
         if started_redis:
             embedded_redis.stop(settings.state_dir)
+
+
+def _wait_for_the_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the worker publishes the local archive, so the jobs do not wait for one."""
+    from tasks import catalog
+    from worker.app import app
+
+    deadline = time.monotonic() + timeout
+    while catalog.unserved(app, ["local"]) and worker.poll() is None:
+        if time.monotonic() > deadline:
+            return  # the jobs wait in their queue; the report says how they ended
+        time.sleep(0.1)
 
 
 def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
