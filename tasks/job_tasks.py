@@ -70,9 +70,11 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
                 job_id, never_ran, "an earlier destination succeeded (first_success)"
             )
         if store.mark_finished(job_id, satisfied, self.request.id):
-            summary = job_from_record(store.load(job_id) or record).to_dict()
+            finished = store.load(job_id) or record
+            summary = job_from_record(finished).to_dict()
             notify_finished(self.app, summary)
-            send_outcome(self.app, job_id)  # always: a NexusLIMS bridge worker, if any, records it
+            # Always: a NexusLIMS bridge worker, if any, records it.
+            send_outcome(self.app, job_id, finished)
     entries = record.planned()
     failed = {name: entries[name].error for name, ok in outcomes.items() if not ok}
     if failed:

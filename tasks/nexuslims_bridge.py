@@ -22,7 +22,7 @@ from celery.result import AsyncResult
 from destinations.contract import ExportResult
 from destinations.names import NEXUSLIMS_TASK
 from destinations.plan import is_satisfied
-from tasks.job_model import StoredJob
+from tasks.job_model import JobRecord, StoredJob
 from tasks.job_store import KEY_PREFIX
 from tasks.messages import result_from_json
 from tasks.nexuslims_db import (
@@ -48,9 +48,15 @@ def job_results(app: Celery, job_id: str) -> tuple[StoredJob, dict[str, ExportRe
     return job, {name: result_from_json(data) for name, data in stored.items()}
 
 
-def _stored_results(app: Celery, job_id: str) -> tuple[StoredJob, dict[str, dict[str, Any]]]:
-    """The one place the bridge and ``worker.compat`` read results from the job store."""
-    record = job_store(app).load(job_id)
+def _stored_results(
+    app: Celery, job_id: str, record: JobRecord | None = None
+) -> tuple[StoredJob, dict[str, dict[str, Any]]]:
+    """The one place the bridge and ``worker.compat`` read results from the job store.
+
+    ``record`` is the job as its caller just read it, to save reading it again.
+    """
+    if record is None:
+        record = job_store(app).load(job_id)
     if record is None:
         return StoredJob(id=job_id), {}
     results = {
@@ -59,9 +65,9 @@ def _stored_results(app: Celery, job_id: str) -> tuple[StoredJob, dict[str, dict
     return record.job, results
 
 
-def send_outcome(app: Celery, job_id: str) -> AsyncResult:
+def send_outcome(app: Celery, job_id: str, record: JobRecord | None = None) -> AsyncResult:
     """Queue this run's outcome for the bridge; called once the run finished."""
-    job, results = _stored_results(app, job_id)
+    job, results = _stored_results(app, job_id, record)
     outcome = {
         "job_id": job_id,
         "run": job.runs,
