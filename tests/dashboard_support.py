@@ -6,7 +6,6 @@ import base64
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import PROJECT_ROOT, free_port, wait_for, worker_env
+from tests.support import free_port, serving, worker_env
 
 AUTH = ("ops", "dashboard-password-for-tests")
 CHROMIUM = shutil.which("chromium")
@@ -43,38 +42,16 @@ class Dashboard:
         assert found, page
         return found.group(1)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
-
 
 @contextmanager
 def running_dashboard(broker_url: str, log_dir: Path) -> Iterator[Dashboard]:
     port = free_port()
     env = worker_env(broker_url, None, NX_EXPORT_DASHBOARD_AUTH=":".join(AUTH))
     log_path = log_dir / "dashboard.log"
-    command = [sys.executable, "-m", "worker.cli", "dashboard", "--port", str(port),
-               "--address", "127.0.0.1"]  # fmt: skip
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-    dashboard = Dashboard(f"http://127.0.0.1:{port}", process, log_path)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"dashboard exited with {process.returncode}:\n{dashboard.log()}")
-        try:
-            return httpx.get(f"{dashboard.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=60, interval=0.2)
-        yield dashboard
-    finally:
-        dashboard.stop()
+    url = f"http://127.0.0.1:{port}"
+    arguments = ["dashboard", "--port", str(port), "--address", "127.0.0.1"]
+    with serving(arguments, env, log_path, f"{url}/healthz") as process:
+        yield Dashboard(url, process, log_path)
 
 
 def chromium_missing() -> str | None:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import httpx
 import psutil
 import redis
 
@@ -272,3 +273,39 @@ def every_redis_value(client: Any) -> Iterator[bytes]:
             yield from client.smembers(key)
         elif kind == b"zset":
             yield from client.zrange(key, 0, -1)
+
+
+@contextmanager
+def serving(
+    arguments: list[str], env: dict[str, str], log_path: Path, health_url: str,
+    timeout: float = 60,
+) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+    """``nx-export <arguments>`` serving HTTP for the block: ready once ``health_url`` answers
+    200, stopped however the block ends; its output goes to ``log_path``."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", *arguments],
+            env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            output = log_path.read_text(errors="replace")
+            command = f"nx-export {arguments[0]}"
+            raise AssertionError(f"{command} exited with {process.returncode}:\n{output}")
+        try:
+            return httpx.get(health_url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=timeout, interval=0.2)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

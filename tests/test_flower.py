@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,14 @@ import httpx
 import pytest
 
 from tests.samples import make_context
-from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, free_port, wait_for, worker_env
+from tests.support import (
+    RedisServer,
+    WorkerProcess,
+    free_port,
+    serving,
+    wait_for,
+    worker_env,
+)
 
 AUTH = ("user", "pass")
 START_TIMEOUT = 60
@@ -72,19 +78,10 @@ def flower(
     port = free_port()
     env = worker_env(redis_server.url, None, FLOWER_BASIC_AUTH=":".join(AUTH))
     log_path = tmp_path_factory.mktemp("flower") / "flower.log"
-    command = [sys.executable, "-m", "worker.cli", "flower", f"--port={port}",
-               "--address=127.0.0.1"]  # fmt: skip
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-    running = Flower(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        _wait_until(
-            running,
-            lambda: running.get("/healthcheck", auth=None).status_code == 200,
-            "Flower did not answer /healthcheck",
-        )
+    url = f"http://127.0.0.1:{port}"
+    arguments = ["flower", f"--port={port}", "--address=127.0.0.1"]
+    with serving(arguments, env, log_path, f"{url}/healthcheck") as process:
+        running = Flower(url, process, log_path)
 
         def sees_session_worker() -> bool:
             # status=true reads Flower's event state: true once the worker's heartbeats arrive.
@@ -93,14 +90,6 @@ def flower(
 
         _wait_until(running, sees_session_worker, "Flower never saw the session worker's events")
         yield running
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_a_failed_destination_shows_as_a_failed_task_and_the_job_still_finishes(

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import PROJECT_ROOT, RedisServer, free_port, wait_for, worker_env
+from tests.support import PROJECT_ROOT, RedisServer, free_port, serving, worker_env
 
 AUTH = ("operator", "flower-auth-test")
 
@@ -46,33 +46,9 @@ def flower_with_auth(redis_server: RedisServer, tmp_path: Path) -> Iterator[tupl
     port = free_port()
     log_path = tmp_path / "flower.log"
     env = flower_env(redis_server, FLOWER_BASIC_AUTH=":".join(AUTH))
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            nx_export_flower(f"--port={port}"),
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"Flower exited: {log_path.read_text(errors='replace')}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(answers, timeout=60, interval=0.2)
+    health = f"http://127.0.0.1:{port}/healthcheck"
+    with serving(["flower", f"--port={port}"], env, log_path, health) as process:
         yield process.pid, port, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.parametrize("empty", [None, ""])
