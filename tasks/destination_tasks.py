@@ -243,10 +243,11 @@ def _export(
         context = context_from_message(message)
     except InvalidContextError as error:
         return result_to_json(failure(name, str(error)), name)
-    context.previous_results = _previous_results(name, graph, stored)
-    context.prepared = job_store(self.app).prepared(job_id, name) or {}
-    context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
     store = job_store(self.app)
+    context.previous_results = _previous_results(name, graph, stored)
+    # Only a destination planned with a prepare step has one to read: no round trip otherwise.
+    context.prepared = (store.prepared(job_id, name) or {}) if name in graph.prepared else {}
+    context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
     context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
     try:
         outcome = destination.export(context)
