@@ -124,17 +124,34 @@ class LabArchivesDestination:
         return all(value for _, value in self._required())
 
     def validate_config(self) -> tuple[bool, str | None]:
-        """Check the settings and the signature by reading the user's info."""
+        """Check the settings and the signature, then the notebook's ``NexusLIMS Records``.
+
+        With a notebook id the check finds or creates that folder: it proves the
+        user may write to the notebook, and the first record of each instrument
+        then needs one call fewer (its folder's lookup, not the root's).
+        """
         missing = missing_setting(self.name, self._required())
         if missing:
             return False, missing
         try:
             answer = self.client.call("GET", "users", "user_info_via_id", "read user info", {})
+            if answer.find(".//id") is None:
+                return False, "labarchives: read user info: unexpected answer: no user id"
+            if self.settings.notebook_id:
+                self._root_folder(self.settings.notebook_id)
         except ExportError as exc:
             return False, validation_message(exc)
-        if answer.find(".//id") is None:
-            return False, "labarchives: read user info: unexpected answer: no user id"
+        except RedisError as exc:
+            # The folder is then found by the first export; the settings themselves are fine.
+            logger.warning("labarchives: could not remember the notebook's root folder: %r", exc)
         return True, None
+
+    def _root_folder(self, nbid: str) -> str:
+        """``NexusLIMS Records``'s tree id, found or created, and remembered for every worker."""
+        with self.folders.creating(nbid):
+            root, _ = self._ensure_folder(nbid, "0", ROOT_FOLDER)
+            self.folders.put(nbid, (ROOT_FOLDER,), root)
+        return root
 
     def export(self, context: ExportContext) -> ExportResult:
         """Write the session page; raise only ``TransientExportError``."""

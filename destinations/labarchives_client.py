@@ -148,7 +148,9 @@ class LabArchivesClient:
         password = self.settings.access_password.get_secret_value()
         slots: CallSlots | None = getattr(self._local, "slots", None)
         if slots is None:
-            # A call outside an export (the settings check): a slot of its own.
+            # A call outside an export (the settings check): a slot of its own, and the
+            # HTTP client set up before it, so a first call is not sent late in its slot.
+            get_client(self.http)
             own = self.limiter.reserve(1)
             own.wait()
             own.release()

@@ -67,3 +67,13 @@ def write_record(path: Path, title: str = "Test record", session: str | None = N
 
 def call_names(fake: FakeLabArchives, start: int = 0) -> list[str]:
     return [r.path.rsplit("/", 1)[-1] for r in fake.requests[start:]]
+
+
+def export_call_names(fake: FakeLabArchives, start: int = 0) -> list[str]:
+    """``call_names`` without a starting worker's check (user info, the notebook's root level)."""
+    return [
+        r.path.rsplit("/", 1)[-1]
+        for r in fake.requests[start:]
+        if not r.path.endswith("/user_info_via_id")
+        and not (r.path.endswith("/get_tree_level") and r.query.get("parent_tree_id") == "0")
+    ]

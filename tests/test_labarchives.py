@@ -311,6 +311,39 @@ def test_validate_config_accepts_a_working_setup(fake_labarchives: FakeLabArchiv
     assert LabArchivesDestination().validate_config() == (True, None)
 
 
+def test_the_check_finds_or_creates_the_root_folder_once(
+    fake_labarchives: FakeLabArchives,
+) -> None:
+    assert LabArchivesDestination().validate_config() == (True, None)
+    assert LabArchivesDestination().validate_config() == (True, None)
+    assert titles(fake_labarchives) == ["NexusLIMS Records"]
+    assert len(fake_labarchives.requests_to("insert_node")) == 1
+
+
+def test_after_the_check_a_new_instrument_costs_five_calls(
+    fake_labarchives: FakeLabArchives, make_export_context: Context
+) -> None:
+    destination = LabArchivesDestination()
+    assert destination.validate_config() == (True, None)
+    checked = len(fake_labarchives.requests)
+    assert destination.export(make_export_context()).success
+    calls = [r.path.rsplit("/", 1)[-1] for r in fake_labarchives.requests[checked:]]
+    # The root folder is remembered: only the instrument's level is listed.
+    assert calls == [
+        "get_tree_level", "insert_node", "insert_node", "add_entry", "add_attachment",
+    ]
+    assert titles(fake_labarchives) == ["NexusLIMS Records", "FEI-Titan-TEM-635816", PAGE]
+
+
+def test_validate_config_names_a_notebook_without_access(
+    fake_labarchives: FakeLabArchives, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NX_LABARCHIVES_NOTEBOOK_ID", "nb-someone-else")
+    ok, message = LabArchivesDestination().validate_config()
+    assert not ok and "permission refused" in str(message)
+    assert fake_labarchives.nodes == {}
+
+
 def test_validate_config_names_a_missing_setting(
     fake_labarchives: FakeLabArchives, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -230,7 +230,15 @@ def test_two_workers_share_the_spacing(
     assert all(job.wait(timeout=120).satisfied for job in jobs)
     for worker in workers:
         worker.stop()
-    assert min(gaps(fake_labarchives)) >= 1.0
-    # Each worker checks its settings when it starts; then the folders, then three a record.
-    exports = [r for r in fake_labarchives.requests if not r.path.endswith("user_info_via_id")]
-    assert len(exports) == 3 + 4 * 3
+    assert min(gaps(fake_labarchives)) >= 1.0, [
+        (round(r.time, 3), r.query["expires"], r.path.rsplit("/", 1)[-1])
+        for r in fake_labarchives.requests
+    ]
+    # Each worker checks its settings and finds (the first one creates) the root folder
+    # when it starts; then the instrument's folder once, then three calls a record.
+    names = [r.path.rsplit("/", 1)[-1] for r in fake_labarchives.requests]
+    assert names[:6].count("user_info_via_id") == 2 and names[:6].count("insert_node") == 1
+    assert len(names) == 2 * 2 + 1 + 2 + 4 * 3
+    assert [n["display_text"] for n in fake_labarchives.nodes.values()][:2] == [
+        "NexusLIMS Records", INSTRUMENT,
+    ]
