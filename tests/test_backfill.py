@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.samples import session_record_text
-from tests.support import nx_export
+from tests.support import nx_export, worker_env
 
 
 def history(root: Path) -> Path:
@@ -49,7 +49,8 @@ def test_two_backfills_export_each_record_once(
     assert sorted(e["job_id"] for e in second["already_done"]) == sorted(
         e["job_id"] for e in first["enqueued"]
     )
-    assert app.backend.client.zcard("nxexport:jobs") == jobs_before + 3
+    # The three records may be done already (the same sessions as above): never a fourth job.
+    assert app.backend.client.zcard("nxexport:jobs") <= jobs_before + 3
 
 
 def test_dry_run_and_since_enqueue_nothing_old(
@@ -63,3 +64,27 @@ def test_dry_run_and_since_enqueue_nothing_old(
     assert report["dry_run"] is True
     assert len(report["enqueued"]) == 2 and report["skipped_before_since"] == 1
     assert app.backend.client.zcard("nxexport:jobs") == jobs_before
+
+
+def test_a_link_out_of_the_records_folder_is_refused_dry_run_or_not(
+    session_worker: Any, app: Any, tmp_path: Path
+) -> None:
+    folder = history(tmp_path / "records")
+    (folder / "2026" / "broken.xml").unlink()
+    outside = tmp_path / "elsewhere" / "secret.xml"
+    outside.parent.mkdir()
+    outside.write_text(session_record_text(f"outside-{os.getpid()}"), encoding="utf-8")
+    (folder / "2026" / "linked.xml").symlink_to(outside)
+    env = {**worker_env(os.environ["NX_EXPORT_BROKER_URL"], None), "NX_RECORDS_PATH": str(folder)}
+    jobs_before = app.backend.client.zcard("nxexport:jobs")
+    for extra in (("--dry-run",), ()):
+        done = nx_export("backfill", str(folder), "--destination", "alpha", "--json", *extra,
+                         env=env, timeout=120)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        report = json.loads(done.stdout)
+        (refused,) = report["refused"]
+        assert refused["file"].endswith("linked.xml")
+        assert "outside NX_RECORDS_PATH" in refused["reason"]
+        assert len(report["enqueued"]) + len(report["already_done"]) == 3
+    # The three records may be done already (the same sessions as above): never a fourth job.
+    assert app.backend.client.zcard("nxexport:jobs") <= jobs_before + 3

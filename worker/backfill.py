@@ -59,13 +59,18 @@ def backfill(
     dry_run: bool = False,
     max_record_bytes: int = 50_000_000,
     advance: Callable[[], None] = lambda: None,
+    records_root: Path | None = None,
 ) -> BackfillReport:
-    """Enqueue each record through ``enqueue`` (``enqueue_export``), keyed so it runs once."""
+    """Enqueue each record through ``enqueue`` (``enqueue_export``), keyed so it runs once.
+
+    ``records_root`` (``NX_RECORDS_PATH``) refuses a record that leads outside it,
+    a symbolic link out included, in a dry run too: the worker would not read it.
+    """
     report = BackfillReport(dry_run=dry_run)
     for record in records:
         try:
             _backfill_one(record, enqueue, destinations, strategy, since, dry_run,
-                          max_record_bytes, report)  # fmt: skip
+                          max_record_bytes, records_root, report)  # fmt: skip
         except ValueError as error:  # RecordError, InvalidContextError, ExportRequestError
             report.refused.append({"file": str(record), "reason": str(error)})
         advance()
@@ -80,9 +85,10 @@ def _backfill_one(
     since: datetime | None,
     dry_run: bool,
     max_record_bytes: int,
+    records_root: Path | None,
     report: BackfillReport,
 ) -> None:
-    check_record(record, max_bytes=max_record_bytes)
+    check_record(record, max_bytes=max_record_bytes, records_root=records_root)
     context = context_from_record(record, {})
     if since is not None and _comparable(context["dt_from"]) < _comparable(since):
         report.skipped_before_since += 1

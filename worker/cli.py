@@ -420,7 +420,8 @@ def backfill(folder: Path, destinations: tuple[str, ...], strategy: str | None,
     """
     moment = parse_moment(since, "--since") if since else None
     settings = connect()
-    celery_app()
+    app = celery_app()
+    root = app.conf.get("nx_records_path")
     from tasks.jobs import enqueue_export
     from worker.backfill import backfill as run_backfill
     from worker.backfill import find_records
@@ -429,7 +430,8 @@ def backfill(folder: Path, destinations: tuple[str, ...], strategy: str | None,
     records = find_records(folder)
     with backfill_progress(len(records), quiet=as_json) as advance:
         report = run_backfill(records, enqueue_export, destinations, strategy, moment, dry_run,
-                              settings.max_record_bytes, advance)  # fmt: skip
+                              settings.max_record_bytes, advance,
+                              Path(root) if root else None)  # fmt: skip
     print_backfill(report, as_json)
     sys.exit(BAD_INPUT if report.refused else 0)
 
