@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.support import PROJECT_ROOT
 from worker import embedded_redis
@@ -37,6 +38,39 @@ def test_commands_started_together_share_one_redis(tmp_path: Path) -> None:
         assert len(servers) == 1, [s.cmdline() for s in servers]
         assert embedded_redis.is_running(state_dir / "redis.sock")
     finally:
+        embedded_redis.stop(state_dir)
+        for leftover in servers_for(state_dir):
+            leftover.kill()
+    assert servers_for(state_dir) == []
+
+
+HOLD_THE_LOCK = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_command_killed_holding_the_start_lock_stops_nobody(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(state_dir / "redis.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        # Alive, the holder makes a starting command give up with a message, not hang.
+        with pytest.raises(embedded_redis.EmbeddedRedisError, match="another command holds"):
+            embedded_redis.ensure_running(state_dir, timeout=0.5)
+        holder.kill()  # SIGKILL: no cleanup runs; the kernel drops the lock
+        holder.wait(timeout=10)
+        assert embedded_redis.ensure_running(state_dir) is True
+        assert embedded_redis.is_running(state_dir / "redis.sock")
+    finally:
+        holder.kill()
         embedded_redis.stop(state_dir)
         for leftover in servers_for(state_dir):
             leftover.kill()
