@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from tests.samples import enqueue_arguments, make_context, write_record
-from tests.support import StartRedis, StartWorker, nx_export, read_log, wait_for, worker_env
+from tests.support import (
+    StartRedis,
+    StartWorker,
+    WorkerProcess,
+    nx_export,
+    read_log,
+    wait_for,
+    worker_env,
+)
 
 JOBS = 5
 
@@ -27,7 +35,7 @@ def stored_result(app: Any, job_id: str, name: str) -> dict[str, Any]:
 
 
 def test_two_dependencies_ending_together_start_their_dependent_once(
-    app: Any, tmp_path: Path
+    app: Any, session_worker: WorkerProcess, tmp_path: Path
 ) -> None:
     # The session worker (--pool threads -c 8) runs JOBS jobs at once; in each, alpha
     # and beta wait for each other, then record their outcomes at the same moment:
@@ -45,6 +53,8 @@ def test_two_dependencies_ending_together_start_their_dependent_once(
 
     for job in finished:
         assert job.satisfied, {n: (s.state, s.error) for n, s in job.destinations.items()}
+        # The chord finished it: it did not wait for a part added twice, until the sweep.
+        assert f"job {job.id}: every destination ended" not in session_worker.log()
     runs = read_log(log)
     sessions = {job.session_identifier for job in finished}
     assert Counter((run["name"], run["session"]) for run in runs) == Counter(
