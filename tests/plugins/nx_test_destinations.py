@@ -11,7 +11,7 @@ Every export appends a JSON line to ``context.metadata["log"]`` when that is set
 else to ``NX_TEST_EXPORT_LOG`` (for jobs enqueued with ``nx-export enqueue``).
 
 ``NX_TEST_KILL_ON_ADD_TO_CHORD`` makes the worker SIGKILL itself the first time
-a task adds a dependent to its job's chord, as a crash would, at one point of
+a task adds a dependent to its job's chord, as a crash would, at one point around
 Celery's ``Task.add_to_chord``: ``claimed`` (the dependent is ours to add;
 nothing counted or sent), ``counted`` (the chord counts it; not sent) or
 ``added`` (counted and sent, the adding task done but neither counted by the
