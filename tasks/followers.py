@@ -60,9 +60,28 @@ def _has_outcome(record: JobRecord, name: str) -> bool:
 
 
 def _add_once(task: Task, name: str, run: JobRun) -> None:
+    """Add ``name`` to the chord once, even if this task's worker dies while adding it.
+
+    The key names the task that claimed the add, then says it is done. A task
+    delivered again after its worker died finds its own id there: it may have
+    died before the chord counted ``name`` or before ``name`` was sent, and
+    nothing else would ever add it, so it adds it again. Sending it twice is
+    harmless (one part per task id, and a stored outcome is never exported
+    again); if the chord had counted it already, the chord waits for one part
+    too many and the sweep sends the job's finish once every outcome is in.
+    """
+    client = task.app.backend.client
     key = f"nxexport:started:{run.job_id}:{run.number}:{name}"
     retention = job_store(task.app).retention
-    if not task.app.backend.client.set(key, task.request.id or "1", nx=True, ex=retention):
-        return  # another task (or an earlier delivery of this one) started it
+    owner = task.request.id or "1"
+    if not client.set(key, owner, nx=True, ex=retention):
+        claimed_by = client.get(key)
+        if claimed_by is None or _text(claimed_by) != owner:
+            return  # another task started it, or an earlier delivery of this one finished adding
     step = destination_step(task.app, name, run.job_id, run.message, run.plan, run.number)
     task.add_to_chord(step)
+    client.set(key, f"{owner}:added", ex=retention)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

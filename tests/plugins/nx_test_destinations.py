@@ -2,16 +2,28 @@
 
 Each one does what the job's ``context.metadata["behaviour"][<name>]`` says:
 ``succeed`` (default), ``fail``, ``raise``, ``sleep:<seconds>`` or
-``transient:<n>`` (ask for a retry n times, then succeed) or ``fail-first:<n>``
-(fail the first n attempts, counted over every run of the job).
+``transient:<n>`` (ask for a retry n times, then succeed), ``fail-first:<n>``
+(fail the first n attempts, counted over every run of the job) or
+``barrier:<n>:<folder>`` (wait until n exports of the job reached the same
+folder, so they finish at the same moment, then succeed).
 ``NX_TEST_<NAME>_BEHAVIOUR`` in the worker's environment sets the default.
-Every export appends a JSON line to ``context.metadata["log"]`` when that is set.
+Every export appends a JSON line to ``context.metadata["log"]`` when that is set,
+else to ``NX_TEST_EXPORT_LOG`` (for jobs enqueued with ``nx-export enqueue``).
+
+``NX_TEST_KILL_ON_ADD_TO_CHORD`` makes the worker SIGKILL itself the first time
+a task adds a dependent to its job's chord, as a crash would, at one point around
+Celery's ``Task.add_to_chord``: ``claimed`` (the dependent is ours to add;
+nothing counted or sent), ``counted`` (the chord counts it; not sent) or
+``added`` (counted and sent, the adding task done but neither counted by the
+chord nor acknowledged). Only the tests' crash workers set it; it patches
+Celery in that worker process alone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +53,9 @@ class _TestDestination:
         attempt = int(context.metadata.get("export_attempt", 1))
         if behaviour.startswith("sleep:"):
             time.sleep(float(behaviour.split(":", 1)[1]))
+        if behaviour.startswith("barrier:"):
+            _, parties, folder = behaviour.split(":", 2)
+            _meet(Path(folder), self.name, int(parties))
         if behaviour.startswith("transient:") and attempt <= int(behaviour.split(":", 1)[1]):
             self._log(context, started, "transient")
             raise TransientExportError(
@@ -64,12 +79,13 @@ class _TestDestination:
             error_message=None if success else f"{self.name} refused the record",
             metadata={
                 "saw": {k: v.success for k, v in context.previous_results.items()},
+                "saw_errors": {k: v.error_message for k, v in context.previous_results.items()},
                 "record_bytes": len(Path(context.xml_file_path).read_bytes()),
             },
         )
 
     def _log(self, context: ExportContext, started: float, outcome: str) -> None:
-        log = context.metadata.get("log")
+        log = context.metadata.get("log") or os.environ.get("NX_TEST_EXPORT_LOG")
         if not log:
             return
         line = {
@@ -83,6 +99,15 @@ class _TestDestination:
         }
         with open(log, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(line) + "\n")
+
+
+def _meet(folder: Path, name: str, parties: int) -> None:
+    """Arrive at ``folder`` and leave once ``parties`` exports have arrived (at most 60 s)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).touch()
+    deadline = time.monotonic() + 60
+    while len(list(folder.iterdir())) < parties and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 class Alpha(_TestDestination):
@@ -112,6 +137,13 @@ class Linked(_TestDestination):
 
     name, priority = "linked", 250
     depends_on = ("alpha",)
+
+
+class Joined(_TestDestination):
+    """Waits for two destinations, as a notebook could for CDCS and the archive."""
+
+    name, priority = "joined", 150
+    depends_on = ("alpha", "beta")
 
 
 class Prepared(_TestDestination):
@@ -169,6 +201,46 @@ class Broken(_TestDestination):
 
 class NotADestination:
     name = "not_a_destination"
+
+
+def _install_kill_switch(point: str) -> None:
+    """SIGKILL this worker at ``point`` of the first ``add_to_chord`` (see the module's doc)."""
+    from celery.app.task import Task
+    from celery.backends.redis import RedisBackend
+
+    added: list[str] = []
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    add_to_chord, count, part_return = (
+        Task.add_to_chord, RedisBackend.add_to_chord, RedisBackend.on_chord_part_return
+    )  # fmt: skip
+
+    def adding(self: Any, sig: Any, lazy: bool = False) -> Any:
+        if point == "claimed":
+            die()
+        added.append(str(self.request.id))
+        return add_to_chord(self, sig, lazy)
+
+    def counting(self: Any, group_id: str, result: Any) -> None:
+        count(self, group_id, result)
+        if point == "counted":
+            die()
+
+    def returning(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # The task that added a dependent is done and about to be counted, not acknowledged.
+        if point == "added" and str(request.id) in added:
+            die()
+        return part_return(self, request, *args, **kwargs)
+
+    Task.add_to_chord = adding  # type: ignore[method-assign]
+    RedisBackend.add_to_chord = counting  # type: ignore[method-assign]
+    RedisBackend.on_chord_part_return = returning  # type: ignore[method-assign]
+
+
+if os.environ.get("NX_TEST_KILL_ON_ADD_TO_CHORD"):
+    _install_kill_switch(os.environ["NX_TEST_KILL_ON_ADD_TO_CHORD"])
 
 
 @shared_task(name="lims.export_finished")
