@@ -11,7 +11,7 @@ from celery import Task, shared_task
 from destinations.names import FINISH_TASK, RECORD_TASK
 from destinations.plan import is_satisfied
 from tasks.jobs import job_from_record, start_job
-from tasks.messages import describe_context
+from tasks.messages import describe_context, failure, result_to_json
 from tasks.nexuslims_bridge import send_outcome
 from tasks.notify import notify_finished
 from tasks.runtime import job_store, local_registry
@@ -59,22 +59,30 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     if record.job.finish_task_id not in (None, self.request.id):
         return job_from_record(record).to_dict()  # a retry replaced this run
     planned = record.job.destinations
-    outcomes = record.outcomes()
     strategy = record.job.strategy
-    satisfied = is_satisfied(strategy, planned, outcomes)
-    summary = job_from_record(record).to_dict()
-    if record.job.finished_at is None:
-        never_ran = [name for name in planned if name not in outcomes]
-        if never_ran:
+    never_ran = [name for name in planned if name not in record.outcomes()]
+    if record.job.finished_at is None and never_ran:
+        if strategy == "first_success":
             store.mark_skipped(
                 job_id, never_ran, "an earlier destination succeeded (first_success)"
             )
-        if store.mark_finished(job_id, satisfied, self.request.id):
-            finished = store.load(job_id) or record
-            summary = job_from_record(finished).to_dict()
-            notify_finished(self.app, summary)
-            # Always: a NexusLIMS bridge worker, if any, records it.
-            send_outcome(self.app, job_id, finished)
+        else:
+            # Only a lost task leaves one without an outcome here: say so, and let
+            # `nx-export retry` send it, instead of calling it skipped.
+            lost = f"it never ran: its task was lost before it started (retry job {job_id})"
+            store.end_unfinished(
+                job_id, {n: result_to_json(failure(n, lost), n) for n in never_ran}
+            )
+            record = store.require(job_id)
+    outcomes = record.outcomes()
+    satisfied = is_satisfied(strategy, planned, outcomes)
+    summary = job_from_record(record).to_dict()
+    if record.job.finished_at is None and store.mark_finished(job_id, satisfied, self.request.id):
+        finished = store.load(job_id) or record
+        summary = job_from_record(finished).to_dict()
+        notify_finished(self.app, summary)
+        # Always: a NexusLIMS bridge worker, if any, records it.
+        send_outcome(self.app, job_id, finished)
     entries = record.planned()
     failed = {name: entries[name].error for name, ok in outcomes.items() if not ok}
     if failed:

@@ -138,3 +138,27 @@ def test_a_worker_killed_while_adding_a_dependent_loses_nothing(
     if point != "counted":
         # The chord ran the finish itself: the sweep had nothing to make up for.
         assert "its finish did not" not in survivor.log()
+
+
+def test_a_dependent_whose_task_was_lost_fails_with_the_reason_and_a_retry_runs_it(
+    app: Any, record: Path, export_log: Path
+) -> None:
+    # A forged claim makes alpha believe another task added linked: the chord then
+    # ends without it. The job must not call it skipped (there is no first success
+    # here); it is a failure saying what happened, and a retry sends it.
+    from tasks.jobs import retry_failed
+    from worker import enqueue_export
+
+    context = make_context(record, export_log, alpha="sleep:1")
+    job = enqueue_export(context, destinations=["alpha", "linked"], app=app)
+    app.backend.client.set(f"nxexport:started:{job.id}:1:linked", "forged-task-id", ex=600)
+    done = job.wait(timeout=60)
+
+    assert done.finished and not done.satisfied
+    lost = done.destinations["linked"]
+    assert lost.state == "FAILURE", (lost.state, lost.error)
+    assert "never ran: its task was lost" in str(lost.error)
+    assert [run["name"] for run in read_log(export_log)] == ["alpha"]
+    again = retry_failed(done.id, app=app).wait(timeout=60)
+    assert again.satisfied, {n: (s.state, s.error) for n, s in again.destinations.items()}
+    assert sorted(run["name"] for run in read_log(export_log)) == ["alpha", "linked"]
