@@ -34,7 +34,6 @@ from tasks.call_log import RedisCallLog
 from tasks.canvas import EXPORT, PREPARE
 from tasks.followers import JobRun, start_followers, start_if_ready
 from tasks.job_model import DestinationEntry, JobNotFoundError, JobRecord
-from tasks.job_store import job_key
 from tasks.lease import Lease, lease_key
 from tasks.messages import (
     InvalidContextError,
@@ -165,27 +164,26 @@ def _run_once(
     store = job_store(self.app)
     seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
     lease = Lease(store.client, lease_key(job_id, name), seconds)
-    with store.client.pipeline(transaction=False) as pipe:
-        lease.request(pipe)
-        pipe.hgetall(job_key(job_id))
-        answer, raw = pipe.execute()
-    if not lease.granted(answer):
+    taken, stored, first = store.take_lease_and_start(job_id, name, self.request.id, lease)
+    if not taken:
         # Another copy is exporting (a slow task handed out again, an earlier run):
         # come back when it should be done; this costs no attempt.
         visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
         raise self.retry(countdown=max(0.5, min(seconds / 2, visibility / 4)), max_retries=None)
     try:
-        stored = store.record_from(job_id, raw)
         if stored is None:  # expired, or never written: a failure result, no job to tell
             raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
         entry = stored.destinations.get(name) or DestinationEntry()
-        if entry.result and (
+        if first:
+            attempt = entry.attempts  # attempt 1, started with the lease
+        elif entry.result and (
             entry.succeeded or (entry.state.has_outcome and entry.task_id == self.request.id)
         ):
             # This task ran to its result already (delivered again after Redis or its
             # worker went away), or an earlier run succeeded: the same result again.
             return dict(entry.result)
-        attempt = store.start_attempt(job_id, name, self.request.id, entry)
+        else:
+            attempt = store.start_attempt(job_id, name, self.request.id, entry)
         result = _export(self, name, job_id, context, graph, attempt, stored)
         record = _patiently(
             lambda: store.record_result(job_id, name, result, entry, also=lease.release)

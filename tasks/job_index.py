@@ -12,7 +12,8 @@ Sorted sets whose score is the job's creation time, one member per job id:
 
 Every write trims its set to the retention period by score and renews the
 key's expiry, as the job records are kept: nothing grows without bound. The
-job store calls the ``on_*`` hooks below; each costs one round trip.
+job store queues the commands below in the pipelines that write the job, so
+an index costs no round trip of its own.
 """
 
 from __future__ import annotations
@@ -61,22 +62,39 @@ def session_key(session: str) -> str:
     return f"{IDX}:session:{session}"
 
 
-# Moves a job into KEYS[2] and out of every other state set, keeping its
-# creation time as score (read from the all-jobs index). With ARGV[4] = "1" the
-# move happens only while the job is still in KEYS[3] (queued -> running on the
-# first attempt, never back from finished).
-_MOVE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score then return 0 end
-if ARGV[4] == '1' and not redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
-for i = 3, #KEYS do
-  if KEYS[i] ~= KEYS[2] then redis.call('ZREM', KEYS[i], ARGV[1]) end
+# move(): moves a job (``member``) into the set ``target`` and out of the sets
+# ``leave``, keeping its creation time as score (read from ``index``, the
+# all-jobs index); with ``guard``, only while the job is still a member of it
+# (queued -> running on the first attempt, never back from finished). The job
+# store's own scripts call it too.
+MOVE_FUNCTION = """
+local function move(index, target, guard, leave, member, now, retention)
+  local score = redis.call('ZSCORE', index, member)
+  if not score then return 0 end
+  if guard and not redis.call('ZSCORE', guard, member) then return 0 end
+  for _, key in ipairs(leave) do
+    if key ~= target then redis.call('ZREM', key, member) end
+  end
+  redis.call('ZADD', target, score, member)
+  redis.call('ZREMRANGEBYSCORE', target, '-inf', tonumber(now) - tonumber(retention))
+  redis.call('EXPIRE', target, retention)
+  return 1
 end
-redis.call('ZADD', KEYS[2], score, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
 """
+# KEYS: the all-jobs index, the target, then the sets to leave (the guard first,
+# when ARGV[4] is "1"); ARGV: job id, now, retention, guarded.
+_MOVE = MOVE_FUNCTION + """
+local leave = {}
+for i = 3, #KEYS do leave[#leave + 1] = KEYS[i] end
+local guard = nil
+if ARGV[4] == '1' then guard = KEYS[3] end
+return move(KEYS[1], KEYS[2], guard, leave, ARGV[1], ARGV[2], ARGV[3])
+"""
+
+
+def first_attempt_keys() -> list[str]:
+    """For a script that moves a job from queued to running: target, guard, then every state."""
+    return [state_key(RUNNING), state_key(QUEUED), *(state_key(s) for s in STATES)]
 
 
 def _add(pipe: Any, key: str, member: str, score: float, now: float, retention: int) -> None:
@@ -85,30 +103,39 @@ def _add(pipe: Any, key: str, member: str, score: float, now: float, retention: 
     pipe.expire(key, retention)
 
 
+def index_entries(
+    job_id: str, context: Mapping[str, Any], destinations: Iterable[str]
+) -> list[tuple[str, str]]:
+    """The (sorted set, member) pairs a new job joins, scored by its creation time."""
+    entries = [(state_key(QUEUED), job_id)]
+    for name in destinations:
+        entries += [(destination_key(name), job_id), (DESTINATION_NAMES, name)]
+    instrument, session = context.get("instrument_pid"), context.get("session_identifier")
+    if instrument:
+        entries += [(instrument_key(instrument), job_id), (INSTRUMENT_NAMES, instrument)]
+    if session:
+        entries.append((session_key(session), job_id))
+    return entries
+
+
 def on_create(
     pipe: Any, job_id: str, context: Mapping[str, Any], destinations: Iterable[str],
     created: float, retention: int,
 ) -> None:  # fmt: skip
-    """Index a new job; ``pipe`` is the job store's pipeline that writes the job."""
-    _add(pipe, state_key(QUEUED), job_id, created, created, retention)
-    for name in destinations:
-        _add(pipe, destination_key(name), job_id, created, created, retention)
-        _add(pipe, DESTINATION_NAMES, name, created, created, retention)
-    instrument, session = context.get("instrument_pid"), context.get("session_identifier")
-    if instrument:
-        _add(pipe, instrument_key(instrument), job_id, created, created, retention)
-        _add(pipe, INSTRUMENT_NAMES, instrument, created, created, retention)
-    if session:
-        _add(pipe, session_key(session), job_id, created, created, retention)
+    """Queue the indexing of a job written earlier (the job store's own ``create`` does it
+    in the script that writes the job)."""
+    for key, member in index_entries(job_id, context, destinations):
+        _add(pipe, key, member, created, created, retention)
 
 
-def on_attempt(client: redis.Redis, job_id: str, name: str, retention: int) -> None:
-    """An attempt at ``name`` starts: the job runs (if it was queued); time the attempt."""
-    now = time.time()
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hset(job_key(job_id), f"{ATTEMPT_STARTED}{name}", repr(now))
-        queue_state_move(pipe, job_id, RUNNING, now, retention, only_from=QUEUED)
-        pipe.execute()
+def attempt_started(name: str) -> tuple[str, str]:
+    """The job hash's field and value that time an attempt at ``name`` starting now."""
+    return f"{ATTEMPT_STARTED}{name}", repr(time.time())
+
+
+def queue_attempt(pipe: Any, job_id: str, retention: int) -> None:
+    """An attempt starts: the job runs, if it was queued."""
+    queue_state_move(pipe, job_id, RUNNING, time.time(), retention, only_from=QUEUED)
 
 
 def on_retry(client: redis.Redis, name: str) -> None:
@@ -116,17 +143,15 @@ def on_retry(client: redis.Redis, name: str) -> None:
     job_metrics.count_retry(client, name)
 
 
-def on_result(client: redis.Redis, job_id: str, name: str, success: bool, retention: int) -> None:
+def queue_result(pipe: Any, job_id: str, name: str, success: bool, retention: int) -> None:
     """A destination's outcome is stored: count it, index a failure, forget a fixed one."""
     now = time.time()
-    with client.pipeline(transaction=False) as pipe:
-        job_metrics.count_result(pipe, job_key(job_id), f"{ATTEMPT_STARTED}{name}", name,
-                                 success, now)  # fmt: skip
-        if success:
-            pipe.zrem(destination_failure_key(name), job_id)
-        else:
-            queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)
-        pipe.execute()
+    job_metrics.count_result(pipe, job_key(job_id), f"{ATTEMPT_STARTED}{name}", name,
+                             success, now)  # fmt: skip
+    if success:
+        pipe.zrem(destination_failure_key(name), job_id)
+    else:
+        queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)
 
 
 def on_run_state(

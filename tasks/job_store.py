@@ -5,11 +5,12 @@ the same field at once. Every key expires after the retention period, and the
 index of jobs is trimmed to it, so nothing grows without bound. What the fields
 hold, and how a state changes, is ``job_model``'s.
 
-Three sorted sets let a worker's sweep find the jobs that need it without
+Four sorted sets let a worker's sweep find the jobs that need it without
 scanning every job: ``deadlines`` (unfinished jobs by deadline), ``unsent``
-(runs whose canvas is not known to be sent, by when the run began) and
+(runs whose canvas is not known to be sent, by when the run began),
 ``settled`` (jobs whose every destination has its outcome, by when, until the
-job's finish ran). Writes that race (a retry and another retry, a finish and
+job's finish ran) and ``announce`` (finished runs not yet announced, see
+``tasks.announce``). Writes that race (a retry and another retry, a finish and
 the deadline sweep) are compare-and-set transactions on the job's hash.
 """
 
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 
@@ -36,11 +37,15 @@ from tasks.job_model import (
 )
 from tasks.messages import redact_message
 
+if TYPE_CHECKING:
+    from tasks.lease import Lease  # which imports this module's key prefix
+
 KEY_PREFIX = "nxexport"
 JOB_INDEX = f"{KEY_PREFIX}:jobs"
 DEADLINES = f"{KEY_PREFIX}:deadlines"
 UNSENT = f"{KEY_PREFIX}:unsent"
 SETTLED = f"{KEY_PREFIX}:settled"
+ANNOUNCE = f"{KEY_PREFIX}:announce"
 # The run whose canvas was sent last; a run above it still needs its canvas.
 CANVAS_FIELD = "canvas_sent"
 DEFAULT_DEADLINE_SECONDS = 86400.0
@@ -48,20 +53,31 @@ DEFAULT_DEADLINE_SECONDS = 86400.0
 T = TypeVar("T")
 
 # Create a job unless it exists (the same export.record message again) or its
-# idempotency key already names a live job; returns {job id, 1 if created}.
+# idempotency key (KEYS[5], '' for none) already names a live job; returns {job
+# id, 1 if created}. A new job joins the sorted sets KEYS[6..] at its creation
+# time, as member ARGV[7..] (its id, or a name for the filters), each set trimmed
+# to the retention period: one round trip writes the job and its indexes.
 CREATE = """
-if KEYS[5] then
+if KEYS[5] ~= '' then
     local other = redis.call('GET', KEYS[5])
     if other and redis.call('EXISTS', ARGV[5] .. other) == 1 then return {other, 0} end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {ARGV[1], 0} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+local indexed = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7 + indexed))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+local oldest = ARGV[3] - ARGV[2]
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3] - ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', oldest)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2]) end
+if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2]) end
+for i = 1, indexed do
+    local key = KEYS[5 + i]
+    redis.call('ZADD', key, ARGV[3], ARGV[6 + i])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', oldest)
+    redis.call('EXPIRE', key, ARGV[2])
+end
 return {ARGV[1], 1}
 """
 # Compare-and-set on a job's hash: write the new fields only if the fields read
@@ -92,12 +108,33 @@ for k = 2, #KEYS do
 end
 return 1
 """
-# Write a field of a job that still exists: a late task never resurrects an expired job.
-WRITE_FIELD = """
+# Write fields (ARGV[2..] as field/value pairs) of a job that still exists: a
+# late task never resurrects an expired job.
+WRITE_FIELDS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
+"""
+
+
+# A destination task's first round trip: take its lease (KEYS[1]; ARGV token,
+# lifetime in ms); if its entry is still as created (never tried), start attempt 1
+# in the same trip, with the attempt's start time, and move the job from queued
+# to running (KEYS[3..]: see job_index.first_attempt_keys). Returns {lease taken,
+# attempt 1 started, the job's hash}. Follows job_index.MOVE_FUNCTION.
+START_FIRST_ATTEMPT = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0, {}} end
+local started = 0
+if (redis.call('HGET', KEYS[2], ARGV[6]) or '') == ARGV[7] then
+    redis.call('HSET', KEYS[2], ARGV[6], ARGV[8], ARGV[9], ARGV[10])
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+    local leave = {}
+    for i = 6, #KEYS do leave[#leave + 1] = KEYS[i] end
+    move(KEYS[3], KEYS[4], KEYS[5], leave, ARGV[3], ARGV[5], ARGV[4])
+    started = 1
+end
+return {1, started, redis.call('HGETALL', KEYS[2])}
 """
 
 
@@ -131,39 +168,38 @@ class JobStore:
         self.retention = int(retention_seconds)
         self.deadline = float(deadline_seconds)
         self._create = client.register_script(CREATE)
-        self._write_field = client.register_script(WRITE_FIELD)
+        self._write_fields = client.register_script(WRITE_FIELDS)
         self._compare_and_set = client.register_script(COMPARE_AND_SET)
+        self._start_first = client.register_script(_index().MOVE_FUNCTION + START_FIRST_ATTEMPT)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def create(self, job: StoredJob, job_key_text: str | None = None) -> tuple[str, bool]:
-        """Store a new job, every destination of its plan pending.
+    def create(
+        self, job: StoredJob, job_key_text: str | None = None
+    ) -> tuple[str, JobRecord | None]:
+        """Store a new job, every destination of its plan pending, and index it.
 
-        Returns the job's id and whether it was created: not when a job of this
-        id exists already, nor when ``job_key_text`` names a job kept in Redis
-        (then that job's id is returned).
+        Returns the job's id and its record as written; the record is None when
+        nothing was written: a job of this id exists already, or ``job_key_text``
+        names a job kept in Redis (then that job's id is returned).
         """
         created = datetime.now(UTC)
         record = JobRecord(
             job=replace(job, created_at=created.isoformat(), deadline_seconds=self.deadline),
             destinations={name: DestinationEntry() for name in job.destinations},
         )
-        keys = [job_key(job.id), JOB_INDEX, DEADLINES, UNSENT]
-        if job_key_text is not None:
-            keys.append(idempotency_key(job_key_text))
+        indexes = _index().index_entries(job.id, job.context, job.destinations)
+        keys = [job_key(job.id), JOB_INDEX, DEADLINES, UNSENT,
+                idempotency_key(job_key_text) if job_key_text is not None else "",
+                *(key for key, _ in indexes)]  # fmt: skip
         fields = [item for pair in record.to_fields().items() for item in pair]
         stamp = created.timestamp()
         answer = self._create(
             keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline), job_key(""),
-                   *fields],
+                   len(indexes), *(member for _, member in indexes), *fields],
         )  # fmt: skip
         job_id, was_created = cast(list[Any], answer)
-        if was_created:
-            with self.client.pipeline(transaction=False) as pipe:
-                _index().on_create(pipe, job.id, job.context, job.destinations, stamp,
-                                   self.retention)  # fmt: skip
-                pipe.execute()
-        return _text(job_id), bool(was_created)
+        return _text(job_id), record if was_created else None
 
     def begin_run(
         self, job_id: str, names: Sequence[str], finish_task_id: str, expected_runs: int
@@ -174,7 +210,7 @@ class JobStore:
         """
         fields = [JOB_FIELD, *(destination_field(name) for name in names)]
 
-        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
             job = StoredJob.from_json(job_id, values[JOB_FIELD])
             if job.finished_at is None or job.runs != expected_runs:
                 return None
@@ -196,29 +232,47 @@ class JobStore:
         _index().on_run_state(self.client, job_id, finished=False, satisfied=None,
                               retention=self.retention)  # fmt: skip
 
-    def mark_finished(self, job_id: str, satisfied: bool, finish_task_id: str | None) -> bool:
-        """Finish the run ``finish_task_id`` belongs to; False when it is finished or superseded."""
+    def mark_finished(
+        self,
+        job_id: str,
+        satisfied: bool,
+        finish_task_id: str | None,
+        record: JobRecord | None = None,
+    ) -> JobRecord | None:
+        """Finish the run ``finish_task_id`` belongs to and return the job as finished.
 
-        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+        None when it is finished or superseded. ``record``, the job as its caller
+        just read it, saves reading it again (it is checked all the same).
+        """
+        finished: list[StoredJob] = []
+
+        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
             job = StoredJob.from_json(job_id, values[JOB_FIELD])
             if job.finished_at is not None or job.finish_task_id not in (None, finish_task_id):
                 return None
             job.finish(satisfied)
+            finished[:] = [job]
             return {JOB_FIELD: job.to_json()}
 
-        unscheduled = dict.fromkeys((DEADLINES, UNSENT, SETTLED))
-        finished = self._transact(job_id, [JOB_FIELD], change, unscheduled)
-        if finished:
-            _index().on_run_state(self.client, job_id, finished=True, satisfied=satisfied,
-                                  retention=self.retention)  # fmt: skip
-        return finished
+        # Announced once its finish's result is stored (or by the sweep, if that never happens).
+        unscheduled: dict[str, float | None] = {
+            **dict.fromkeys((DEADLINES, UNSENT, SETTLED)), ANNOUNCE: time.time()
+        }
+        assumed = None if record is None else {JOB_FIELD: record.job.to_json()}
+        if not self._transact(job_id, [JOB_FIELD], change, unscheduled, assumed):
+            return None
+        _index().on_run_state(self.client, job_id, finished=True, satisfied=satisfied,
+                              retention=self.retention)  # fmt: skip
+        if record is None:
+            return self.load(job_id)
+        return replace(record, job=finished[0])
 
     def end_unfinished(self, job_id: str, results: Mapping[str, dict[str, Any]]) -> list[str]:
         """Give each named destination that has no outcome yet the result given; return those."""
         fields = [destination_field(name) for name in results]
         ended: list[str] = []
 
-        def change(values: Mapping[str, bytes | None]) -> dict[str, str] | None:
+        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
             ended.clear()
             writes = {}
             for name, result in results.items():
@@ -230,13 +284,15 @@ class JobStore:
             return writes or None
 
         self._transact(job_id, fields, change)
-        for name in ended:
-            _index().on_result(self.client, job_id, name, False, self.retention)
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in ended:
+                _index().queue_result(pipe, job_id, name, False, self.retention)
+            pipe.execute()
         return ended
 
     def mark_canvas_sent(self, job_id: str, run: int) -> None:
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.eval(WRITE_FIELD, 1, job_key(job_id), CANVAS_FIELD, str(run), self.retention)
+            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, CANVAS_FIELD, str(run))
             pipe.zrem(UNSENT, job_id)
             pipe.execute()
 
@@ -254,14 +310,44 @@ class JobStore:
         """Count a new attempt at ``name`` and return its number (1 for the first).
 
         ``entry``, the destination's entry as just read, is changed and saved.
+        One round trip with the indexes: the job runs, the attempt is timed.
         """
+        field = destination_field(name)
         if entry is None:
-            attempt = self._update_entry(job_id, name, lambda entry: entry.start(task_id))
-        else:
-            attempt = entry.start(task_id)
-            self._write(job_id, destination_field(name), entry.to_json())
-        _index().on_attempt(self.client, job_id, name, self.retention)
+            entry = DestinationEntry.from_json(self._read(job_id, field))
+        attempt = entry.start(task_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            # EVAL, not a registered script: a script in a pipeline costs a SCRIPT EXISTS first.
+            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, field, entry.to_json(),
+                      *_index().attempt_started(name))  # fmt: skip
+            _index().queue_attempt(pipe, job_id, self.retention)
+            pipe.execute()
         return attempt
+
+    def take_lease_and_start(
+        self, job_id: str, name: str, task_id: str | None, lease: Lease
+    ) -> tuple[bool, JobRecord | None, bool]:
+        """Take ``lease`` and, if ``name`` was never tried, start its attempt 1: one round trip.
+
+        Returns whether the lease was taken, the job as it is then (None: no such
+        job) and whether attempt 1 started. Otherwise (a retry, a redelivered
+        task) the caller decides from the record, then calls ``start_attempt``.
+        """
+        field = destination_field(name)
+        started = DestinationEntry()
+        fresh = started.to_json()
+        started.start(task_id)
+        now = time.time()
+        answer = self._start_first(
+            [lease.key, job_key(job_id), JOB_INDEX, *_index().first_attempt_keys()],
+            [lease.token, lease.ttl_ms, job_id, self.retention, repr(now), field, fresh,
+             started.to_json(), *_index().attempt_started(name)],
+        )  # fmt: skip
+        taken, first, flat = cast(list[Any], answer)
+        if not lease.granted(taken):
+            return False, None, False
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return True, self.record_from(job_id, raw), bool(first)
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
         # Stored like a result's message: a plugin's error may carry a secret or a signed URL.
@@ -289,19 +375,19 @@ class JobStore:
         """Store ``name``'s result; return the whole job as it is now (None: it expired).
 
         ``entry`` is the destination's entry as this task last saved it; ``also``
-        adds commands to the same round trip.
+        adds commands to the same round trip, as are the indexes and metrics.
         """
         field = destination_field(name)
         entry = replace(entry) if entry else DestinationEntry.from_json(self._read(job_id, field))
         entry.finish(result)
-        # EVAL, not a registered script: a script in a pipeline costs a SCRIPT EXISTS first.
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.eval(WRITE_FIELD, 1, job_key(job_id), field, entry.to_json(), self.retention)
+            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, field, entry.to_json())
             pipe.hgetall(job_key(job_id))
+            _index().queue_result(pipe, job_id, name, bool(result.get("success")),
+                                  self.retention)  # fmt: skip
             if also is not None:
                 also(pipe)
             answers = pipe.execute()
-        _index().on_result(self.client, job_id, name, bool(result.get("success")), self.retention)
         return self.record_from(job_id, answers[1])
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
@@ -364,19 +450,26 @@ class JobStore:
         self,
         job_id: str,
         fields: Sequence[str],
-        change: Callable[[Mapping[str, bytes | None]], dict[str, str] | None],
+        change: Callable[[Mapping[str, bytes | str | None]], dict[str, str] | None],
         schedules: Mapping[str, float | None] | None = None,
+        assumed: Mapping[str, str] | None = None,
     ) -> bool:
         """Read ``fields``, write what ``change`` returns if none of them changed meanwhile.
 
         ``change`` returns None to write nothing (then False). When written, the
         job joins each of ``schedules`` at its score, or leaves it (None). A job
-        that does not exist raises ``JobNotFoundError``.
+        that does not exist raises ``JobNotFoundError``. ``assumed`` holds every
+        field as the caller read it: tried first without reading, and read only
+        if the write finds them changed.
         """
         read = list(dict.fromkeys([JOB_FIELD, *fields]))
         schedules = schedules or {}
         while True:
-            raw = cast(list[bytes | None], self.client.hmget(job_key(job_id), read))
+            raw: list[bytes | str | None]
+            if assumed is not None:
+                raw, assumed = [assumed[name] for name in read], None
+            else:
+                raw = cast(list[bytes | str | None], self.client.hmget(job_key(job_id), read))
             if raw[0] is None:
                 raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
             writes = change(dict(zip(read, raw, strict=True)))
@@ -403,7 +496,7 @@ class JobStore:
         return cast(bytes | None, self.client.hget(job_key(job_id), field))
 
     def _write(self, job_id: str, field: str, value: str) -> None:
-        self._write_field([job_key(job_id)], [field, value, self.retention])
+        self._write_fields([job_key(job_id)], [self.retention, field, value])
 
 
 def _index() -> ModuleType:

@@ -10,10 +10,10 @@ from celery import Task, shared_task
 
 from destinations.names import FINISH_TASK, RECORD_TASK
 from destinations.plan import is_satisfied
+from tasks.announce import announce
+from tasks.job_model import JobRecord
 from tasks.jobs import job_from_record, start_job
 from tasks.messages import describe_context, failure, result_to_json
-from tasks.nexuslims_bridge import send_outcome
-from tasks.notify import notify_finished
 from tasks.runtime import job_store, local_registry
 
 logger = logging.getLogger(__name__)
@@ -39,15 +39,26 @@ def export_record(
     malformed context, a bad record or an impossible plan fails this task once,
     with the reason; it is never retried.
     """
-    job_id, existing = start_job(
+    job_id, written = start_job(
         self.app, context, strategy, destinations, local_registry(),
         job_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:record:{self.request.id}")),
         job_key=job_key,
     )  # fmt: skip
-    return {"job_id": job_id, "existing": existing}
+    return {"job_id": job_id, "existing": written is None}
 
 
-@shared_task(name=FINISH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+class FinishTask(Task):
+    """Announces the run it finished once its own result is stored (see ``tasks.announce``)."""
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        finished = getattr(self.request, "finished_record", None)
+        if isinstance(finished, JobRecord):
+            announce(self.app, finished)
+
+
+@shared_task(
+    name=FINISH_TASK, bind=True, base=FinishTask, acks_late=True, reject_on_worker_lost=True
+)
 def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     """Decide the job's outcome once every destination that will run has run.
 
@@ -73,16 +84,16 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
             store.end_unfinished(
                 job_id, {n: result_to_json(failure(n, lost), n) for n in never_ran}
             )
-            record = store.require(job_id)
+        record = store.require(job_id)
     outcomes = record.outcomes()
     satisfied = is_satisfied(strategy, planned, outcomes)
     summary = job_from_record(record).to_dict()
-    if record.job.finished_at is None and store.mark_finished(job_id, satisfied, self.request.id):
-        finished = store.load(job_id) or record
+    finished = None
+    if record.job.finished_at is None:
+        finished = store.mark_finished(job_id, satisfied, self.request.id, record)
+    if finished is not None:
         summary = job_from_record(finished).to_dict()
-        notify_finished(self.app, summary)
-        # Always: a NexusLIMS bridge worker, if any, records it.
-        send_outcome(self.app, job_id, finished)
+        self.request.finished_record = finished  # for after_return
     entries = record.planned()
     failed = {name: entries[name].error for name, ok in outcomes.items() if not ok}
     if failed:

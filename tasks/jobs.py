@@ -107,7 +107,8 @@ class ExportJob:
         """Block until the job finished; TimeoutError after ``timeout`` seconds.
 
         Waits on the result of the job's finish task, which the Redis backend
-        pushes to us, instead of polling the job record.
+        pushes to us, instead of polling the job record; that result is the
+        finished job, so a successful job costs no read of it.
         """
         app = self.app or current_app
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -117,9 +118,13 @@ class ExportJob:
             if remaining <= 0:
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
             finish = app.AsyncResult(job.finish_task_id) if job.finish_task_id else None
-            if finish is not None and not finish.ready():
+            if finish is not None and (job is self or not finish.ready()):
                 with contextlib.suppress(CeleryTimeoutError):
-                    finish.get(timeout=min(remaining, 1.0), propagate=False, interval=0.01)
+                    summary = finish.get(timeout=min(remaining, 1.0), propagate=False,
+                                         interval=0.01)  # fmt: skip
+                    finished = _finished_summary(summary, job)
+                    if finished is not None:
+                        return finished
             else:
                 # No finish task yet, or the chord's failure marker stored under its id
                 # just before the finish itself runs: poll the job record briefly.
@@ -158,12 +163,14 @@ def enqueue_export(
     or ``ExportRequestError`` (all ``ValueError``) before anything is enqueued.
     """
     app = app or current_app
-    job_id, existing = start_job(
+    job_id, written = start_job(
         app, context, strategy, destinations, local_registry(), job_key=job_key
     )
-    job = get_job(job_id, app=app)
-    job.existing = existing
-    return job
+    if written is None:
+        job = get_job(job_id, app=app)
+        job.existing = True
+        return job
+    return job_from_record(written, app)
 
 
 def start_job(
@@ -174,8 +181,11 @@ def start_job(
     registry: Registry,
     job_id: str | None = None,
     job_key: str | None = None,
-) -> tuple[str, bool]:
-    """Shared by ``enqueue_export`` and the ``export.record`` task: (job id, existing)."""
+) -> tuple[str, JobRecord | None]:
+    """Shared by ``enqueue_export`` and the ``export.record`` task.
+
+    Returns the job's id and its record as written; None when it existed already.
+    """
     checked = context_from_message(context)
     check_record(
         Path(checked.xml_file_path),
@@ -208,16 +218,16 @@ def launch(
     message: dict[str, Any],
     job_id: str | None = None,
     job_key: str | None = None,
-) -> tuple[str, bool]:
-    """Write the job record, then send its canvas; return (job id, existing).
+) -> tuple[str, JobRecord | None]:
+    """Write the job record, then send its canvas; return (job id, record as written).
 
     With ``job_id`` of a job written earlier (the same ``export.record`` message
     again), its canvas is sent if it was not. A ``job_key`` naming a kept job
-    returns that job and sends nothing.
+    returns that job and sends nothing: then the record is None.
     """
     job_id = job_id or str(uuid.uuid4())
     finish_id = finish_task_id(job_id, 1)
-    stored, created = job_store(app).create(
+    stored, written = job_store(app).create(
         StoredJob(
             id=job_id,
             strategy=plan.strategy,
@@ -229,8 +239,8 @@ def launch(
         job_key,
     )
     if stored == job_id:
-        send_canvas(app, job_id, 1, plan, message, finish_id, check_sent=not created)
-    return stored, not created
+        send_canvas(app, job_id, 1, plan, message, finish_id, check_sent=written is None)
+    return stored, written
 
 
 def send_canvas(
@@ -335,6 +345,30 @@ def get_job(job_id: str, app: Celery | None = None) -> ExportJob:
     """The job as stored now; ``JobNotFoundError`` when unknown or expired."""
     app = app or current_app
     return job_from_record(job_store(app).require(job_id), app)
+
+
+def _finished_summary(summary: Any, job: ExportJob) -> ExportJob | None:
+    """The job as the finish of its run returned it, if that is this run, finished."""
+    if not isinstance(summary, dict) or summary.get("id") != job.id:
+        return None
+    if summary.get("state") != JobState.FINISHED.value or summary.get("runs") != job.runs:
+        return None
+    try:
+        statuses = {
+            name: DestinationStatus(
+                name=name, **{**status, "state": DestinationState(status["state"])}
+            )
+            for name, status in summary["destinations"].items()
+        }
+        shown = {key: value for key, value in summary.items() if key != "destinations"}
+        return ExportJob(
+            **{**shown, "state": JobState.FINISHED},
+            destinations=statuses,
+            finish_task_id=job.finish_task_id,
+            app=job.app,
+        )
+    except (KeyError, TypeError, ValueError):  # another version's summary: read the job instead
+        return None
 
 
 def job_from_record(record: JobRecord, app: Celery | None = None) -> ExportJob:

@@ -8,6 +8,8 @@
   ``export.finish`` is sent.
 - A run whose canvas is not known to be sent within the grace period (its
   sender died between writing the job and sending it): its canvas is sent.
+- A finished run not announced within the grace period (its finish's worker
+  died after finishing it): it is announced (``tasks.announce``).
 
 Each comes from a sorted set of the job store, so a sweep reads only the jobs
 that need it, and each job is claimed (``SET NX``) so two workers never act on
@@ -22,9 +24,10 @@ import time
 from celery import Celery
 
 from destinations.names import FINISH_TASK, JOB_QUEUE, task_name
+from tasks.announce import announce
 from tasks.canvas import finish_task_id
 from tasks.job_model import DestinationState, JobRecord
-from tasks.job_store import DEADLINES, SETTLED, UNSENT, JobStore
+from tasks.job_store import ANNOUNCE, DEADLINES, SETTLED, UNSENT, JobStore
 from tasks.jobs import replan, send_canvas
 from tasks.messages import failure, result_to_json
 from tasks.runtime import job_store
@@ -50,6 +53,18 @@ def sweep(app: Celery, grace: float) -> None:
                 _send_finish(app, record)
     for job_id in store.due(UNSENT, now - grace):
         _send_missing_canvas(app, store, job_id)
+    for job_id in store.due(ANNOUNCE, now - grace):
+        if store.claim(f"announce:{job_id}", grace):
+            _announce_missed(app, store, job_id)
+
+
+def _announce_missed(app: Celery, store: JobStore, job_id: str) -> None:
+    record = store.load(job_id)
+    if record is None:
+        store.unschedule(ANNOUNCE, job_id)
+    elif record.job.finished_at is not None:  # else a retry runs it again: its finish announces
+        logger.warning("job %s: its finished run was not announced; announcing it", job_id)
+        announce(app, record)
 
 
 def _end_overdue(app: Celery, store: JobStore, job_id: str) -> None:

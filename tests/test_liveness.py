@@ -90,6 +90,35 @@ def test_a_job_whose_canvas_was_never_sent_still_runs(
     assert [line["name"] for line in read_log(log)] == ["alpha"]
 
 
+def test_a_run_finished_by_a_worker_that_died_before_announcing_it_is_announced(
+    cluster: Cluster, record: Path
+) -> None:
+    from tasks.job_store import ANNOUNCE
+    from tasks.nexuslims_bridge import BRIDGE_QUEUE
+
+    store, job_id = cluster.store(), str(uuid.uuid4())
+    # What export.finish writes before its result is stored and the run announced:
+    # its worker died right after.
+    store.create(StoredJob(id=job_id, strategy="all", destinations=["alpha"],
+                           context=make_context(record), finish_task_id="finish-1"))  # fmt: skip
+    store.start_attempt(job_id, "alpha", "task-1")
+    store.record_result(job_id, "alpha", {"success": True, "destination_name": "alpha"})
+    assert store.mark_finished(job_id, True, "finish-1") is not None
+    assert store.client.zscore(ANNOUNCE, job_id) is not None
+    cluster.worker("sweeper")
+
+    def announced() -> list[dict[str, Any]]:
+        raws = store.client.lrange(BRIDGE_QUEUE, 0, -1)
+        headers = [json.loads(raw)["headers"] for raw in raws]
+        return [h for h in headers if f"job={job_id} " in h["argsrepr"]]
+
+    (message,) = wait_for(announced, timeout=30)
+    assert message["task"] == "export.nexuslims"
+    wait_for(lambda: store.client.zscore(ANNOUNCE, job_id) is None, timeout=10)
+    time.sleep(3)  # more sweeps: it was announced once
+    assert len(announced()) == 1
+
+
 def test_an_error_outside_the_export_still_ends_the_job(app: Any, record: Path) -> None:
     from tasks.jobs import get_job
     from worker import enqueue_export

@@ -171,9 +171,15 @@ def test_without_a_bridge_worker_the_outcome_waits_in_its_queue(app: Any, record
     # The session's worker cannot reach NexusLIMS's database: it leaves the queue alone.
     job = enqueue_export(make_context(record), destinations=["alpha"], app=app).wait(timeout=30)
     assert job.satisfied
-    waiting = [json.loads(raw)["headers"] for raw in app.backend.client.lrange(BRIDGE_QUEUE, 0, -1)]
-    (mine,) = [h for h in waiting if f"job={job.id} " in h["argsrepr"]]
-    assert mine["task"] == BRIDGE_TASK
+
+    def mine() -> list[dict[str, Any]]:
+        raws = app.backend.client.lrange(BRIDGE_QUEUE, 0, -1)
+        waiting = [json.loads(raw)["headers"] for raw in raws]
+        return [h for h in waiting if f"job={job.id} " in h["argsrepr"]]
+
+    # Sent once the finish's own result is stored, so just after the job is seen finished.
+    (message,) = wait_for(mine, timeout=10)
+    assert message["task"] == BRIDGE_TASK
 
 
 def test_only_a_worker_reaching_nexuslims_consumes_the_bridge_queue(
