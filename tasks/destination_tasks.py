@@ -185,24 +185,11 @@ def _run_once(
         else:
             attempt = store.start_attempt(job_id, name, self.request.id, entry)
         result = _export(self, name, job_id, context, graph, attempt, stored)
-        record = _patiently(
-            lambda: store.record_result(job_id, name, result, entry, also=lease.release)
-        )
+        _patiently(lambda: store.record_result(job_id, name, result, entry, also=lease.release))
         lease.released_by_pipeline()
-        if record is not None and _settled(record, graph.strategy):
-            # Every destination has its outcome: if the chord never runs the finish
-            # (Redis went away while it counted), the sweep sends it.
-            _patiently(lambda: store.mark_settled(job_id))
     finally:
         lease.release()
     return result
-
-
-def _settled(record: JobRecord, strategy: str) -> bool:
-    outcomes = record.outcomes()
-    if strategy == "first_success" and any(outcomes.values()):
-        return True
-    return len(outcomes) == len(record.job.destinations)
 
 
 def _patiently(action: Callable[[], T]) -> T:

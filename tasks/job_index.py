@@ -92,6 +92,11 @@ return move(KEYS[1], KEYS[2], guard, leave, ARGV[1], ARGV[2], ARGV[3])
 """
 
 
+def state_move_keys(state: str) -> list[str]:
+    """For a script's move() into ``state``: the all-jobs index, the target, every state."""
+    return [JOB_INDEX, state_key(state), *(state_key(s) for s in STATES)]
+
+
 def first_attempt_keys() -> list[str]:
     """For a script that moves a job from queued to running: target, guard, then every state."""
     return [state_key(RUNNING), state_key(QUEUED), *(state_key(s) for s in STATES)]
@@ -152,16 +157,6 @@ def queue_result(pipe: Any, job_id: str, name: str, success: bool, retention: in
         pipe.zrem(destination_failure_key(name), job_id)
     else:
         queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)
-
-
-def on_run_state(
-    client: redis.Redis, job_id: str, finished: bool, satisfied: bool | None, retention: int
-) -> None:
-    """The job finished, or was retried (it runs again)."""
-    state = (FINISHED_OK if satisfied else FINISHED_FAILED) if finished else RUNNING
-    with client.pipeline(transaction=False) as pipe:
-        queue_state_move(pipe, job_id, state, time.time(), retention)
-        pipe.execute()
 
 
 def queue_move(

@@ -82,9 +82,11 @@ return {ARGV[1], 1}
 """
 # Compare-and-set on a job's hash: write the new fields only if the fields read
 # still hold what was read ('' = absent); then add the job to (score) or remove it
-# from ('-') the sorted sets named in KEYS[2..]. ARGV: retention, job id, the
-# number of fields checked, field/value pairs, the number written, field/value
-# pairs, one score or '-' per sorted set. Returns 1 when written.
+# from ('-') the sorted sets named in KEYS[2..]; then, if more keys follow (the
+# all-jobs index, a state set, the state sets), move the job to that state's
+# index (job_index.MOVE_FUNCTION). ARGV: retention, job id, the number of fields
+# checked, field/value pairs, the number written, field/value pairs, the number
+# of sorted sets, one score or '-' per sorted set, now. Returns 1 when written.
 COMPARE_AND_SET = """
 local key, i = KEYS[1], 4
 for _ = 1, tonumber(ARGV[3]) do
@@ -98,13 +100,20 @@ for _ = 1, writes do
     i = i + 2
 end
 redis.call('EXPIRE', key, ARGV[1])
-for k = 2, #KEYS do
+local schedules = tonumber(ARGV[i])
+i = i + 1
+for k = 2, 1 + schedules do
     if ARGV[i] == '-' then
         redis.call('ZREM', KEYS[k], ARGV[2])
     else
         redis.call('ZADD', KEYS[k], ARGV[i], ARGV[2])
     end
     i = i + 1
+end
+if #KEYS > 1 + schedules then
+    local leave = {}
+    for k = 4 + schedules, #KEYS do leave[#leave + 1] = KEYS[k] end
+    move(KEYS[2 + schedules], KEYS[3 + schedules], nil, leave, ARGV[2], ARGV[i], ARGV[1])
 end
 return 1
 """
@@ -135,6 +144,30 @@ if (redis.call('HGET', KEYS[2], ARGV[6]) or '') == ARGV[7] then
     started = 1
 end
 return {1, started, redis.call('HGETALL', KEYS[2])}
+"""
+
+
+# Store a destination's entry (ARGV[3], ARGV[4]) in a job that still exists; if
+# every destination of the plan now has its outcome (under first_success: one
+# succeeded), the job joins ``settled`` (KEYS[2]) at ARGV[2]: its finish is due.
+# Returns 1 when written.
+RECORD_RESULT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local job = cjson.decode(redis.call('HGET', KEYS[1], 'job'))
+local settled = true
+for _, name in ipairs(job['destinations']) do
+    local raw = redis.call('HGET', KEYS[1], 'dest:' .. name)
+    local state = raw and cjson.decode(raw)['state']
+    if state == 'SUCCESS' and job['strategy'] == 'first_success' then
+        settled = true
+        break
+    end
+    if state ~= 'SUCCESS' and state ~= 'FAILURE' then settled = false end
+end
+if settled then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[5]) end
+return 1
 """
 
 
@@ -169,7 +202,7 @@ class JobStore:
         self.deadline = float(deadline_seconds)
         self._create = client.register_script(CREATE)
         self._write_fields = client.register_script(WRITE_FIELDS)
-        self._compare_and_set = client.register_script(COMPARE_AND_SET)
+        self._compare_and_set = client.register_script(_index().MOVE_FUNCTION + COMPARE_AND_SET)
         self._start_first = client.register_script(_index().MOVE_FUNCTION + START_FIRST_ATTEMPT)
 
     # -- writing -----------------------------------------------------------------------------
@@ -225,12 +258,10 @@ class JobStore:
 
         now = time.time()
         schedules = {DEADLINES: now + self.deadline, UNSENT: now, SETTLED: None}
-        if not self._transact(job_id, fields, change, schedules):
+        if not self._transact(job_id, fields, change, schedules, state=_index().RUNNING):
             raise RunConflictError(job_id)
         # What an earlier run prepared is prepared again (its objects stay in the call log).
         self.client.hdel(job_key(job_id), *(prepared_field(name) for name in names))
-        _index().on_run_state(self.client, job_id, finished=False, satisfied=None,
-                              retention=self.retention)  # fmt: skip
 
     def mark_finished(
         self,
@@ -259,10 +290,9 @@ class JobStore:
             **dict.fromkeys((DEADLINES, UNSENT, SETTLED)), ANNOUNCE: time.time()
         }
         assumed = None if record is None else {JOB_FIELD: record.job.to_json()}
-        if not self._transact(job_id, [JOB_FIELD], change, unscheduled, assumed):
+        state = _index().FINISHED_OK if satisfied else _index().FINISHED_FAILED
+        if not self._transact(job_id, [JOB_FIELD], change, unscheduled, assumed, state):
             return None
-        _index().on_run_state(self.client, job_id, finished=True, satisfied=satisfied,
-                              retention=self.retention)  # fmt: skip
         if record is None:
             return self.load(job_id)
         return replace(record, job=finished[0])
@@ -299,10 +329,6 @@ class JobStore:
     def canvas_sent(self, job_id: str) -> int:
         """The last run whose canvas was sent (0: none)."""
         return int(self._read(job_id, CANVAS_FIELD) or 0)
-
-    def mark_settled(self, job_id: str) -> None:
-        """Every destination has its outcome: the job's finish is due."""
-        self.client.zadd(SETTLED, {job_id: time.time()}, nx=True)
 
     def start_attempt(
         self, job_id: str, name: str, task_id: str | None, entry: DestinationEntry | None = None
@@ -371,24 +397,27 @@ class JobStore:
         result: dict[str, Any],
         entry: DestinationEntry | None = None,
         also: Callable[[Any], None] | None = None,
-    ) -> JobRecord | None:
-        """Store ``name``'s result; return the whole job as it is now (None: it expired).
+    ) -> bool:
+        """Store ``name``'s result; False when the job expired (nothing stored).
 
         ``entry`` is the destination's entry as this task last saved it; ``also``
         adds commands to the same round trip, as are the indexes and metrics.
+        Once every destination has its outcome, the job is settled: if the
+        chord never runs its finish (Redis went away while it counted), the
+        sweep sends it.
         """
         field = destination_field(name)
         entry = replace(entry) if entry else DestinationEntry.from_json(self._read(job_id, field))
         entry.finish(result)
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, field, entry.to_json())
-            pipe.hgetall(job_key(job_id))
+            pipe.eval(RECORD_RESULT, 2, job_key(job_id), SETTLED, self.retention,
+                      repr(time.time()), field, entry.to_json(), job_id)  # fmt: skip
             _index().queue_result(pipe, job_id, name, bool(result.get("success")),
                                   self.retention)  # fmt: skip
             if also is not None:
                 also(pipe)
-            answers = pipe.execute()
-        return self.record_from(job_id, answers[1])
+            written = pipe.execute()[0]
+        return bool(written)
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:
@@ -453,6 +482,7 @@ class JobStore:
         change: Callable[[Mapping[str, bytes | str | None]], dict[str, str] | None],
         schedules: Mapping[str, float | None] | None = None,
         assumed: Mapping[str, str] | None = None,
+        state: str | None = None,
     ) -> bool:
         """Read ``fields``, write what ``change`` returns if none of them changed meanwhile.
 
@@ -460,7 +490,8 @@ class JobStore:
         job joins each of ``schedules`` at its score, or leaves it (None). A job
         that does not exist raises ``JobNotFoundError``. ``assumed`` holds every
         field as the caller read it: tried first without reading, and read only
-        if the write finds them changed.
+        if the write finds them changed. With ``state``, the job moves to that
+        state's index in the same write.
         """
         read = list(dict.fromkeys([JOB_FIELD, *fields]))
         schedules = schedules or {}
@@ -478,9 +509,11 @@ class JobStore:
             checked = [item for pair in zip(read, raw, strict=True) for item in pair]
             written = [item for pair in writes.items() for item in pair]
             scores = ["-" if score is None else repr(score) for score in schedules.values()]
+            moved = _index().state_move_keys(state) if state else []
             arguments = [self.retention, job_id, len(read), *(v or b"" for v in checked),
-                         len(writes), *written, *scores]  # fmt: skip
-            if self._compare_and_set([job_key(job_id), *schedules], arguments):
+                         len(writes), *written, len(scores), *scores,
+                         repr(time.time())]  # fmt: skip
+            if self._compare_and_set([job_key(job_id), *schedules, *moved], arguments):
                 return True
             # Another writer came first: read again and decide again.
 

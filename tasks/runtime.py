@@ -41,8 +41,19 @@ def share_redis(registry: Registry, app: Celery) -> None:
 
 
 def job_store(app: Celery | None = None) -> JobStore:
+    """The job store on the app's result backend, made once per backend (one per thread)."""
     app = app or current_app
     expires = app.conf.result_expires
     seconds = expires.total_seconds() if hasattr(expires, "total_seconds") else expires
     deadline = app.conf.get("nx_export_job_deadline") or DEFAULT_DEADLINE_SECONDS
-    return JobStore(app.backend.client, int(seconds), float(deadline))
+    backend = app.backend
+    store = getattr(backend, "nx_job_store", None)
+    if (
+        isinstance(store, JobStore)
+        and store.client is backend.client
+        and (store.retention, store.deadline) == (int(seconds), float(deadline))
+    ):
+        return store
+    store = JobStore(backend.client, int(seconds), float(deadline))
+    backend.nx_job_store = store  # its scripts are hashed once, not per call
+    return store

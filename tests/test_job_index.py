@@ -160,3 +160,33 @@ def test_running_and_finished_jobs_are_found_by_state_through_the_worker(
     job.wait(timeout=30)
     assert job.id in ids("finished") and job.id not in ids("running")
     assert job.id not in ids("failed")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "results", "settled_after"),
+    [
+        ("all", [("alpha", False), ("beta", True), ("gamma", True)], 3),
+        ("best_effort", [("gamma", True), ("alpha", False), ("beta", False)], 3),
+        ("first_success", [("alpha", False), ("beta", True)], 2),
+    ],
+)
+def test_a_job_is_settled_once_its_strategy_needs_no_more_outcomes(
+    client: redis.Redis, strategy: str, results: list[tuple[str, bool]], settled_after: int
+) -> None:
+    from tasks.job_store import SETTLED
+
+    store = JobStore(client, RETENTION)
+    job_id = str(uuid.uuid4())
+    store.create(StoredJob(id=job_id, strategy=strategy, destinations=["alpha", "beta", "gamma"],
+                           context={"session_identifier": "s-1"}))  # fmt: skip
+    for stored, (name, success) in enumerate(results, start=1):
+        store.start_attempt(job_id, name, f"task-{name}")
+        assert store.record_result(job_id, name, {"success": success})
+        settled = client.zscore(SETTLED, job_id) is not None
+        assert settled == (stored >= settled_after), f"after {stored} results ({name})"
+
+
+def test_a_result_for_an_expired_job_writes_nothing(client: redis.Redis) -> None:
+    store = JobStore(client, RETENTION)
+    assert not store.record_result("gone", "alpha", {"success": True})
+    assert client.exists(job_key("gone")) == 0
