@@ -10,8 +10,6 @@ once however often it is told.
 
 from __future__ import annotations
 
-import logging
-
 from celery import Celery
 
 from tasks.job_model import JobRecord
@@ -20,8 +18,6 @@ from tasks.jobs import job_from_record
 from tasks.nexuslims_bridge import send_outcome
 from tasks.notify import notify_finished
 from tasks.runtime import job_store
-
-logger = logging.getLogger(__name__)
 
 
 def announce(app: Celery, record: JobRecord) -> None:

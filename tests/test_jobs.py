@@ -331,3 +331,23 @@ def test_jobs_lists_the_unsatisfied_ones(app: Any, record: Path) -> None:
     failed_ids = {job.id for job in list_jobs(failed_only=True, app=app)}
     assert bad.id in failed_ids and good.id not in failed_ids
     assert {good.id, bad.id} <= {job.id for job in list_jobs(app=app)}
+
+
+def test_a_finished_job_reads_back_unchanged_from_its_finish_summary() -> None:
+    from tasks.job_model import DestinationState, JobState
+    from tasks.jobs import DestinationStatus, ExportJob, _finished_summary
+
+    failed = DestinationStatus("cdcs", DestinationState.FAILURE, attempts=2, error="refused",
+                               history=[{"attempt": 1, "outcome": "retry"}])  # fmt: skip
+    done = DestinationStatus("local", DestinationState.SUCCESS, attempts=1, record_id="r-1")
+    job = ExportJob(
+        id="job-1", strategy="all", state=JobState.FINISHED, satisfied=False,
+        destinations={"cdcs": failed, "local": done}, created_at="2026-03-04T09:00:00+00:00",
+        finished_at="2026-03-04T09:00:01+00:00", session_identifier="s-1",
+        instrument_pid="TEM-1", record="/records/r.xml", finish_task_id="finish-2", runs=2,
+    )  # fmt: skip
+    assert _finished_summary(job.to_dict(), job) == job
+    # Another run's summary, or one not finished, is not taken for this run's end.
+    assert _finished_summary({**job.to_dict(), "runs": 1}, job) is None
+    assert _finished_summary({**job.to_dict(), "state": "running"}, job) is None
+    assert _finished_summary({**job.to_dict(), "id": "job-2"}, job) is None
