@@ -1,11 +1,12 @@
-"""What a finished run tells the world: the NexusLIMS bridge, the webhook and the callback.
+"""What a finished run tells the world: the webhook, the callback and the NexusLIMS bridge.
 
 ``export.finish`` announces its run once its own result is stored, so a client
 waiting on the job is not kept waiting by them. The job joined the job store's
 ``announce`` set in the same write that finished it, and leaves it once
 announced: if the worker dies in between, the sweep announces the run instead.
 A run may so be announced twice, never not at all; the bridge writes a run
-once however often it is told.
+once however often it is told (and keeps it until a bridge worker exists, see
+``tasks.nexuslims_bridge``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from celery import Celery
 from tasks.job_model import JobRecord
 from tasks.job_store import ANNOUNCE
 from tasks.jobs import job_from_record
-from tasks.nexuslims_bridge import send_outcome
+from tasks.nexuslims_bridge import offer_outcome
 from tasks.notify import notify_finished
 from tasks.runtime import job_store
 
 
 def announce(app: Celery, record: JobRecord) -> None:
-    """Tell the bridge (always) and the configured hooks that the job's latest run finished."""
+    """Tell the configured hooks and the NexusLIMS bridge that the job's latest run finished."""
     notify_finished(app, job_from_record(record).to_dict())
-    send_outcome(app, record.job.id, record)
+    offer_outcome(app, record)
     job_store(app).unschedule(ANNOUNCE, record.job.id)

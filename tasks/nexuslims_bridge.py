@@ -1,12 +1,19 @@
 """The NexusLIMS outcome bridge: each finished run of a job, written into NexusLIMS's database.
 
-``export.finish`` sends every finished run (the first, and each ``nx-export
-retry``) to the queue ``nx-export.nexuslims``, with the job's results as they
-are at that moment. Only workers that can reach NexusLIMS's database
-(``NX_DB_PATH`` set, NexusLIMS importable) consume that queue; without such a
-worker the messages wait there. The task writes the ``upload_log`` rows not yet
-written and sets the session's ``record_status``: ``COMPLETED`` when the
-results satisfy the job's strategy (as ``was_successfully_exported`` decides),
+``export.finish`` offers every finished run (the first, and each ``nx-export
+retry``) to the bridge. Only workers that can reach NexusLIMS's database
+(``NX_DB_PATH`` set, NexusLIMS importable) are bridge workers: they consume the
+queue ``nx-export.nexuslims`` and say on every heartbeat that a bridge exists.
+Once one has, a run is sent to that queue with the job's results as they are
+at that moment; before any has (or after none has for the retention period),
+the run waits in a sorted set of the job store, trimmed to the retention
+period like the jobs, and the next bridge worker's heartbeat sends it. So a
+facility without a bridge keeps no growing queue, and one that starts a bridge
+later still has every run written, as long as its job is kept.
+
+The task ``export.nexuslims`` writes the ``upload_log`` rows not yet written
+and sets the session's ``record_status``: ``COMPLETED`` when the results
+satisfy the job's strategy (as ``was_successfully_exported`` decides),
 ``BUILT_NOT_EXPORTED`` otherwise. A run is written once, however often its
 message is delivered: a Redis key per (job, run) set after the database commit,
 and no row written twice if the worker died between the two.
@@ -14,6 +21,7 @@ and no row written twice if the worker died between the two.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery, Task, shared_task
@@ -36,6 +44,12 @@ from tasks.runtime import job_store
 
 BRIDGE_TASK = NEXUSLIMS_TASK
 BRIDGE_QUEUE = "nx-export.nexuslims"
+# Set by every bridge worker's heartbeat, for the retention period.
+BRIDGE_SEEN = f"{KEY_PREFIX}:nexuslims:bridge"
+# Finished runs offered while no bridge was seen, by when (their job's id).
+WAITING = f"{KEY_PREFIX}:nexuslims:waiting"
+# How many waiting runs a heartbeat reads at a time.
+BATCH = 200
 
 
 class BridgeUnavailableError(Exception):
@@ -63,6 +77,38 @@ def _stored_results(
         name: entry.result for name, entry in record.planned().items() if entry.result
     }
     return record.job, results
+
+
+def offer_outcome(app: Celery, record: JobRecord) -> None:
+    """Send this run's outcome to the bridge if a bridge worker exists; else keep it for one."""
+    store = job_store(app)
+    if store.client.exists(BRIDGE_SEEN):
+        send_outcome(app, record.job.id, record)
+        return
+    now = time.time()
+    with store.client.pipeline(transaction=False) as pipe:
+        pipe.zadd(WAITING, {record.job.id: now})
+        pipe.zremrangebyscore(WAITING, "-inf", now - store.retention)
+        pipe.expire(WAITING, store.retention)
+        pipe.execute()
+
+
+def bridge_heartbeat(app: Celery) -> int:
+    """A bridge worker's heartbeat: say a bridge exists, then send the runs kept waiting.
+
+    Returns how many were sent. A job retried since is left to its next finish;
+    two bridge workers sending one run is harmless (it is written once).
+    """
+    store = job_store(app)
+    store.client.set(BRIDGE_SEEN, "1", ex=store.retention)
+    sent = 0
+    while job_ids := store.due(WAITING, time.time(), BATCH):
+        for job_id, record in zip(job_ids, store.load_many(job_ids), strict=True):
+            if record is not None and record.job.finished_at is not None:
+                send_outcome(app, job_id, record)
+                sent += 1
+        store.client.zrem(WAITING, *job_ids)
+    return sent
 
 
 def send_outcome(app: Celery, job_id: str, record: JobRecord | None = None) -> AsyncResult:

@@ -94,9 +94,10 @@ def test_a_run_finished_by_a_worker_that_died_before_announcing_it_is_announced(
     cluster: Cluster, record: Path
 ) -> None:
     from tasks.job_store import ANNOUNCE
-    from tasks.nexuslims_bridge import BRIDGE_QUEUE
+    from tasks.nexuslims_bridge import BRIDGE_QUEUE, BRIDGE_SEEN
 
     store, job_id = cluster.store(), str(uuid.uuid4())
+    store.client.set(BRIDGE_SEEN, "1")  # a bridge worker exists: the run is sent to its queue
     # What export.finish writes before its result is stored and the run announced:
     # its worker died right after.
     store.create(StoredJob(id=job_id, strategy="all", destinations=["alpha"],

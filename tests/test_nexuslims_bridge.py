@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from tests.nexuslims_support import (
     upload_log,
 )
 from tests.samples import make_context
-from tests.support import PROJECT_ROOT, wait_for
+from tests.support import PROJECT_ROOT, running_redis, running_worker, wait_for, worker_env
 
 ELABFTW_CREATE = "POST /api/v2/experiments"
 
@@ -164,22 +165,61 @@ def test_the_bridge_corrects_a_record_still_running_at_the_timeout(
     assert [(name, ok) for name, ok, _ in rows[2:]] == [("cdcs", True), ("elabftw", True)]
 
 
-def test_without_a_bridge_worker_the_outcome_waits_in_its_queue(app: Any, record: Path) -> None:
-    from tasks.nexuslims_bridge import BRIDGE_QUEUE, BRIDGE_TASK
+def test_without_a_bridge_worker_the_outcome_waits_in_the_job_store_not_a_queue(
+    app: Any, record: Path
+) -> None:
+    from tasks.job_store import ANNOUNCE
+    from tasks.nexuslims_bridge import BRIDGE_QUEUE, BRIDGE_SEEN, WAITING
     from worker import enqueue_export
 
-    # The session's worker cannot reach NexusLIMS's database: it leaves the queue alone.
+    # The session's worker cannot reach NexusLIMS's database, and no worker that can
+    # has said so: nothing is queued for a bridge, the run waits for one instead.
+    client = app.backend.client
+    assert not client.exists(BRIDGE_SEEN)
     job = enqueue_export(make_context(record), destinations=["alpha"], app=app).wait(timeout=30)
     assert job.satisfied
+    # Offered once the finish's own result is stored, so just after the job is seen finished.
+    wait_for(lambda: client.zscore(WAITING, job.id) is not None, timeout=10)
+    assert client.zscore(ANNOUNCE, job.id) is None
+    queued = [json.loads(raw)["headers"]["argsrepr"] for raw in client.lrange(BRIDGE_QUEUE, 0, -1)]
+    assert not [text for text in queued if f"job={job.id} " in text]
+    assert 0 < client.ttl(WAITING) <= int(app.conf.result_expires.total_seconds())
 
-    def mine() -> list[dict[str, Any]]:
-        raws = app.backend.client.lrange(BRIDGE_QUEUE, 0, -1)
-        waiting = [json.loads(raw)["headers"] for raw in raws]
-        return [h for h in waiting if f"job={job.id} " in h["argsrepr"]]
 
-    # Sent once the finish's own result is stored, so just after the job is seen finished.
-    (message,) = wait_for(mine, timeout=10)
-    assert message["task"] == BRIDGE_TASK
+def test_runs_finished_before_any_bridge_worker_are_written_once_one_starts(
+    tmp_path: Path,
+) -> None:
+    from tasks.nexuslims_bridge import BRIDGE_QUEUE, WAITING
+
+    require_nexuslims(tmp_path / "probe")
+    sessions = ["2026-03-04_titan_0201", "2026-03-04_titan_0202"]
+    with FakeCDCS() as cdcs, FakeELabFTW() as elab, running_redis(tmp_path / "redis") as server:
+        nexuslims = nexuslims_settings(tmp_path / "nexuslims")
+        settings = {
+            "NX_CDCS_URL": cdcs.root_url, "NX_CDCS_TOKEN": cdcs.token, "NX_ELABFTW_URL": elab.url,
+            "NX_ELABFTW_API_KEY": elab.api_key, "NX_EXPORT_HEARTBEAT_SECONDS": "1", **nexuslims,
+        }  # fmt: skip
+        env = worker_env(server.url, None, **settings)
+        prepare_database(env, sessions)
+        plain = {key: value for key, value in env.items() if key != "NX_DB_PATH"}
+        client = server.client()
+        with running_worker(plain, tmp_path / "plain.log", name="plain"):
+            run_client(env, [record_spec(tmp_path, s) for s in sessions], wait=False)
+            wait_for(lambda: client.zcard(WAITING) == 2, timeout=60)
+        assert client.llen(BRIDGE_QUEUE) == 0
+        assert all(record_status(Path(nexuslims["NX_DB_PATH"]), s) == {"TO_BE_BUILT"}
+                   for s in sessions)  # fmt: skip
+
+        with running_worker(env, tmp_path / "bridge.log", name="bridge"):
+            database = Path(nexuslims["NX_DB_PATH"])
+            for session in sessions:
+                wait_for(lambda s=session: record_status(database, s) == {"COMPLETED"}, 60)
+            assert client.zcard(WAITING) == 0
+            rows = {s: upload_log(database, s) for s in sessions}
+            assert all([(n, ok) for n, ok, _ in r] == [("cdcs", True), ("elabftw", True)]
+                       for r in rows.values())  # fmt: skip
+            time.sleep(2.5)  # more heartbeats: nothing is sent or written again
+            assert {s: upload_log(database, s) for s in sessions} == rows
 
 
 def test_only_a_worker_reaching_nexuslims_consumes_the_bridge_queue(

@@ -3,6 +3,8 @@
 On every heartbeat (``NX_EXPORT_HEARTBEAT_SECONDS``) the worker publishes its
 catalogue entry again, so clients know it serves its destinations, and runs the
 sweep (``tasks.sweep``), so no job outlives its deadline while any worker runs.
+A worker that reaches NexusLIMS's database also says a bridge exists and sends
+the finished runs that waited for one (``tasks.nexuslims_bridge``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 from celery import Celery
 
 from tasks import catalog
+from tasks.nexuslims_bridge import bridge_heartbeat
+from tasks.nexuslims_db import bridge_available
 from tasks.runtime import local_registry
 from tasks.sweep import sweep
 
@@ -47,6 +51,14 @@ class Housekeeping:
             )
         except Exception as error:  # Redis away: the next heartbeat tries again
             logger.warning("could not publish this worker's catalogue entry: %r", error)
+        if bridge_available():
+            try:
+                sent = bridge_heartbeat(self.app)
+            except Exception as error:  # the next heartbeat tries again
+                logger.warning("could not send the runs waiting for a bridge: %r", error)
+            else:
+                if sent:
+                    logger.info("sent %d finished runs that waited for a bridge worker", sent)
 
     def _run(self) -> None:
         while True:
