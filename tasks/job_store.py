@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import redis
 
 from tasks.job_model import (
+    DESTINATION_FIELD_PREFIX,
     JOB_FIELD,
     DestinationEntry,
+    DestinationState,
     JobNotFoundError,
     JobRecord,
     StoredJob,
@@ -150,21 +152,23 @@ return {1, started, redis.call('HGETALL', KEYS[2])}
 # Store a destination's entry (ARGV[3], ARGV[4]) in a job that still exists; if
 # every destination of the plan now has its outcome (under first_success: one
 # succeeded), the job joins ``settled`` (KEYS[2]) at ARGV[2]: its finish is due.
-# Returns 1 when written.
-RECORD_RESULT = """
+# Returns 1 when written. Field names and states are job_model's.
+RECORD_RESULT = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-local job = cjson.decode(redis.call('HGET', KEYS[1], 'job'))
+local job = cjson.decode(redis.call('HGET', KEYS[1], '{JOB_FIELD}'))
 local settled = true
 for _, name in ipairs(job['destinations']) do
-    local raw = redis.call('HGET', KEYS[1], 'dest:' .. name)
+    local raw = redis.call('HGET', KEYS[1], '{DESTINATION_FIELD_PREFIX}' .. name)
     local state = raw and cjson.decode(raw)['state']
-    if state == 'SUCCESS' and job['strategy'] == 'first_success' then
+    if state == '{DestinationState.SUCCESS}' and job['strategy'] == 'first_success' then
         settled = true
         break
     end
-    if state ~= 'SUCCESS' and state ~= 'FAILURE' then settled = false end
+    if state ~= '{DestinationState.SUCCESS}' and state ~= '{DestinationState.FAILURE}' then
+        settled = false
+    end
 end
 if settled then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[5]) end
 return 1
