@@ -71,8 +71,8 @@ def job_fields(job_id: str, index: int, created: float, failed: bool) -> dict[st
 
 def write_jobs(client: Any, count: int) -> tuple[float, float]:
     """Write ``count`` jobs; return Redis' bytes per job for the records and for the indexes."""
-    from tasks import job_index
-    from tasks.job_store import JOB_INDEX, job_key
+    from tasks.store import index as job_index
+    from tasks.store.keys import JOB_INDEX, job_key
 
     now = time.time()
     jobs = [(str(uuid.uuid4()), i, now - (count - i) * 0.5, i % 10 == 0) for i in range(count)]

@@ -185,7 +185,8 @@ def main() -> int:
     soak = Soak(options, scratch)
     os.environ["NX_EXPORT_BROKER_URL"] = soak.redis.url
     os.environ["NX_EXPORT_JOB_DEADLINE"] = str(DEADLINE)
-    from tasks.job_store import DEADLINES, JobStore
+    from tasks.store.job_store import JobStore
+    from tasks.store.keys import DEADLINES
     from worker import enqueue_export
     from worker.app import app
 

@@ -22,10 +22,10 @@ from destinations.settings import nx_setting
 ENTRY_POINT_GROUP = "nexuslims_export.destinations"
 
 BUILTINS: dict[str, str] = {
-    "local": "destinations.local:LocalArchiveDestination",
-    "cdcs": "destinations.cdcs:CDCSDestination",
-    "elabftw": "destinations.elabftw:ELabFTWDestination",
-    "labarchives": "destinations.labarchives:LabArchivesDestination",
+    "local": "destinations.builtin.local:LocalArchiveDestination",
+    "cdcs": "destinations.builtin.cdcs.destination:CDCSDestination",
+    "elabftw": "destinations.builtin.elabftw:ELabFTWDestination",
+    "labarchives": "destinations.builtin.labarchives.destination:LabArchivesDestination",
 }
 
 logger = logging.getLogger(__name__)

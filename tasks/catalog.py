@@ -20,9 +20,8 @@ from typing import Any
 from celery import Celery
 
 from destinations.registry import DestinationInfo, Registry
-from tasks.job_store import KEY_PREFIX
+from tasks.store.keys import CATALOG as CATALOG_KEY
 
-CATALOG_KEY = f"{KEY_PREFIX}:catalog"
 # A worker that has not published for this long no longer counts for planning.
 CATALOG_TTL_SECONDS = 7 * 24 * 3600
 # Clients read the catalogue at most this often: it changes when workers start.

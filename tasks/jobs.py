@@ -21,16 +21,16 @@ from celery import Celery, current_app
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from destinations.contract import ExportContext
+from destinations.files.record import check_record
 from destinations.plan import ExportPlan, ExportRequestError, is_satisfied, plan_export
-from destinations.record import check_record
 from destinations.registry import DestinationInfo, Registry
 from tasks import catalog
 from tasks.canvas import build_canvas, finish_task_id
-from tasks.job_model import DestinationEntry, DestinationState, JobRecord, JobState, StoredJob
-from tasks.job_model import JobNotFoundError as JobNotFoundError  # raised by get_job
-from tasks.job_store import RunConflictError
 from tasks.messages import context_from_message, context_to_message, describe_context
 from tasks.runtime import job_store, local_registry
+from tasks.store.job_store import RunConflictError
+from tasks.store.model import DestinationEntry, DestinationState, JobRecord, JobState, StoredJob
+from tasks.store.model import JobNotFoundError as JobNotFoundError  # raised by get_job
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from celery import Celery, current_app
 
 from destinations.registry import Registry, discover, parse_plugin_list
-from tasks.job_store import DEFAULT_DEADLINE_SECONDS, JobStore
+from tasks.store.job_store import DEFAULT_DEADLINE_SECONDS, JobStore
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from destinations.labarchives_folders import account_hash
+from destinations.builtin.labarchives.folders import account_hash
 from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.samples import RECORD
 from tests.support import WorkerProcess, worker_env

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.job_model import JobRecord
-from tasks.job_store import JobStore
+from tasks.store.job_store import JobStore
+from tasks.store.model import JobRecord
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
 
 # Enqueues the jobs read from stdin ([{"context", "destinations", "strategy"}]) and

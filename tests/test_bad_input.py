@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from destinations.record import RecordError, check_record
+from destinations.files.record import RecordError, check_record
 from tests.samples import enqueue_arguments, record_text
 from tests.support import nx_export, worker_env
 

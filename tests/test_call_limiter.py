@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from destinations.rate_limit import RedisCallLimiter, SlotsDeferred
+from destinations.toolkit.rate_limit import RedisCallLimiter, SlotsDeferred
 from tests.support import RedisServer
 
 

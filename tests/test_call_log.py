@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from destinations.contract import ExportContext, MemoryCallLog
-from destinations.resume import SENT, Resume
-from tasks.call_log import RedisCallLog, call_log_key
+from destinations.toolkit.resume import SENT, Resume
+from tasks.store.call_log import RedisCallLog, call_log_key
 from tests.support import RedisServer
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from destinations import cdcs as cdcs_module
-from destinations.cdcs import CDCSDestination
+from destinations.builtin.cdcs import destination as cdcs_module
+from destinations.builtin.cdcs.destination import CDCSDestination
 from destinations.contract import ExportContext, ReservationEvent
 from destinations.errors import TransientExportError
 from tests.fakes import FakeCDCS
@@ -200,7 +200,7 @@ def test_user_ownership_failure_only_warns(
 ) -> None:
     monkeypatch.setenv("NX_CDCS_USER_OWNED_RECORDS", "true")
     fake_cdcs.superuser = False
-    with caplog.at_level(logging.WARNING, logger="destinations.cdcs"):
+    with caplog.at_level(logging.WARNING, logger="destinations.builtin.cdcs.destination"):
         result = CDCSDestination().export(make_export_context())
     assert result.success
     assert fake_cdcs.records[str(result.record_id)]["owner"] == "1"

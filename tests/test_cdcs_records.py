@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from destinations.cdcs_records import OLDER, SAME, SessionRecord, content_checksum
+from destinations.builtin.cdcs.records import OLDER, SAME, SessionRecord, content_checksum
 from destinations.contract import ExportContext
 
 NS = "https://data.nist.gov/od/dm/nexus/experiment/v1.0"

@@ -16,15 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from destinations.confined import ConfinedReadError, open_confined
+from destinations.builtin.local import LocalArchiveDestination
 from destinations.contract import ExportContext
 from destinations.errors import PermanentExportError
-from destinations.http import require_same_origin
-from destinations.local import LocalArchiveDestination
-from destinations.previews import image_type, read_previews
-from tasks.job_model import StoredJob
-from tasks.job_store import JobStore
-from tasks.retry_policy import retry_delay
+from destinations.files.confined import ConfinedReadError, open_confined
+from destinations.files.previews import image_type, read_previews
+from destinations.toolkit.http import require_same_origin
+from tasks.export.retry_policy import retry_delay
+from tasks.store.job_store import JobStore
+from tasks.store.model import StoredJob
 from tests.samples import RECORD
 from worker.settings import WorkerSettings, destination_policy
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from destinations.builtin.elabftw import ELabFTWDestination
 from destinations.contract import ExportContext, ExportResult
-from destinations.elabftw import ELabFTWDestination
 from destinations.errors import TransientExportError
 from tests.fakes import FakeELabFTW
 

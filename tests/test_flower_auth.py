@@ -89,7 +89,7 @@ def test_flower_pages_need_credentials(flower_with_auth: tuple[int, int, Path]) 
 
 
 def test_flower_options_are_read_as_tornado_parses_them() -> None:
-    from worker.cli import flower_option
+    from worker.cli.run import flower_option
 
     arguments = ["--port=5555", "--basic_auth=a:b", "-address=0.0.0.0", "address=x", "--debug"]
     assert flower_option(arguments, "basic-auth") == "a:b"

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from destinations import http
 from destinations.errors import PermanentExportError, TransientExportError
-from destinations.http import (
+from destinations.toolkit import http
+from destinations.toolkit.http import (
     CredentialsRefused,
     HostUnreachable,
     HttpSettings,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from destinations.errors import TransientExportError
-from destinations.http import request
+from destinations.toolkit.http import request
 
 
 class TricklingServer:

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from tasks import job_index, job_metrics
-from tasks.job_model import StoredJob
-from tasks.job_query import JobQuery, QueryError, find_jobs
-from tasks.job_store import JOB_INDEX, JobStore, job_key
+from tasks.query import JobQuery, QueryError, find_jobs
+from tasks.store import counters as job_metrics
+from tasks.store import index as job_index
+from tasks.store.job_store import JobStore
+from tasks.store.keys import JOB_INDEX, job_key
+from tasks.store.model import StoredJob
 from tests.samples import make_context
 from tests.support import RedisServer, wait_for
 
@@ -173,7 +175,7 @@ def test_running_and_finished_jobs_are_found_by_state_through_the_worker(
 def test_a_job_is_settled_once_its_strategy_needs_no_more_outcomes(
     client: redis.Redis, strategy: str, results: list[tuple[str, bool]], settled_after: int
 ) -> None:
-    from tasks.job_store import SETTLED
+    from tasks.store.keys import SETTLED
 
     store = JobStore(client, RETENTION)
     job_id = str(uuid.uuid4())

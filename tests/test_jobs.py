@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from destinations.files.record import RecordError
 from destinations.plan import ExportRequestError
-from destinations.record import RecordError
 from tasks.messages import InvalidContextError
 from tests.samples import enqueue_arguments, make_context
 from tests.support import (
@@ -334,8 +334,8 @@ def test_jobs_lists_the_unsatisfied_ones(app: Any, record: Path) -> None:
 
 
 def test_a_finished_job_reads_back_unchanged_from_its_finish_summary() -> None:
-    from tasks.job_model import DestinationState, JobState
     from tasks.jobs import DestinationStatus, ExportJob, _finished_summary
+    from tasks.store.model import DestinationState, JobState
 
     failed = DestinationStatus("cdcs", DestinationState.FAILURE, attempts=2, error="refused",
                                history=[{"attempt": 1, "outcome": "retry"}])  # fmt: skip

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from destinations.builtin.labarchives.client import sign
+from destinations.builtin.labarchives.destination import LabArchivesDestination, notebook_base_url
 from destinations.contract import Activity, ExportContext, ExportResult
 from destinations.errors import TransientExportError
-from destinations.labarchives import LabArchivesDestination, notebook_base_url
-from destinations.labarchives_client import sign
-from destinations.rate_limit import MinIntervalLimiter
+from destinations.toolkit.rate_limit import MinIntervalLimiter
 from tests.fakes import FakeLabArchives
 
 pytest_plugins = ["tests.fakes.fixtures"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from destinations.rate_limit import RedisCallLimiter
+from destinations.toolkit.rate_limit import RedisCallLimiter
 from tests.exactly_once_support import (
     call_names,
     export_call_names,

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import redis
 
+from destinations.builtin.labarchives.destination import LabArchivesDestination
 from destinations.contract import ExportContext
 from destinations.errors import TransientExportError
-from destinations.labarchives import LabArchivesDestination
-from destinations.rate_limit import RedisCallLimiter
+from destinations.toolkit.rate_limit import RedisCallLimiter
 from tests.fakes import FakeLabArchives
 from tests.samples import INSTRUMENT
 from tests.support import PROJECT_ROOT, RedisServer, StartWorker
@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 import redis
 from destinations.contract import ExportContext
-from destinations.labarchives import LabArchivesDestination
+from destinations.builtin.labarchives.destination import LabArchivesDestination
 
 destination = LabArchivesDestination()
 destination.use_redis(redis.Redis.from_url(sys.argv[1]))

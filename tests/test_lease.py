@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tasks.lease import Lease
+from tasks.store.lease import Lease
 from tests.support import RedisServer
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tasks.job_model import StoredJob
+from tasks.store.model import StoredJob
 from tests.fakes import FakeCDCS
 from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
@@ -93,8 +93,8 @@ def test_a_job_whose_canvas_was_never_sent_still_runs(
 def test_a_run_finished_by_a_worker_that_died_before_announcing_it_is_announced(
     cluster: Cluster, record: Path
 ) -> None:
-    from tasks.job_store import ANNOUNCE
-    from tasks.nexuslims_bridge import BRIDGE_QUEUE, BRIDGE_SEEN
+    from tasks.nexuslims.bridge import BRIDGE_QUEUE, BRIDGE_SEEN
+    from tasks.store.keys import ANNOUNCE
 
     store, job_id = cluster.store(), str(uuid.uuid4())
     store.client.set(BRIDGE_SEEN, "1")  # a bridge worker exists: the run is sent to its queue

@@ -42,7 +42,7 @@ ELABFTW_CREATE = "POST /api/v2/experiments"
 RESEND = """
 import json, sys
 from worker.app import app
-from tasks.nexuslims_bridge import send_outcome
+from tasks.nexuslims.bridge import send_outcome
 print(json.dumps(send_outcome(app, sys.argv[1]).get(timeout=120)))
 """
 
@@ -168,8 +168,8 @@ def test_the_bridge_corrects_a_record_still_running_at_the_timeout(
 def test_without_a_bridge_worker_the_outcome_waits_in_the_job_store_not_a_queue(
     app: Any, record: Path
 ) -> None:
-    from tasks.job_store import ANNOUNCE
-    from tasks.nexuslims_bridge import BRIDGE_QUEUE, BRIDGE_SEEN, WAITING
+    from tasks.nexuslims.bridge import BRIDGE_QUEUE, BRIDGE_SEEN, WAITING
+    from tasks.store.keys import ANNOUNCE
     from worker import enqueue_export
 
     # The session's worker cannot reach NexusLIMS's database, and no worker that can
@@ -189,7 +189,7 @@ def test_without_a_bridge_worker_the_outcome_waits_in_the_job_store_not_a_queue(
 def test_runs_finished_before_any_bridge_worker_are_written_once_one_starts(
     tmp_path: Path,
 ) -> None:
-    from tasks.nexuslims_bridge import BRIDGE_QUEUE, WAITING
+    from tasks.nexuslims.bridge import BRIDGE_QUEUE, WAITING
 
     require_nexuslims(tmp_path / "probe")
     sessions = ["2026-03-04_titan_0201", "2026-03-04_titan_0202"]
@@ -225,8 +225,8 @@ def test_runs_finished_before_any_bridge_worker_are_written_once_one_starts(
 def test_only_a_worker_reaching_nexuslims_consumes_the_bridge_queue(
     app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from tasks.nexuslims_bridge import BRIDGE_QUEUE
-    from tasks.nexuslims_db import bridge_available, importable
+    from tasks.nexuslims.bridge import BRIDGE_QUEUE
+    from tasks.nexuslims.database import bridge_available, importable
     from worker.app import all_queues
 
     monkeypatch.chdir(tmp_path)  # no .env here

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from destinations.builtin.local import LocalArchiveDestination
 from destinations.contract import ExportContext
-from destinations.local import LocalArchiveDestination
-from destinations.record import RecordError, check_record
+from destinations.files.record import RecordError, check_record
 from tests.samples import enqueue_arguments
 from tests.support import nx_export, worker_env
 

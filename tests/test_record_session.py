@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from destinations.record import RecordError
-from destinations.record_session import FIELD_SOURCES, read_record_session
+from destinations.files.record import RecordError
+from destinations.files.record_session import FIELD_SOURCES, read_record_session
 from tests.samples import session_record_text
 
 SESSION = "2026-03-04_FEI-Titan-TEM-635816_0001"

@@ -50,7 +50,7 @@ def test_the_environment_wins_over_dotenv(redis_server: Any, tmp_path: Path) -> 
 
 
 def test_http_settings_read_dotenv(tmp_path: Path, monkeypatch: Any) -> None:
-    from destinations.http import HttpSettings
+    from destinations.toolkit.http import HttpSettings
 
     (tmp_path / ".env").write_text("NX_HTTP_READ_TIMEOUT=7\nNX_CERT_BUNDLE_FILE=/etc/ca.pem\n")
     monkeypatch.chdir(tmp_path)
@@ -61,8 +61,8 @@ def test_http_settings_read_dotenv(tmp_path: Path, monkeypatch: Any) -> None:
 
 
 def test_only_the_nx_names_are_read(tmp_path: Path, monkeypatch: Any) -> None:
-    from destinations.cdcs import CDCSSettings
-    from destinations.local import LocalArchiveSettings
+    from destinations.builtin.cdcs.destination import CDCSSettings
+    from destinations.builtin.local import LocalArchiveSettings
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", os.environ["PATH"])

@@ -15,7 +15,7 @@ from celery import Celery
 from celery.signals import worker_ready
 from kombu import Exchange, Queue
 
-import tasks.job_tasks  # noqa: F401  (declares export.record, export.finish, export.webhook)
+import tasks.lifecycle.job_tasks  # noqa: F401  (declares export.record, export.finish, export.webhook)
 from destinations.names import (
     CELERY_DEFAULT_QUEUE,
     JOB_QUEUE,
@@ -23,9 +23,9 @@ from destinations.names import (
     queue_name,
     task_name,
 )
-from tasks.destination_tasks import declare_destination_task
-from tasks.nexuslims_bridge import BRIDGE_QUEUE
-from tasks.nexuslims_db import bridge_available
+from tasks.export.destination_task import declare_destination_task
+from tasks.nexuslims.bridge import BRIDGE_QUEUE
+from tasks.nexuslims.database import bridge_available
 from tasks.runtime import local_registry
 from worker import broker_close
 from worker.housekeeping import Housekeeping

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from destinations.record import RecordError, check_record
+from destinations.files.record import RecordError, check_record
 from worker.record_input import context_from_record
 
 

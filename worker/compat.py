@@ -14,7 +14,7 @@ it is sent (a bad one gets a failed ``export-worker`` result at once), and a
 destination that raises gives a failed result instead of an exception.
 
 With ``wait=False`` it returns at once and the NexusLIMS bridge
-(``tasks.nexuslims_bridge``) records each job's outcome when it finishes.
+(``tasks.nexuslims.bridge``) records each job's outcome when it finishes.
 """
 
 from __future__ import annotations
@@ -226,8 +226,8 @@ def session_context(
 
 def _wait_for_results(job: Any, deadline: float | None) -> list[ExportResult]:
     """The results of the destinations that ran; unfinished ones as failures."""
-    from tasks.job_model import DestinationState
-    from tasks.nexuslims_bridge import job_results
+    from tasks.nexuslims.bridge import job_results
+    from tasks.store.model import DestinationState
 
     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
@@ -275,7 +275,7 @@ def write_upload_log(session_identifier: str, results: list[ExportResult]) -> No
     database problem is logged, not raised: the exports happened, and the record
     builder needs the results to mark its sessions.
     """
-    from tasks import nexuslims_db
+    from tasks.nexuslims import database as nexuslims_db
 
     if not results or not nexuslims_db.importable():
         return

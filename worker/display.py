@@ -14,8 +14,8 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
-from tasks.job_model import DestinationState
 from tasks.jobs import ExportJob
+from tasks.store.model import DestinationState
 from worker.backfill import BackfillReport
 
 STATE_STYLES = {

@@ -2,9 +2,9 @@
 
 On every heartbeat (``NX_EXPORT_HEARTBEAT_SECONDS``) the worker publishes its
 catalogue entry again, so clients know it serves its destinations, and runs the
-sweep (``tasks.sweep``), so no job outlives its deadline while any worker runs.
+sweep (``tasks.lifecycle.sweep``), so no job outlives its deadline while any worker runs.
 A worker that reaches NexusLIMS's database also says a bridge exists and sends
-the finished runs that waited for one (``tasks.nexuslims_bridge``).
+the finished runs that waited for one (``tasks.nexuslims.bridge``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import threading
 from celery import Celery
 
 from tasks import catalog
-from tasks.nexuslims_bridge import bridge_heartbeat
-from tasks.nexuslims_db import bridge_available
+from tasks.lifecycle.sweep import sweep
+from tasks.nexuslims.bridge import bridge_heartbeat
+from tasks.nexuslims.database import bridge_available
 from tasks.runtime import local_registry
-from tasks.sweep import sweep
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from destinations.record import RecordError
-from destinations.record_session import FIELD_SOURCES, read_record_session
+from destinations.files.record import RecordError
+from destinations.files.record_session import FIELD_SOURCES, read_record_session
 
 # Context field -> the command-line option that overrides it.
 OPTIONS = {

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError
 
 from destinations.settings import NxSettings
-from tasks.retry_policy import RetryPolicy
+from tasks.export.retry_policy import RetryPolicy
 
 Strategy = Literal["all", "first_success", "best_effort"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from destinations.confined import DATA_ROOT, RECORDS_ROOT, ReadSettings
 from destinations.contract import dependencies_of
+from destinations.files.confined import DATA_ROOT, RECORDS_ROOT, ReadSettings
 from destinations.names import queue_name
 from destinations.registry import Registry
 

@@ -13,8 +13,8 @@ def serve(celery: Any, user: str, password: str, address: str, port: int) -> Non
     """Run the dashboard under uvicorn until stopped."""
     import uvicorn
 
-    from tasks.job_index import ensure_indexed
     from tasks.runtime import job_store
+    from tasks.store.index import ensure_indexed
     from worker.dashboard.app import create_app
 
     ensure_indexed(job_store(celery))

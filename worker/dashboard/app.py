@@ -24,10 +24,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from tasks import job_index
-from tasks.job_query import MAX_LIMIT, JobPage, JobQuery, QueryError, find_jobs, get_jobs
 from tasks.jobs import JobNotFoundError, job_from_record, retry_failed
+from tasks.query import MAX_LIMIT, JobPage, JobQuery, QueryError, find_jobs, get_jobs
 from tasks.runtime import job_store
+from tasks.store import index as job_index
 from worker.dashboard import views
 from worker.dashboard.metrics import exposition
 from worker.dashboard.security import BasicAuth, RetryTokens

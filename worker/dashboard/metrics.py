@@ -1,6 +1,6 @@
 """``/metrics``: numbers read from Redis at each scrape, so they are right with many workers.
 
-Workers add to counters in Redis as results are stored (``tasks.job_metrics``);
+Workers add to counters in Redis as results are stored (``tasks.store.counters``);
 job counts are the sizes of the state indexes and queue lengths the lengths of
 the broker's lists. No series is labelled by session or job.
 """
@@ -21,8 +21,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from destinations.names import JOB_QUEUE, queue_name
-from tasks import catalog, job_index, job_metrics
+from tasks import catalog
 from tasks.runtime import job_store, local_registry
+from tasks.store import counters as job_metrics
+from tasks.store import index as job_index
 
 # Kombu's Redis transport keeps a queue's messages of priority p > 0 in "<queue>\x06\x16<p>".
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")

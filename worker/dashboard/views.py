@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from tasks.job_query import JobQuery, QueryError
 from tasks.jobs import ExportJob
 from tasks.messages import redact
+from tasks.query import JobQuery, QueryError
 
 PAGE_SIZE = 50
 FILTERS = ("state", "destination", "instrument", "session", "since")

@@ -1,0 +1,1 @@
+"""The destinations that ship with the worker: the local archive, CDCS, eLabFTW, LabArchives."""

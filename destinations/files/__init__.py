@@ -1,0 +1,1 @@
+"""Reading the record and the files it names, on a caller's behalf and confined to their roots."""

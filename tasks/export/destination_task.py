@@ -1,0 +1,292 @@
+"""One Celery task per destination, named ``export.<destination name>``.
+
+A destination that fails ends its task in FAILURE, with its error as the
+exception, so Flower shows it as failed. Before that, successful or not, the
+task starts whatever waited for it in the job's chord (see ``canvas``), so a
+failure never stops a sibling, a dependent or the job's ``export.finish``. So
+is anything raised around the export (a bad stored result, a bug): the task
+records it as the destination's failure. Only an unreachable Redis makes the
+task come back later instead, since nothing could be recorded. The same task
+runs a destination's optional ``prepare`` step (``phase="prepare"``).
+
+One copy of a destination's export runs at a time (``tasks.store.lease``); a copy of
+a task whose outcome is stored ends with that outcome again without exporting,
+so the chord counts it once (Celery keeps one part per task id) and nothing
+runs twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import redis
+from celery import Task, shared_task
+from celery.exceptions import Ignore, Reject, Retry
+
+from destinations.errors import SlotsDeferredError, TransientExportError
+from destinations.names import task_name
+from destinations.plan import ExportPlan
+from tasks.canvas import EXPORT, PREPARE
+from tasks.export.followers import JobRun, start_followers, start_if_ready
+from tasks.export.retry_policy import RetryPolicy, retry_delay
+from tasks.export.slot_waits import slot_waits, wait_for_slots
+from tasks.messages import (
+    InvalidContextError,
+    context_from_message,
+    describe_context,
+    failure,
+    redact_message,
+    result_from_json,
+    result_to_json,
+)
+from tasks.runtime import job_store, local_registry
+from tasks.store.call_log import RedisCallLog
+from tasks.store.keys import lease_key
+from tasks.store.lease import Lease
+from tasks.store.model import DestinationEntry, JobNotFoundError, JobRecord
+
+logger = logging.getLogger(__name__)
+
+
+class DestinationFailedError(Exception):
+    """The destination did not take the record; the message says why (never a secret)."""
+
+
+T = TypeVar("T")
+
+# Redis unreachable: nothing can be recorded, so the task is retried once it is back.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# How long a finished export waits for Redis to store its result, rather than run again.
+REDIS_PATIENCE_SECONDS = 300.0
+
+
+class DestinationTask(Task):
+    """Acknowledged only once the result is stored, so a crash hands the task to another worker."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = None  # the policy below decides, per destination
+    destination = ""  # the destination's name, set by declare_destination_task
+    autoretry_for = REDIS_DOWN
+    retry_backoff = 1
+    retry_backoff_max = 30
+    # Sending the retry waits for Redis too, instead of failing the task at once.
+    retry_kwargs: ClassVar[dict[str, Any]] = {
+        "retry_policy": {"max_retries": None, "interval_start": 1, "interval_step": 1,
+                         "interval_max": 5},
+    }  # fmt: skip
+
+
+def declare_destination_task(name: str) -> None:
+    """Declare ``export.<name>``; idempotent per process."""
+    shared_task(name=task_name(name), bind=True, base=DestinationTask, destination=name)(
+        run_destination
+    )
+
+
+def run_destination(
+    self: DestinationTask,
+    job_id: str,
+    context: dict[str, Any],
+    strategy: str = "all",
+    plan: dict[str, Any] | None = None,
+    run: int = 1,
+    phase: str = EXPORT,
+) -> dict[str, Any]:
+    name = self.destination
+    graph = ExportPlan.from_message(plan) if plan else ExportPlan(strategy, ((name,),))
+    this_run = JobRun(job_id, context, graph, run)
+    if phase == PREPARE:
+        return _prepare(self, name, this_run)
+    try:
+        result = _run_once(self, name, job_id, context, graph)
+    except (Retry, Reject, Ignore, *REDIS_DOWN):
+        raise
+    except Exception as error:
+        result = _failed_outside_export(self, name, job_id, error)
+    # An expired job has nothing waiting for this destination any more.
+    with contextlib.suppress(JobNotFoundError):
+        _patiently(lambda: start_followers(self, name, this_run, bool(result["success"])))
+    if not result["success"]:
+        raise DestinationFailedError(result.get("error_message") or f"{name} failed")
+    return result
+
+
+def _failed_outside_export(
+    self: DestinationTask, name: str, job_id: str, error: Exception
+) -> dict[str, Any]:
+    """Anything raised around the export is the destination's failure, recorded if possible."""
+    logger.exception("export.%s of job %s failed outside the export", name, job_id)
+    summary = str(error).splitlines()[0] if str(error) else ""
+    result = result_to_json(
+        failure(name, f"{name} failed outside its export: {type(error).__name__}: {summary}"),
+        name,
+    )
+    if not isinstance(error, JobNotFoundError):
+        try:
+            job_store(self.app).record_result(job_id, name, result)
+        except Exception:  # Redis refuses writes too: the outcome still goes to the chord
+            logger.exception("could not record export.%s's failure for job %s", name, job_id)
+    return result
+
+
+def _prepare(self: DestinationTask, name: str, run: JobRun) -> dict[str, Any]:
+    """Run ``prepare`` beside the dependencies; whatever happens, the export may then start."""
+    job_id, message = run.job_id, run.message
+    store = job_store(self.app)
+    prepared: dict[str, Any] = {}
+    destination = local_registry().get(name)
+    step = getattr(destination, "prepare", None)
+    if callable(step):
+        try:
+            context = context_from_message(message)
+            context.metadata = {**context.metadata, "export_job_id": job_id}
+            # What prepare creates is logged like export's calls, so export reuses it.
+            context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
+            prepared = dict(step(context) or {})
+        except Exception as error:  # export does the work itself; prepare is an optimisation
+            logger.warning(
+                "destination %s: prepare failed for %s: %s",
+                name, describe_context(message), redact_message(str(error)),
+            )  # fmt: skip
+            prepared = {}
+    store.record_prepared(job_id, name, prepared)
+    start_if_ready(self, name, run)
+    return {"prepared": sorted(prepared)}
+
+
+def _run_once(
+    self: DestinationTask, name: str, job_id: str, context: dict[str, Any], graph: ExportPlan
+) -> dict[str, Any]:
+    store = job_store(self.app)
+    seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
+    lease = Lease(store.client, lease_key(job_id, name), seconds)
+    taken, stored, first = store.take_lease_and_start(job_id, name, self.request.id, lease)
+    if not taken:
+        # Another copy is exporting (a slow task handed out again, an earlier run):
+        # come back when it should be done; this costs no attempt.
+        visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
+        raise self.retry(countdown=max(0.5, min(seconds / 2, visibility / 4)), max_retries=None)
+    try:
+        if stored is None:  # expired, or never written: a failure result, no job to tell
+            raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
+        entry = stored.destinations.get(name) or DestinationEntry()
+        if first:
+            attempt = entry.attempts  # attempt 1, started with the lease
+        elif entry.result and (
+            entry.succeeded or (entry.state.has_outcome and entry.task_id == self.request.id)
+        ):
+            # This task ran to its result already (delivered again after Redis or its
+            # worker went away), or an earlier run succeeded: the same result again.
+            return dict(entry.result)
+        else:
+            attempt = store.start_attempt(job_id, name, self.request.id, entry)
+        result = _export(self, name, job_id, context, graph, attempt, stored)
+        _patiently(lambda: store.record_result(job_id, name, result, entry, also=lease.release))
+        lease.released_by_pipeline()
+    finally:
+        lease.release()
+    return result
+
+
+def _patiently(action: Callable[[], T]) -> T:
+    """Run ``action``, waiting out a Redis restart: the export it records must not run again."""
+    deadline = time.monotonic() + REDIS_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except REDIS_DOWN:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("Redis unreachable; storing the result again in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _export(
+    self: DestinationTask,
+    name: str,
+    job_id: str,
+    message: dict[str, Any],
+    graph: ExportPlan,
+    attempt: int,
+    stored: JobRecord,
+) -> dict[str, Any]:
+    destination = local_registry().get(name)
+    if destination is None:
+        return result_to_json(
+            failure(
+                name, f"destination {name!r} is not installed on worker {self.request.hostname}"
+            ),
+            name,
+        )
+    try:
+        context = context_from_message(message)
+    except InvalidContextError as error:
+        return result_to_json(failure(name, str(error)), name)
+    store = job_store(self.app)
+    context.previous_results = _previous_results(name, graph, stored)
+    # Only a destination planned with a prepare step has one to read: no round trip otherwise.
+    context.prepared = (store.prepared(job_id, name) or {}) if name in graph.prepared else {}
+    context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
+    context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
+    try:
+        outcome = destination.export(context)
+    except SlotsDeferredError as error:
+        wait_for_slots(self, name, job_id, error)  # waiting for call slots costs no attempt
+    except TransientExportError as error:
+        waited, waited_in_run = slot_waits(self.app, job_id, name, self.request.id)
+        attempt -= waited
+        _retry_or_give_up(self, name, job_id, error, attempt, waited_in_run)
+        return result_to_json(failure(name, f"gave up after {attempt} attempts: {error}"), name)
+    except Exception as error:  # the contract allows only TransientExportError; a plugin broke it
+        logger.exception(
+            "destination %s raised while exporting %s", name, describe_context(message)
+        )
+        return result_to_json(failure(name, f"{name} raised {type(error).__name__}: {error}"), name)
+    return result_to_json(outcome, name)
+
+
+def _previous_results(name: str, graph: ExportPlan, stored: JobRecord) -> dict[str, Any]:
+    """The results of ``name``'s dependencies, and the successes of the job's earlier runs.
+
+    Never a sibling's result that merely happened to be stored first: what a
+    destination sees does not depend on timing.
+    """
+    this_run = set(graph.destinations)
+    seen = {}
+    for other, entry in stored.destinations.items():
+        if other == name or not entry.result:
+            continue
+        if other in graph.waits_for(name) or (other not in this_run and entry.succeeded):
+            seen[other] = result_from_json(entry.result)
+    return seen
+
+
+def _retry_or_give_up(
+    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int, waited: int
+) -> None:
+    """Raise Celery's Retry while attempts remain; return when they are used up."""
+    policy: RetryPolicy = self.app.conf.nx_export_retry[name]
+    if attempt >= policy.max_attempts:
+        return
+    countdown = retry_delay(
+        self.request.retries - waited,
+        policy.backoff,
+        policy.backoff_max,
+        error.retry_after,
+        retry_after_max=policy.retry_after_max,
+    )
+    # The job and Celery (which stores and logs the retry's exception) get only the
+    # redacted message: a plugin's error may carry a secret or a signed URL.
+    safe = TransientExportError(redact_message(str(error)), error.retry_after)
+    job_store(self.app).record_retry(job_id, name, str(safe), countdown)
+    raise self.retry(exc=safe, countdown=countdown, max_retries=None)
+
+
+__all__ = ["DestinationFailedError", "DestinationTask", "declare_destination_task"]

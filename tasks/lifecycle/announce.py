@@ -1,0 +1,28 @@
+"""What a finished run tells the world: the webhook, the callback and the NexusLIMS bridge.
+
+``export.finish`` announces its run once its own result is stored, so a client
+waiting on the job is not kept waiting by them. The job joined the job store's
+``announce`` set in the same write that finished it, and leaves it once
+announced: if the worker dies in between, the sweep announces the run instead.
+A run may so be announced twice, never not at all; the bridge writes a run
+once however often it is told (and keeps it until a bridge worker exists, see
+``tasks.nexuslims.bridge``).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from tasks.jobs import job_from_record
+from tasks.lifecycle.notify import notify_finished
+from tasks.nexuslims.bridge import offer_outcome
+from tasks.runtime import job_store
+from tasks.store.keys import ANNOUNCE
+from tasks.store.model import JobRecord
+
+
+def announce(app: Celery, record: JobRecord) -> None:
+    """Tell the configured hooks and the NexusLIMS bridge that the job's latest run finished."""
+    notify_finished(app, job_from_record(record).to_dict())
+    offer_outcome(app, record)
+    job_store(app).unschedule(ANNOUNCE, record.job.id)

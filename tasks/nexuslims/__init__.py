@@ -1,0 +1,1 @@
+"""The outcome bridge: each finished run written into NexusLIMS's own database."""

@@ -1,0 +1,357 @@
+"""Jobs in Redis: what was asked, every attempt at every destination, and the outcome.
+
+One hash per job, one field per destination, so the tasks of one job never write
+the same field at once; what the fields hold and how a state changes is
+``model``'s. Every key expires after the retention period. The sweep finds the
+jobs that need it in four sorted sets (``keys``: deadlines, unsent canvases,
+settled jobs, runs to announce), never by scanning. Writes that race (a retry and
+another retry, a finish and the deadline sweep) are compare-and-set scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import redis
+
+from tasks.store import index
+from tasks.store.decode import text
+from tasks.store.keys import (
+    ANNOUNCE,
+    DEADLINES,
+    JOB_INDEX,
+    SETTLED,
+    UNSENT,
+    idempotency_key,
+    job_key,
+)
+from tasks.store.model import (
+    JOB_FIELD,
+    DestinationEntry,
+    JobNotFoundError,
+    JobRecord,
+    StoredJob,
+    destination_field,
+)
+from tasks.store.reader import JobReader
+from tasks.store.scripts import (
+    COMPARE_AND_SET,
+    CREATE,
+    MOVE_FUNCTION,
+    RECORD_RESULT,
+    START_FIRST_ATTEMPT,
+    WRITE_FIELDS,
+)
+
+if TYPE_CHECKING:
+    from tasks.store.lease import Lease
+# The run whose canvas was sent last; a run above it still needs its canvas.
+CANVAS_FIELD = "canvas_sent"
+DEFAULT_DEADLINE_SECONDS = 86400.0
+
+T = TypeVar("T")
+
+def prepared_field(name: str) -> str:
+    # Beside the destination's entry, not in it: prepare and export are two tasks.
+    return f"prepared:{name}"
+
+
+class RunConflictError(Exception):
+    """Another retry (or finish) changed the job first; this one changed nothing."""
+
+
+class JobStore(JobReader):
+    """Write job records through the result backend's Redis connection (reading: ``JobReader``)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        retention_seconds: int,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> None:
+        super().__init__(client, retention_seconds)
+        self.deadline = float(deadline_seconds)
+        self._create = client.register_script(CREATE)
+        self._write_fields = client.register_script(WRITE_FIELDS)
+        self._compare_and_set = client.register_script(MOVE_FUNCTION + COMPARE_AND_SET)
+        self._start_first = client.register_script(MOVE_FUNCTION + START_FIRST_ATTEMPT)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def create(
+        self, job: StoredJob, job_key_text: str | None = None
+    ) -> tuple[str, JobRecord | None]:
+        """Store a new job, every destination of its plan pending, and index it.
+
+        Returns the job's id and its record as written; the record is None when
+        nothing was written: a job of this id exists already, or ``job_key_text``
+        names a job kept in Redis (then that job's id is returned).
+        """
+        created = datetime.now(UTC)
+        record = JobRecord(
+            job=replace(job, created_at=created.isoformat(), deadline_seconds=self.deadline),
+            destinations={name: DestinationEntry() for name in job.destinations},
+        )
+        indexes = index.index_entries(job.id, job.context, job.destinations)
+        keys = [job_key(job.id), JOB_INDEX, DEADLINES, UNSENT,
+                idempotency_key(job_key_text) if job_key_text is not None else "",
+                *(key for key, _ in indexes)]  # fmt: skip
+        fields = [item for pair in record.to_fields().items() for item in pair]
+        stamp = created.timestamp()
+        answer = self._create(
+            keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline), job_key(""),
+                   len(indexes), *(member for _, member in indexes), *fields],
+        )  # fmt: skip
+        job_id, was_created = cast(list[Any], answer)
+        return text(job_id), record if was_created else None
+
+    def begin_run(
+        self, job_id: str, names: Sequence[str], finish_task_id: str, expected_runs: int
+    ) -> None:
+        """Open run ``expected_runs + 1`` for ``names`` if the job is still as it was read.
+
+        ``RunConflictError`` when it has not finished, or another run began meanwhile.
+        """
+        fields = [JOB_FIELD, *(destination_field(name) for name in names)]
+
+        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
+            job = StoredJob.from_json(job_id, values[JOB_FIELD])
+            if job.finished_at is None or job.runs != expected_runs:
+                return None
+            job.begin_run(finish_task_id)
+            job.deadline_seconds = self.deadline
+            writes = {JOB_FIELD: job.to_json()}
+            for name in names:
+                entry = DestinationEntry.from_json(values[destination_field(name)])
+                entry.requeue()
+                writes[destination_field(name)] = entry.to_json()
+            return writes
+
+        now = time.time()
+        schedules = {DEADLINES: now + self.deadline, UNSENT: now, SETTLED: None}
+        if not self._transact(job_id, fields, change, schedules, state=index.RUNNING):
+            raise RunConflictError(job_id)
+        # What an earlier run prepared is prepared again (its objects stay in the call log).
+        self.client.hdel(job_key(job_id), *(prepared_field(name) for name in names))
+
+    def mark_finished(
+        self,
+        job_id: str,
+        satisfied: bool,
+        finish_task_id: str | None,
+        record: JobRecord | None = None,
+    ) -> JobRecord | None:
+        """Finish the run ``finish_task_id`` belongs to and return the job as finished.
+
+        None when it is finished or superseded. ``record``, the job as its caller
+        just read it, saves reading it again (it is checked all the same).
+        """
+        finished: list[StoredJob] = []
+
+        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
+            job = StoredJob.from_json(job_id, values[JOB_FIELD])
+            if job.finished_at is not None or job.finish_task_id not in (None, finish_task_id):
+                return None
+            job.finish(satisfied)
+            finished[:] = [job]
+            return {JOB_FIELD: job.to_json()}
+
+        # Announced once its finish's result is stored (or by the sweep, if that never happens).
+        unscheduled: dict[str, float | None] = {
+            **dict.fromkeys((DEADLINES, UNSENT, SETTLED)), ANNOUNCE: time.time()
+        }
+        assumed = None if record is None else {JOB_FIELD: record.job.to_json()}
+        state = index.FINISHED_OK if satisfied else index.FINISHED_FAILED
+        if not self._transact(job_id, [JOB_FIELD], change, unscheduled, assumed, state):
+            return None
+        if record is None:
+            return self.load(job_id)
+        return replace(record, job=finished[0])
+
+    def end_unfinished(self, job_id: str, results: Mapping[str, dict[str, Any]]) -> list[str]:
+        """Give each named destination that has no outcome yet the result given; return those."""
+        fields = [destination_field(name) for name in results]
+        ended: list[str] = []
+
+        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
+            ended.clear()
+            writes = {}
+            for name, result in results.items():
+                entry = DestinationEntry.from_json(values[destination_field(name)])
+                if not entry.state.has_outcome:
+                    entry.finish(result)
+                    writes[destination_field(name)] = entry.to_json()
+                    ended.append(name)
+            return writes or None
+
+        self._transact(job_id, fields, change)
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in ended:
+                index.queue_result(pipe, job_id, name, False, self.retention)
+            pipe.execute()
+        return ended
+
+    def mark_canvas_sent(self, job_id: str, run: int) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, CANVAS_FIELD, str(run))
+            pipe.zrem(UNSENT, job_id)
+            pipe.execute()
+
+    def canvas_sent(self, job_id: str) -> int:
+        """The last run whose canvas was sent (0: none)."""
+        return int(self._read(job_id, CANVAS_FIELD) or 0)
+
+    def start_attempt(
+        self, job_id: str, name: str, task_id: str | None, entry: DestinationEntry | None = None
+    ) -> int:
+        """Count a new attempt at ``name`` and return its number (1 for the first).
+
+        ``entry``, the destination's entry as just read, is changed and saved.
+        One round trip with the indexes: the job runs, the attempt is timed.
+        """
+        field = destination_field(name)
+        if entry is None:
+            entry = DestinationEntry.from_json(self._read(job_id, field))
+        attempt = entry.start(task_id)
+        with self.client.pipeline(transaction=False) as pipe:
+            # EVAL, not a registered script: a script in a pipeline costs a SCRIPT EXISTS first.
+            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, field, entry.to_json(),
+                      *index.attempt_started(name))  # fmt: skip
+            index.queue_attempt(pipe, job_id, self.retention)
+            pipe.execute()
+        return attempt
+
+    def take_lease_and_start(
+        self, job_id: str, name: str, task_id: str | None, lease: Lease
+    ) -> tuple[bool, JobRecord | None, bool]:
+        """Take ``lease`` and, if ``name`` was never tried, start its attempt 1: one round trip.
+
+        Returns whether the lease was taken, the job as it is then (None: no such
+        job) and whether attempt 1 started. Otherwise (a retry, a redelivered
+        task) the caller decides from the record, then calls ``start_attempt``.
+        """
+        field = destination_field(name)
+        started = DestinationEntry()
+        fresh = started.to_json()
+        started.start(task_id)
+        now = time.time()
+        answer = self._start_first(
+            [lease.key, job_key(job_id), JOB_INDEX, *index.first_attempt_keys()],
+            [lease.token, lease.ttl_ms, job_id, self.retention, repr(now), field, fresh,
+             started.to_json(), *index.attempt_started(name)],
+        )  # fmt: skip
+        taken, first, flat = cast(list[Any], answer)
+        if not lease.granted(taken):
+            return False, None, False
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return True, self.record_from(job_id, raw), bool(first)
+
+    def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
+        # ``error`` comes redacted, like a result's message (the caller knows the secrets).
+        self._update_entry(job_id, name, lambda entry: entry.retry(error, countdown))
+        index.on_retry(self.client, name)
+
+    def record_prepared(self, job_id: str, name: str, prepared: dict[str, Any]) -> None:
+        """What a destination's ``prepare`` step returned, for its ``export`` to use."""
+        self._write(job_id, prepared_field(name), json.dumps(prepared))
+
+    def prepared(self, job_id: str, name: str) -> dict[str, Any] | None:
+        """What ``prepare`` returned in this run; None while it has not finished."""
+        raw = self._read(job_id, prepared_field(name))
+        return None if raw is None else cast(dict[str, Any], json.loads(raw))
+
+    def record_result(
+        self,
+        job_id: str,
+        name: str,
+        result: dict[str, Any],
+        entry: DestinationEntry | None = None,
+        also: Callable[[Any], None] | None = None,
+    ) -> bool:
+        """Store ``name``'s result; False when the job expired (nothing stored).
+
+        ``entry`` is the destination's entry as this task last saved it; ``also``
+        adds commands to the same round trip, as are the indexes and metrics.
+        Once every destination has its outcome, the job is settled: if the
+        chord never runs its finish (Redis went away while it counted), the
+        sweep sends it.
+        """
+        field = destination_field(name)
+        entry = replace(entry) if entry else DestinationEntry.from_json(self._read(job_id, field))
+        entry.finish(result)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.eval(RECORD_RESULT, 2, job_key(job_id), SETTLED, self.retention,
+                      repr(time.time()), field, entry.to_json(), job_id)  # fmt: skip
+            index.queue_result(pipe, job_id, name, bool(result.get("success")),
+                                  self.retention)  # fmt: skip
+            if also is not None:
+                also(pipe)
+            written = pipe.execute()[0]
+        return bool(written)
+
+    def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
+        for name in names:
+            self._update_entry(job_id, name, lambda entry: entry.skip(reason))
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    # No compare-and-set here: each destination's field has one writer at a time
+    # (the task holding the destination's lease); the sweep's go through _transact.
+
+    def _update_entry(self, job_id: str, name: str, change: Callable[[DestinationEntry], T]) -> T:
+        field = destination_field(name)
+        entry = DestinationEntry.from_json(self._read(job_id, field))
+        answer = change(entry)
+        self._write(job_id, field, entry.to_json())
+        return answer
+
+    def _transact(
+        self,
+        job_id: str,
+        fields: Sequence[str],
+        change: Callable[[Mapping[str, bytes | str | None]], dict[str, str] | None],
+        schedules: Mapping[str, float | None] | None = None,
+        assumed: Mapping[str, str] | None = None,
+        state: str | None = None,
+    ) -> bool:
+        """Read ``fields``, write what ``change`` returns if none of them changed meanwhile.
+
+        ``change`` returns None to write nothing (then False). When written, the
+        job joins each of ``schedules`` at its score, or leaves it (None). A job
+        that does not exist raises ``JobNotFoundError``. ``assumed`` holds every
+        field as the caller read it: tried first without reading, and read only
+        if the write finds them changed. With ``state``, the job moves to that
+        state's index in the same write.
+        """
+        read = list(dict.fromkeys([JOB_FIELD, *fields]))
+        schedules = schedules or {}
+        while True:
+            raw: list[bytes | str | None]
+            if assumed is not None:
+                raw, assumed = [assumed[name] for name in read], None
+            else:
+                raw = cast(list[bytes | str | None], self.client.hmget(job_key(job_id), read))
+            if raw[0] is None:
+                raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
+            writes = change(dict(zip(read, raw, strict=True)))
+            if writes is None:
+                return False
+            checked = [item for pair in zip(read, raw, strict=True) for item in pair]
+            written = [item for pair in writes.items() for item in pair]
+            scores = ["-" if score is None else repr(score) for score in schedules.values()]
+            moved = index.state_move_keys(state) if state else []
+            arguments = [self.retention, job_id, len(read), *(v or b"" for v in checked),
+                         len(writes), *written, len(scores), *scores,
+                         repr(time.time())]  # fmt: skip
+            if self._compare_and_set([job_key(job_id), *schedules, *moved], arguments):
+                return True
+            # Another writer came first: read again and decide again.
+
+    def _write(self, job_id: str, field: str, value: str) -> None:
+        self._write_fields([job_key(job_id)], [self.retention, field, value])
+

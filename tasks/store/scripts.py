@@ -1,0 +1,204 @@
+"""Every Lua script of the job store, as text (arq keeps its scripts the same way).
+
+A script runs atomically in Redis: each one here is a read-decide-write that
+must not interleave with another writer. Field names and states come from
+``model``, so a script and the Python that reads its result agree.
+"""
+
+from __future__ import annotations
+
+from tasks.store.model import DESTINATION_FIELD_PREFIX, JOB_FIELD, DestinationState
+
+# Create a job unless it exists (the same export.record message again) or its
+# idempotency key (KEYS[5], '' for none) already names a live job; returns {job
+# id, 1 if created}. A new job joins the sorted sets KEYS[6..] at its creation
+# time, as member ARGV[7..] (its id, or a name for the filters), each set trimmed
+# to the retention period: one round trip writes the job and its indexes.
+CREATE = """
+if KEYS[5] ~= '' then
+    local other = redis.call('GET', KEYS[5])
+    if other and redis.call('EXISTS', ARGV[5] .. other) == 1 then return {other, 0} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {ARGV[1], 0} end
+local indexed = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7 + indexed))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local oldest = ARGV[3] - ARGV[2]
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', oldest)
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[2]) end
+for i = 1, indexed do
+    local key = KEYS[5 + i]
+    redis.call('ZADD', key, ARGV[3], ARGV[6 + i])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', oldest)
+    redis.call('EXPIRE', key, ARGV[2])
+end
+return {ARGV[1], 1}
+"""
+# Compare-and-set on a job's hash: write the new fields only if the fields read
+# still hold what was read ('' = absent); then add the job to (score) or remove it
+# from ('-') the sorted sets named in KEYS[2..]; then, if more keys follow (the
+# all-jobs index, a state set, the state sets), move the job to that state's
+# index (job_index.MOVE_FUNCTION). ARGV: retention, job id, the number of fields
+# checked, field/value pairs, the number written, field/value pairs, the number
+# of sorted sets, one score or '-' per sorted set, now. Returns 1 when written.
+COMPARE_AND_SET = """
+local key, i = KEYS[1], 4
+for _ = 1, tonumber(ARGV[3]) do
+    if (redis.call('HGET', key, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+    i = i + 2
+end
+local writes = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, writes do
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+    i = i + 2
+end
+redis.call('EXPIRE', key, ARGV[1])
+local schedules = tonumber(ARGV[i])
+i = i + 1
+for k = 2, 1 + schedules do
+    if ARGV[i] == '-' then
+        redis.call('ZREM', KEYS[k], ARGV[2])
+    else
+        redis.call('ZADD', KEYS[k], ARGV[i], ARGV[2])
+    end
+    i = i + 1
+end
+if #KEYS > 1 + schedules then
+    local leave = {}
+    for k = 4 + schedules, #KEYS do leave[#leave + 1] = KEYS[k] end
+    move(KEYS[2 + schedules], KEYS[3 + schedules], nil, leave, ARGV[2], ARGV[i], ARGV[1])
+end
+return 1
+"""
+# Write fields (ARGV[2..] as field/value pairs) of a job that still exists: a
+# late task never resurrects an expired job.
+WRITE_FIELDS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+# A destination task's first round trip: take its lease (KEYS[1]; ARGV token,
+# lifetime in ms); if its entry is still as created (never tried), start attempt 1
+# in the same trip, with the attempt's start time, and move the job from queued
+# to running (KEYS[3..]: see job_index.first_attempt_keys). Returns {lease taken,
+# attempt 1 started, the job's hash}. Follows job_index.MOVE_FUNCTION.
+START_FIRST_ATTEMPT = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0, {}} end
+local started = 0
+if (redis.call('HGET', KEYS[2], ARGV[6]) or '') == ARGV[7] then
+    redis.call('HSET', KEYS[2], ARGV[6], ARGV[8], ARGV[9], ARGV[10])
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+    local leave = {}
+    for i = 6, #KEYS do leave[#leave + 1] = KEYS[i] end
+    move(KEYS[3], KEYS[4], KEYS[5], leave, ARGV[3], ARGV[5], ARGV[4])
+    started = 1
+end
+return {1, started, redis.call('HGETALL', KEYS[2])}
+"""
+
+
+# Store a destination's entry (ARGV[3], ARGV[4]) in a job that still exists; if
+# every destination of the plan now has its outcome (under first_success: one
+# succeeded), the job joins ``settled`` (KEYS[2]) at ARGV[2]: its finish is due.
+# Returns 1 when written. Field names and states are job_model's.
+RECORD_RESULT = f"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local job = cjson.decode(redis.call('HGET', KEYS[1], '{JOB_FIELD}'))
+local settled = true
+for _, name in ipairs(job['destinations']) do
+    local raw = redis.call('HGET', KEYS[1], '{DESTINATION_FIELD_PREFIX}' .. name)
+    local state = raw and cjson.decode(raw)['state']
+    if state == '{DestinationState.SUCCESS}' and job['strategy'] == 'first_success' then
+        settled = true
+        break
+    end
+    if state ~= '{DestinationState.SUCCESS}' and state ~= '{DestinationState.FAILURE}' then
+        settled = false
+    end
+end
+if settled then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[5]) end
+return 1
+"""
+
+
+
+# move(): moves a job (``member``) into the set ``target`` and out of the sets
+# ``leave``, keeping its creation time as score (read from ``index``, the
+# all-jobs index); with ``guard``, only while the job is still a member of it
+# (queued -> running on the first attempt, never back from finished). The job
+# store's own scripts call it too.
+MOVE_FUNCTION = """
+local function move(index, target, guard, leave, member, now, retention)
+  local score = redis.call('ZSCORE', index, member)
+  if not score then return 0 end
+  if guard and not redis.call('ZSCORE', guard, member) then return 0 end
+  for _, key in ipairs(leave) do
+    if key ~= target then redis.call('ZREM', key, member) end
+  end
+  redis.call('ZADD', target, score, member)
+  redis.call('ZREMRANGEBYSCORE', target, '-inf', tonumber(now) - tonumber(retention))
+  redis.call('EXPIRE', target, retention)
+  return 1
+end
+"""
+# KEYS: the all-jobs index, the target, then the sets to leave (the guard first,
+# when ARGV[4] is "1"); ARGV: job id, now, retention, guarded.
+MOVE = MOVE_FUNCTION + """
+local leave = {}
+for i = 3, #KEYS do leave[#leave + 1] = KEYS[i] end
+local guard = nil
+if ARGV[4] == '1' then guard = KEYS[3] end
+return move(KEYS[1], KEYS[2], guard, leave, ARGV[1], ARGV[2], ARGV[3])
+"""
+
+
+
+# KEYS: job hash, exports, duration, last_success; ARGV: attempt field, destination,
+# outcome, now, bucket bounds... The attempt's start is read and dropped here, so
+# an attempt is timed once even when two writers race.
+COUNT_RESULT = """
+local started = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+local dest, now = ARGV[2], tonumber(ARGV[4])
+redis.call('HINCRBY', KEYS[2], dest .. '|' .. ARGV[3], 1)
+if started then
+  local duration = math.max(0, now - tonumber(started))
+  local bucket = '+Inf'
+  for i = 5, #ARGV do
+    if duration <= tonumber(ARGV[i]) then bucket = ARGV[i]; break end
+  end
+  redis.call('HINCRBY', KEYS[3], dest .. '|' .. bucket, 1)
+  redis.call('HINCRBYFLOAT', KEYS[3], dest .. '|sum', duration)
+  redis.call('HINCRBY', KEYS[3], dest .. '|count', 1)
+end
+if ARGV[3] == 'success' then
+  local last = redis.call('HGET', KEYS[4], dest)
+  if not last or tonumber(last) < now then redis.call('HSET', KEYS[4], dest, ARGV[4]) end
+end
+return 1
+"""
+
+
+
+# Compare-and-renew / compare-and-delete: never touch a lease another copy holds now.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

@@ -1,0 +1,75 @@
+"""``nx-export pause``, ``resume``, ``destinations``: what workers take, what is configured."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from worker.cli.options import celery_app, fail, json_option, settings_and_redis
+from worker.settings import SettingsError, load_settings
+
+
+@click.command()
+@click.argument("destination")
+@json_option
+def pause(destination: str, as_json: bool) -> None:
+    """Stop every worker taking DESTINATION's tasks; they wait in its queue."""
+    _set_consuming(destination, consume=False, as_json=as_json)
+
+
+@click.command()
+@click.argument("destination")
+@json_option
+def resume(destination: str, as_json: bool) -> None:
+    """Let workers take DESTINATION's tasks again."""
+    _set_consuming(destination, consume=True, as_json=as_json)
+
+
+def _set_consuming(destination: str, consume: bool, as_json: bool) -> None:
+    settings_and_redis()
+    app = celery_app()
+    from destinations.names import queue_name
+
+    queue = queue_name(destination)
+    if consume:
+        replies = app.control.add_consumer(
+            queue, exchange=queue, exchange_type="direct", routing_key=queue, reply=True, timeout=2
+        )
+    else:
+        replies = app.control.cancel_consumer(queue, reply=True, timeout=2)
+    if not replies:
+        fail("no worker answered; is one running?")
+    if as_json:
+        click.echo(
+            json.dumps({name: answer for reply in replies for name, answer in reply.items()})
+        )
+        return
+    for reply in replies:
+        for worker_name, answer in reply.items():
+            click.echo(f"{worker_name}: {answer.get('ok') or answer.get('error')}")
+
+
+@click.command()
+@click.option("--check", is_flag=True, help="Run validate_config on every enabled destination.")
+@json_option
+def destinations(check: bool, as_json: bool) -> None:
+    """List the discovered destinations."""
+    try:
+        load_settings()
+    except SettingsError as error:
+        fail(str(error))
+    celery_app()
+    from tasks.runtime import local_registry
+    from worker.display import destinations_table
+    from worker.startup import destination_rows, failed_checks, skipped_rows
+
+    registry = local_registry()
+    rows, skipped = destination_rows(registry, check), skipped_rows(registry)
+    if as_json:
+        click.echo(json.dumps({"destinations": rows, "skipped": skipped}, indent=2))
+    else:
+        destinations_table(rows, skipped)
+    if failed_checks(rows):
+        sys.exit(1)
