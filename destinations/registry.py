@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from destinations.contract import Destination, dependencies_of
 from destinations.names import RESERVED_NAMES
-from destinations.settings import nx_setting
+from destinations.settings import destination_setting, nx_setting
 
 ENTRY_POINT_GROUP = "nexuslims_export.destinations"
 
@@ -132,7 +132,7 @@ def discover(plugins: Iterable[str] = ()) -> Registry:
 
 
 def dependency_variable(name: str) -> str:
-    return f"NX_EXPORT_{name.upper().replace('-', '_')}_DEPENDS_ON"
+    return destination_setting(name, "DEPENDS_ON")
 
 
 def _apply_dependency_setting(registry: Registry, destination: Destination) -> None:

@@ -22,6 +22,11 @@ class NxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
 
+def destination_setting(destination: str, key: str) -> str:
+    """The name of one destination's setting, ``NX_EXPORT_<NAME>_<KEY>`` (``-`` read as ``_``)."""
+    return f"NX_EXPORT_{destination.upper().replace('-', '_')}_{key}"
+
+
 def nx_setting(name: str) -> str | None:
     """One variable by name, in the same order: the environment, then ``./.env``.
 

@@ -163,7 +163,7 @@ def enqueue_export(
     or ``ExportRequestError`` (all ``ValueError``) before anything is enqueued.
     """
     app = app or current_app
-    job_id, written = start_job(
+    job_id, written = create_job_from_context(
         app, context, strategy, destinations, local_registry(), job_key=job_key
     )
     if written is None:
@@ -173,7 +173,7 @@ def enqueue_export(
     return job_from_record(written, app)
 
 
-def start_job(
+def create_job_from_context(
     app: Celery,
     context: ExportContext | Mapping[str, Any],
     strategy: str | None,
@@ -198,7 +198,8 @@ def start_job(
         strategy or app.conf.nx_export_strategy, offered, destinations, known=sorted(disabled)
     )
     warn_unserved(app, plan.destinations)
-    return launch(app, plan, context_to_message(checked), job_id=job_id, job_key=job_key)
+    message = context_to_message(checked)
+    return create_job_and_send_canvas(app, plan, message, job_id=job_id, job_key=job_key)
 
 
 def warn_unserved(app: Celery, names: Sequence[str]) -> None:
@@ -212,7 +213,7 @@ def warn_unserved(app: Celery, names: Sequence[str]) -> None:
         )
 
 
-def launch(
+def create_job_and_send_canvas(
     app: Celery,
     plan: ExportPlan,
     message: dict[str, Any],

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any, cast
 from pydantic import TypeAdapter, ValidationError
 
 from destinations.contract import ExportContext, ExportResult
+from destinations.redaction import redact, redact_message
 
 _CONTEXT = TypeAdapter(ExportContext)
 _RESULT = TypeAdapter(ExportResult)
@@ -101,35 +100,6 @@ def result_to_json(result: Any, destination_name: str) -> dict[str, Any]:
     if data.get("error_message"):
         data["error_message"] = redact_message(data["error_message"])
     return cast(dict[str, Any], redact(data))
-
-
-def redact_message(message: str) -> str:
-    """An error message as it may be stored or shown: URL queries cut, secrets blanked."""
-    return cast(str, redact(URL_QUERY.sub(r"\1?…", message)))
-
-
-SECRET_NAME = re.compile(r"^NX_.*(TOKEN|KEY|PASSWORD|SECRET)", re.IGNORECASE)
-URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]+)\?[^\s'\"<>]*")
-
-
-def redact(value: Any) -> Any:
-    """Blank the configured secrets out of every string in ``value``."""
-    if isinstance(value, str):
-        text = value
-        for secret in _configured_secrets():
-            text = text.replace(secret, "***")
-        return text
-    if isinstance(value, dict):
-        return {key: redact(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    return value
-
-
-def _configured_secrets() -> list[str]:
-    return [
-        value for name, value in os.environ.items() if SECRET_NAME.match(name) and len(value) >= 4
-    ]
 
 
 def result_from_json(data: Mapping[str, Any]) -> ExportResult:

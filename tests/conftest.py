@@ -19,6 +19,7 @@ import pytest
 
 from tests.samples import write_record
 from tests.support import (
+    PROJECT_ROOT,
     WEBHOOK_SECRET,
     RedisServer,
     StartRedis,
@@ -139,6 +140,7 @@ def start_worker(
             pool: str = "threads",
             concurrency: int = 8,
             ready_timeout: float = 30,
+            cwd: Path = PROJECT_ROOT,
             **settings: str,
         ) -> WorkerProcess:
             env = worker_env(
@@ -147,7 +149,7 @@ def start_worker(
             log_path = _fresh_path(tmp_path, name, ".log")
             return started.enter_context(
                 running_worker(env, log_path, name, ready_timeout, pool=pool,
-                               concurrency=concurrency)
+                               concurrency=concurrency, cwd=cwd)
             )  # fmt: skip
 
         yield start

@@ -89,8 +89,10 @@ class WorkerProcess:
     """``nx-export worker`` in a subprocess, with the test plugins installed by entry point."""
 
     def __init__(self, env: dict[str, str], log_path: Path, name: str, pool: str = "threads",
-                 concurrency: int = 8, extra: list[str] | None = None) -> None:  # fmt: skip
+                 concurrency: int = 8, extra: list[str] | None = None,
+                 cwd: Path = PROJECT_ROOT) -> None:  # fmt: skip
         self.env = env
+        self.cwd = cwd
         self.log_path = log_path
         self.name = name
         self.command = [sys.executable, "-m", "worker.cli", "worker", "--pool", pool,
@@ -102,7 +104,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
             )
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
@@ -177,7 +179,7 @@ def running_worker(
 ) -> Iterator[WorkerProcess]:
     """A ready worker for the ``with`` block, stopped however the block ends.
 
-    ``options`` go to ``WorkerProcess`` (``pool``, ``concurrency``, ``extra``).
+    ``options`` go to ``WorkerProcess`` (``pool``, ``concurrency``, ``extra``, ``cwd``).
     """
     worker = WorkerProcess(env, log_path, name, **options)
     try:
@@ -204,6 +206,7 @@ class StartWorker(Protocol):
         pool: str = "threads",
         concurrency: int = 8,
         ready_timeout: float = 30,
+        cwd: Path = PROJECT_ROOT,
         **settings: str,
     ) -> WorkerProcess: ...
 

@@ -154,9 +154,9 @@ def test_the_retry_after_ceiling_stays_below_half_the_visibility_timeout(
     monkeypatch.setenv("NX_EXPORT_VISIBILITY_TIMEOUT", "1200")
     settings = WorkerSettings()
     assert settings.retry_after_max_seconds == 1800
-    assert destination_policy("cdcs", settings, {}).retry_after_max == 600
+    assert destination_policy("cdcs", settings, {}.get).retry_after_max == 600
     override = {"NX_EXPORT_CDCS_RETRY_AFTER_MAX_SECONDS": "120"}
-    assert destination_policy("cdcs", settings, override).retry_after_max == 120
+    assert destination_policy("cdcs", settings, override.get).retry_after_max == 120
 
 
 def test_retry_errors_are_stored_redacted(
@@ -192,3 +192,12 @@ def test_the_local_archive_reads_only_inside_nx_records_path(
     assert not result.success
     assert result.error_message == f"record {record} is outside NX_RECORDS_PATH ({root})"
     assert not (tmp_path / "archive" / "FEI-Titan-TEM-635816").exists()
+
+
+def test_the_retry_delay_has_equal_jitter_between_half_and_all_of_the_doubled_delay() -> None:
+    rng = random.Random(7)
+    delays = [retry_delay(3, 2, 600, rng=rng) for _ in range(2000)]
+    # Retry 4 of a 2 s backoff: 16 s doubled; never sooner than half of it, never later.
+    assert min(delays) >= 8 and max(delays) <= 16
+    # Spread over the whole range, not stuck at one end.
+    assert min(delays) < 8.5 and max(delays) > 15.5

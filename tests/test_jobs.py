@@ -293,6 +293,31 @@ def test_retries_stop_at_the_configured_number_of_attempts(app: Any, record: Pat
     assert "gave up after 2 attempts" in (beta.error or "")
 
 
+def test_a_destinations_retry_settings_are_read_from_dotenv_by_the_worker(
+    start_redis: StartRedis, start_worker: StartWorker, record: Path, tmp_path: Path
+) -> None:
+    # Like every other NX_* setting: the environment first, then ./.env in the worker's folder.
+    folder = tmp_path / "facility"
+    folder.mkdir()
+    (folder / ".env").write_text("NX_EXPORT_GAMMA_MAX_ATTEMPTS=3\nNX_EXPORT_BACKOFF_SECONDS=0.05\n")
+    worker = start_worker(
+        "dotenv",
+        redis=start_redis(),
+        cwd=folder,
+        PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), str(PLUGIN_DIR)]),
+        NX_EXPORT_PLUGINS="nx_test_destinations:Gamma",
+        NX_TEST_GAMMA_BEHAVIOUR="transient:10",
+    )
+    client = worker_env(worker.env["NX_EXPORT_BROKER_URL"], None)
+    done = nx_export(
+        *enqueue_arguments(record, "--destination", "gamma", "--wait", "--json"), env=client
+    )
+    assert done.returncode == 1, done.stderr
+    gamma = json.loads(done.stdout)["destinations"]["gamma"]
+    assert gamma["attempts"] == 3
+    assert "gave up after 3 attempts" in gamma["error"]
+
+
 def test_retry_failed_reruns_only_failed_destinations_with_earlier_results(
     app: Any, record: Path, export_log: Path
 ) -> None:

@@ -7,7 +7,6 @@ discovered destination; it starts nothing.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -96,7 +95,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     app = Celery("nexuslims_export", set_as_current=True)
     app.conf.update(celery_config(settings))
     policies = {
-        name: destination_policy(name, settings, os.environ)
+        name: destination_policy(name, settings)
         for name in local_registry().destinations
     }
     app.conf.nx_export_retry = policies

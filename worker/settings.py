@@ -6,13 +6,13 @@ itself needs lives here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 
-from destinations.settings import NxSettings
+from destinations.settings import NxSettings, destination_setting, nx_setting
 from tasks.export.retry_policy import RetryPolicy
 
 Strategy = Literal["all", "first_success", "best_effort"]
@@ -166,9 +166,11 @@ DESTINATION_POLICY_KEYS = {
 
 
 def destination_policy(
-    name: str, settings: WorkerSettings, environ: Mapping[str, str]
+    name: str, settings: WorkerSettings, read: Callable[[str], str | None] = nx_setting
 ) -> RetryPolicy:
     """Retry and rate settings of one destination: ``NX_EXPORT_<NAME>_<KEY>`` over the defaults.
+
+    Read like every other setting (the environment, then ``./.env``), by ``read``.
 
     The backoff ceiling stays below a quarter of the visibility timeout, and the
     longest ``Retry-After`` honoured below half of it, so a task waiting for its
@@ -181,16 +183,16 @@ def destination_policy(
         "retry_after_max": settings.retry_after_max_seconds,
         "rate_limit": None,
     }
-    prefix = f"NX_EXPORT_{name.upper().replace('-', '_')}_"
     for suffix, (key, kind) in DESTINATION_POLICY_KEYS.items():
-        raw = environ.get(prefix + suffix)
+        variable = destination_setting(name, suffix)
+        raw = read(variable)
         if raw is None or raw == "":
             continue
         try:
             values[key] = kind(raw)
         except ValueError:
             raise SettingsError(
-                f"invalid setting: {prefix + suffix}: expected {kind.__name__} (got {raw!r})"
+                f"invalid setting: {variable}: expected {kind.__name__} (got {raw!r})"
             ) from None
     values["backoff_max"] = min(values["backoff_max"], settings.visibility_timeout / 4)
     values["retry_after_max"] = min(values["retry_after_max"], settings.visibility_timeout / 2)

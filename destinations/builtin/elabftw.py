@@ -20,8 +20,6 @@ from pydantic import Field, SecretStr, field_validator
 
 from destinations.builtin.session_summary import cdcs_url, session_summary_html, session_user
 from destinations.contract import ExportContext, ExportResult
-from destinations.errors import ExportError
-from destinations.files.confined import ConfinedReadError, read_record
 from destinations.settings import NxSettings
 from destinations.toolkit.http import (
     HttpSettings,
@@ -29,10 +27,9 @@ from destinations.toolkit.http import (
     join_url,
     parse_json,
     request,
-    validation_message,
 )
 from destinations.toolkit.resume import Resume
-from destinations.toolkit.service import failed, guarded_export, missing_setting
+from destinations.toolkit.service import ServiceDestination, guarded_export, record_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +67,7 @@ def experiment_title(context: ExportContext) -> str:
     return f"NexusLIMS - {context.instrument_pid} - {context.session_identifier}"
 
 
-class ELabFTWDestination:
+class ELabFTWDestination(ServiceDestination):
     """Create an eLabFTW experiment per session."""
 
     name = "elabftw"
@@ -81,28 +78,17 @@ class ELabFTWDestination:
         self.settings = ELabFTWSettings()
         self.http = HttpSettings()
 
-    @property
-    def enabled(self) -> bool:
-        """Configured when both the URL and the API key are non-empty."""
-        return bool(self.settings.url and self.settings.api_key.get_secret_value())
+    def required(self) -> list[tuple[str, str]]:
+        return [("NX_ELABFTW_URL", self.settings.url),
+                ("NX_ELABFTW_API_KEY", self.settings.api_key.get_secret_value())]  # fmt: skip
 
-    def validate_config(self) -> tuple[bool, str | None]:
-        """Check the settings and the key by listing one experiment."""
-        missing = missing_setting(
-            self.name,
-            [("NX_ELABFTW_URL", self.settings.url),
-             ("NX_ELABFTW_API_KEY", self.settings.api_key.get_secret_value())],
-        )  # fmt: skip
-        if missing:
-            return False, missing
-        try:
-            answer = self._json("GET", self._api("experiments"), "list experiments",
-                                params={"limit": 1, "offset": 0})
-        except ExportError as exc:
-            return False, validation_message(exc)
+    def check_service(self) -> str | None:
+        """List one experiment: the URL and the key work."""
+        answer = self._json("GET", self._api("experiments"), "list experiments",
+                            params={"limit": 1, "offset": 0})  # fmt: skip
         if not isinstance(answer, list):
-            return False, "elabftw: list experiments: unexpected answer: not a list"
-        return True, None
+            return "elabftw: list experiments: unexpected answer: not a list"
+        return None
 
     def export(self, context: ExportContext) -> ExportResult:
         """Create the experiment and attach the XML; raise only ``TransientExportError``."""
@@ -116,10 +102,7 @@ class ELabFTWDestination:
         return self._success(experiment_id, found_existing=True)
 
     def _export(self, context: ExportContext) -> ExportResult:
-        try:
-            xml = read_record(context.xml_file_path)
-        except ConfinedReadError as exc:
-            return self._failure(f"elabftw: {exc}")
+        xml = record_bytes(self.name, context)
         resume = Resume(context)
         experiment_id, existed = resume.obtain(
             "experiment",
@@ -212,8 +195,6 @@ class ELabFTWDestination:
             metadata={"experiment_id": experiment_id, "found_existing": found_existing},
         )
 
-    def _failure(self, message: str) -> ExportResult:
-        return failed(self.name, message)
 
 
 def experiment_tags(context: ExportContext) -> list[str]:

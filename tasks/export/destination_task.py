@@ -98,12 +98,12 @@ def run_destination(
     phase: str = EXPORT,
 ) -> dict[str, Any]:
     name = self.destination
-    graph = ExportPlan.from_message(plan) if plan else ExportPlan(strategy, ((name,),))
-    this_run = JobRun(job_id, context, graph, run)
+    export_plan = ExportPlan.from_message(plan) if plan else ExportPlan(strategy, ((name,),))
+    this_run = JobRun(job_id, context, export_plan, run)
     if phase == PREPARE:
         return _prepare(self, name, this_run)
     try:
-        result = _run_once(self, name, job_id, context, graph)
+        result = _run_once(self, name, job_id, context, export_plan)
     except (Retry, Reject, Ignore, *REDIS_DOWN):
         raise
     except Exception as error:
@@ -134,9 +134,9 @@ def _failed_outside_export(
     return result
 
 
-def _prepare(self: DestinationTask, name: str, run: JobRun) -> dict[str, Any]:
+def _prepare(self: DestinationTask, name: str, job_run: JobRun) -> dict[str, Any]:
     """Run ``prepare`` beside the dependencies; whatever happens, the export may then start."""
-    job_id, message = run.job_id, run.message
+    job_id, message = job_run.job_id, job_run.message
     store = job_store(self.app)
     prepared: dict[str, Any] = {}
     destination = local_registry().get(name)
@@ -155,12 +155,12 @@ def _prepare(self: DestinationTask, name: str, run: JobRun) -> dict[str, Any]:
             )  # fmt: skip
             prepared = {}
     store.record_prepared(job_id, name, prepared)
-    start_if_ready(self, name, run)
+    start_if_ready(self, name, job_run)
     return {"prepared": sorted(prepared)}
 
 
 def _run_once(
-    self: DestinationTask, name: str, job_id: str, context: dict[str, Any], graph: ExportPlan
+    self: DestinationTask, name: str, job_id: str, context: dict[str, Any], export_plan: ExportPlan
 ) -> dict[str, Any]:
     store = job_store(self.app)
     seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
@@ -185,7 +185,7 @@ def _run_once(
             return dict(entry.result)
         else:
             attempt = store.start_attempt(job_id, name, self.request.id, entry)
-        result = _export(self, name, job_id, context, graph, attempt, stored)
+        result = _export(self, name, job_id, context, export_plan, attempt, stored)
         _patiently(lambda: store.record_result(job_id, name, result, entry, also=lease.release))
         lease.released_by_pipeline()
     finally:
@@ -213,7 +213,7 @@ def _export(
     name: str,
     job_id: str,
     message: dict[str, Any],
-    graph: ExportPlan,
+    export_plan: ExportPlan,
     attempt: int,
     stored: JobRecord,
 ) -> dict[str, Any]:
@@ -230,9 +230,9 @@ def _export(
     except InvalidContextError as error:
         return result_to_json(failure(name, str(error)), name)
     store = job_store(self.app)
-    context.previous_results = _previous_results(name, graph, stored)
+    context.previous_results = _previous_results(name, export_plan, stored)
     # Only a destination planned with a prepare step has one to read: no round trip otherwise.
-    context.prepared = (store.prepared(job_id, name) or {}) if name in graph.prepared else {}
+    context.prepared = (store.prepared(job_id, name) or {}) if name in export_plan.prepared else {}
     context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
     context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
     try:
@@ -252,18 +252,18 @@ def _export(
     return result_to_json(outcome, name)
 
 
-def _previous_results(name: str, graph: ExportPlan, stored: JobRecord) -> dict[str, Any]:
+def _previous_results(name: str, export_plan: ExportPlan, stored: JobRecord) -> dict[str, Any]:
     """The results of ``name``'s dependencies, and the successes of the job's earlier runs.
 
     Never a sibling's result that merely happened to be stored first: what a
     destination sees does not depend on timing.
     """
-    this_run = set(graph.destinations)
+    this_run = set(export_plan.destinations)
     seen = {}
     for other, entry in stored.destinations.items():
         if other == name or not entry.result:
             continue
-        if other in graph.waits_for(name) or (other not in this_run and entry.succeeded):
+        if other in export_plan.waits_for(name) or (other not in this_run and entry.succeeded):
             seen[other] = result_from_json(entry.result)
     return seen
 
@@ -282,10 +282,9 @@ def _retry_or_give_up(
         error.retry_after,
         retry_after_max=policy.retry_after_max,
     )
-    # The job and Celery (which stores and logs the retry's exception) get only the
-    # redacted message: a plugin's error may carry a secret or a signed URL.
+    job_store(self.app).record_retry(job_id, name, str(error), countdown)
+    # Celery stores and logs the retry's exception: only its redacted message.
     safe = TransientExportError(redact_message(str(error)), error.retry_after)
-    job_store(self.app).record_retry(job_id, name, str(safe), countdown)
     raise self.retry(exc=safe, countdown=countdown, max_retries=None)
 
 

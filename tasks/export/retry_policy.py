@@ -1,7 +1,8 @@
 """A destination's retry and rate policy, and how long to wait before trying it again.
 
-Exponential backoff with full jitter, never longer than the configured maximum
-(which the worker keeps below a quarter of the broker's visibility timeout) —
+Exponential backoff with equal jitter — a random delay between half the doubled
+delay and all of it, so retries spread out yet never come at once — never longer
+than the configured maximum (kept below a quarter of the visibility timeout) —
 except that a service's ``Retry-After`` is honoured up to its own ceiling
 (``NX_EXPORT_RETRY_AFTER_MAX_SECONDS``, kept below half the visibility timeout,
 so a retry countdown never outlives it). Retrying sooner than a service asked

@@ -15,7 +15,6 @@ from typing import NoReturn, cast
 from celery import Celery, Task
 
 from destinations.errors import SlotsDeferredError
-from tasks.messages import redact_message
 from tasks.runtime import job_store
 from tasks.store.keys import waits_key
 
@@ -33,7 +32,7 @@ def wait_for_slots(task: Task, name: str, job_id: str, error: SlotsDeferredError
         pipe.hincrby(key, str(task.request.id), 1)
         pipe.expire(key, store.retention)
         pipe.execute()
-    store.record_retry(job_id, name, redact_message(str(error)), countdown)
+    store.record_retry(job_id, name, str(error), countdown)
     raise task.retry(exc=error, countdown=countdown, max_retries=None)
 
 

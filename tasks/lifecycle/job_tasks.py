@@ -10,7 +10,7 @@ from celery import Task, shared_task
 
 from destinations.names import FINISH_TASK, RECORD_TASK
 from destinations.plan import is_satisfied
-from tasks.jobs import job_from_record, start_job
+from tasks.jobs import create_job_from_context, job_from_record
 from tasks.lifecycle.announce import announce
 from tasks.messages import describe_context, failure, result_to_json
 from tasks.runtime import job_store, local_registry
@@ -39,7 +39,7 @@ def export_record(
     malformed context, a bad record or an impossible plan fails this task once,
     with the reason; it is never retried.
     """
-    job_id, written = start_job(
+    job_id, written = create_job_from_context(
         self.app, context, strategy, destinations, local_registry(),
         job_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:record:{self.request.id}")),
         job_key=job_key,

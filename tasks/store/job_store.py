@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 
+from destinations.redaction import redact_message
 from tasks.store import index
 from tasks.store.decode import text
 from tasks.store.keys import (
@@ -252,8 +253,9 @@ class JobStore(JobReader):
         return True, self.record_from(job_id, raw), bool(first)
 
     def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
-        # ``error`` comes redacted, like a result's message (the caller knows the secrets).
-        self._update_entry(job_id, name, lambda entry: entry.retry(error, countdown))
+        # Stored like a result's message: a plugin's error may carry a secret or a signed URL.
+        safe = redact_message(error)
+        self._update_entry(job_id, name, lambda entry: entry.retry(safe, countdown))
         index.on_retry(self.client, name)
 
     def record_prepared(self, job_id: str, name: str, prepared: dict[str, Any]) -> None:

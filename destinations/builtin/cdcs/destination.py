@@ -28,7 +28,6 @@ from destinations.builtin.cdcs.records import OLDER, SAME, SessionRecord
 from destinations.builtin.session_summary import session_user
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import ExportError
-from destinations.files.confined import ConfinedReadError, read_record
 from destinations.settings import NxSettings
 from destinations.toolkit.http import (
     HttpSettings,
@@ -37,10 +36,9 @@ from destinations.toolkit.http import (
     parse_json,
     request,
     require_same_origin,
-    validation_message,
 )
 from destinations.toolkit.resume import Resume
-from destinations.toolkit.service import failed, guarded_export, missing_setting
+from destinations.toolkit.service import ServiceDestination, guarded_export, record_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +75,7 @@ def _cached_id(root: str, what: str, fetch: Callable[[], str | None], refresh: b
     return value
 
 
-class CDCSDestination:
+class CDCSDestination(ServiceDestination):
     """Upload records to CDCS."""
 
     name = "cdcs"
@@ -87,25 +85,14 @@ class CDCSDestination:
         self.settings = CDCSSettings()
         self.http = HttpSettings()
 
-    @property
-    def enabled(self) -> bool:
-        """Configured when both the URL and the token are set."""
-        return bool(self.settings.url and self.settings.token.get_secret_value())
+    def required(self) -> list[tuple[str, str]]:
+        return [("NX_CDCS_URL", self.settings.url),
+                ("NX_CDCS_TOKEN", self.settings.token.get_secret_value())]  # fmt: skip
 
-    def validate_config(self) -> tuple[bool, str | None]:
-        """Check the settings and the token with one template lookup."""
-        missing = missing_setting(
-            self.name,
-            [("NX_CDCS_URL", self.settings.url),
-             ("NX_CDCS_TOKEN", self.settings.token.get_secret_value())],
-        )  # fmt: skip
-        if missing:
-            return False, missing
-        try:
-            self.template_id(refresh=True)
-        except ExportError as exc:
-            return False, validation_message(exc)
-        return True, None
+    def check_service(self) -> str | None:
+        """Look the template up: the URL and the token work."""
+        self.template_id(refresh=True)
+        return None
 
     def export(self, context: ExportContext) -> ExportResult:
         """Upload the record; raise only ``TransientExportError``."""
@@ -144,9 +131,7 @@ class CDCSDestination:
 
     def _export(self, context: ExportContext) -> ExportResult:
         try:
-            xml_text = read_record(context.xml_file_path).decode("utf-8-sig")
-        except ConfinedReadError as exc:
-            return self._failure(f"cdcs: {exc}")
+            xml_text = record_bytes(self.name, context).decode("utf-8-sig")
         except UnicodeDecodeError:
             return self._failure(f"cdcs: the record file {context.xml_file_path} is not UTF-8")
         record = SessionRecord.of(context, xml_text)
@@ -290,9 +275,6 @@ class CDCSDestination:
             record_url=f"{self._url('data')}?id={record_id}",
             metadata=metadata,
         )
-
-    def _failure(self, message: str) -> ExportResult:
-        return failed(self.name, message)
 
 
 def _page_of(answer: Any) -> tuple[list[Any], str | None]:

@@ -49,18 +49,20 @@ from destinations.builtin.labarchives.folders import (
 from destinations.builtin.labarchives.tree import XML_CAPTION, NotebookTree, PageState
 from destinations.builtin.session_summary import session_summary_html
 from destinations.contract import ExportContext, ExportResult
-from destinations.errors import ExportError, SlotsDeferredError
-from destinations.files.confined import ConfinedReadError, read_record
+from destinations.errors import SlotsDeferredError
 from destinations.files.previews import Preview, read_previews
-from destinations.toolkit.http import HttpSettings, validation_message
+from destinations.toolkit.http import HttpSettings
 from destinations.toolkit.rate_limit import CallLimiter, CallSlots, RedisCallLimiter
 from destinations.toolkit.resume import Resume
-from destinations.toolkit.service import failed, guarded_export, missing_setting
+from destinations.toolkit.service import ServiceDestination, guarded_export, record_bytes
 
 logger = logging.getLogger(__name__)
 
 ROOT_FOLDER = "NexusLIMS Records"
+# Two different "0"s of the API: the Inbox is notebook 0 (page 0), and the top of a
+# notebook's tree is its folder 0.
 INBOX = "0"
+TREE_TOP = "0"
 
 
 def page_name(context: ExportContext) -> str:
@@ -77,7 +79,7 @@ def notebook_base_url(api_url: str) -> str:
     return str(url.copy_with(host=host, path=path or "/")).rstrip("/")
 
 
-class LabArchivesDestination:
+class LabArchivesDestination(ServiceDestination):
     """Write a session page to a LabArchives notebook (or the Inbox)."""
 
     name = "labarchives"
@@ -118,38 +120,30 @@ class LabArchivesDestination:
         )
         self.folders = RedisFolderCache(client, account, self.settings.folder_cache_seconds)
 
-    @property
-    def enabled(self) -> bool:
-        """Configured when the key id, password, user id and URL are set."""
-        return all(value for _, value in self._required())
-
-    def validate_config(self) -> tuple[bool, str | None]:
-        """Check the settings and the signature, then the notebook's ``NexusLIMS Records``.
+    def check_service(self) -> str | None:
+        """Check the signature, then find or create the notebook's ``NexusLIMS Records``.
 
         With a notebook id the check finds or creates that folder: it proves the
         user may write to the notebook, and the first record of each instrument
         then needs one call fewer (its folder's lookup, not the root's).
         """
-        missing = missing_setting(self.name, self._required())
-        if missing:
-            return False, missing
-        try:
-            answer = self.client.call("GET", "users", "user_info_via_id", "read user info", {})
-            if answer.find(".//id") is None:
-                return False, "labarchives: read user info: unexpected answer: no user id"
-            if self.settings.notebook_id:
+        answer = self.client.call("GET", "users", "user_info_via_id", "read user info", {})
+        if answer.find(".//id") is None:
+            return "labarchives: read user info: unexpected answer: no user id"
+        if self.settings.notebook_id:
+            try:
                 self._root_folder(self.settings.notebook_id)
-        except ExportError as exc:
-            return False, validation_message(exc)
-        except RedisError as exc:
-            # The folder is then found by the first export; the settings themselves are fine.
-            logger.warning("labarchives: could not remember the notebook's root folder: %r", exc)
-        return True, None
+            except RedisError as exc:
+                # The folder is then found by the first export; the settings themselves are fine.
+                logger.warning(
+                    "labarchives: could not remember the notebook's root folder: %r", exc
+                )
+        return None
 
     def _root_folder(self, nbid: str) -> str:
         """``NexusLIMS Records``'s tree id, found or created, and remembered for every worker."""
         with self.folders.creating(nbid):
-            root, _ = self._ensure_folder(nbid, "0", ROOT_FOLDER)
+            root, _ = self._ensure_folder(nbid, TREE_TOP, ROOT_FOLDER)
             self.folders.put(nbid, (ROOT_FOLDER,), root)
         return root
 
@@ -185,7 +179,7 @@ class LabArchivesDestination:
         nbid = self.settings.notebook_id
         if not nbid:
             return None
-        folder = self.tree.find_node(nbid, "0", ROOT_FOLDER, is_page=False)
+        folder = self.tree.find_node(nbid, TREE_TOP, ROOT_FOLDER, is_page=False)
         instrument = folder and self.tree.find_node(nbid, folder, context.instrument_pid, False)
         if not instrument:
             return None
@@ -216,10 +210,7 @@ class LabArchivesDestination:
         return {"page_id": page_id, "found_existing": found}
 
     def _export(self, context: ExportContext) -> ExportResult:
-        try:
-            xml = read_record(context.xml_file_path)
-        except ConfinedReadError as exc:
-            return self._failure(f"labarchives: {exc}")
+        xml = record_bytes(self.name, context)
         nbid = self.settings.notebook_id
         resume = Resume(context)
         xml_key = f"xml:{hashlib.sha256(xml).hexdigest()[:16]}"
@@ -330,7 +321,7 @@ class LabArchivesDestination:
         root = self.folders.get(nbid, (ROOT_FOLDER,))
         root_created = False
         if root is None:
-            root, root_created = self._ensure_folder(nbid, "0", ROOT_FOLDER)
+            root, root_created = self._ensure_folder(nbid, TREE_TOP, ROOT_FOLDER)
             if root_created:
                 resume.remember(f"folder:{ROOT_FOLDER}", root)
             self.folders.put(nbid, (ROOT_FOLDER,), root)
@@ -349,7 +340,7 @@ class LabArchivesDestination:
             return existing, False
         return self.tree.insert_node(nbid, parent, text, is_folder=True), True
 
-    def _required(self) -> list[tuple[str, str]]:
+    def required(self) -> list[tuple[str, str]]:
         return [
             ("NX_LABARCHIVES_URL", self.settings.url),
             ("NX_LABARCHIVES_ACCESS_KEY_ID", self.settings.access_key_id.get_secret_value()),
@@ -372,9 +363,6 @@ class LabArchivesDestination:
                 "found_existing": found_existing,
             },
         )
-
-    def _failure(self, message: str) -> ExportResult:
-        return failed(self.name, message)
 
 
 def summary_html(context: ExportContext) -> str:
