@@ -4,11 +4,11 @@ FROM python:3.12-slim
 RUN useradd --create-home --uid 10001 nxexport \
     && mkdir -p /archive && chown nxexport /archive
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml requirements.lock README.md ./
 COPY worker ./worker
 COPY tasks ./tasks
 COPY destinations ./destinations
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --constraint requirements.lock .
 
 USER nxexport
 ENV NX_EXPORT_STATE_DIR=/home/nxexport/state

@@ -20,13 +20,16 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".installed"
+# The exact versions seen working together; pyproject.toml holds the ranges.
+LOCK = ROOT / "requirements.lock"
 NEXUSLIMS = "nexuslims==2.8.0"
 
 
 def ensure_environment() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036  (dev.py may be run by an older python3)
         sys.exit(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + NEXUSLIMS.encode()).hexdigest()
+    inputs = (ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes() + NEXUSLIMS.encode()
+    wanted = hashlib.sha256(inputs).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     if not (BIN / "python").exists():
@@ -34,7 +37,7 @@ def ensure_environment() -> None:
         venv.create(VENV, with_pip=True)
     print("installing the worker and its test tools into .venv …", file=sys.stderr)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([*pip, "--constraint", str(LOCK), "-e", f"{ROOT}[test]"], check=True)
     # NexusLIMS's own exporters, for the drop-in tests (which skip without it).
     if subprocess.run([*pip, "--no-deps", NEXUSLIMS], check=False).returncode != 0:
         print(f"could not install {NEXUSLIMS}; its tests will be skipped", file=sys.stderr)

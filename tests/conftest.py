@@ -170,3 +170,38 @@ def record(tmp_path: Path) -> Path:
 @pytest.fixture
 def export_log(tmp_path: Path) -> Path:
     return tmp_path / "exports.jsonl"
+
+
+# -- the fast tier ------------------------------------------------------------------------
+
+# A test that uses one of these runs a real worker: not in the fast tier.
+WORKER_FIXTURES = {"session_worker", "app", "start_worker"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="Only the fast tier: pure units and tests without a worker or a browser "
+        "(what to run on every change; the whole suite before a commit).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "processes: starts worker, CLI, web or browser processes (not --fast)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--fast"):
+        return
+    slow = [
+        item
+        for item in items
+        if WORKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        or item.get_closest_marker("processes")
+    ]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]

@@ -101,6 +101,7 @@ def test_destinations_check_names_the_failing_destination(tmp_path: Path) -> Non
     assert "not writable" in rows["local"]["problem"]
 
 
+@pytest.mark.processes
 def test_demo_runs_on_the_embedded_redis(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NX_")}
     env["NX_EXPORT_STATE_DIR"] = str(tmp_path / "state")

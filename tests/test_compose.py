@@ -22,6 +22,9 @@ import redis as redis_client
 
 from tests.support import PROJECT_ROOT, free_port, wait_for
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 SECRETS = {"REDIS_PASSWORD": "test-redis-password", "FLOWER_BASIC_AUTH": "operator:test-secret"}
 
 

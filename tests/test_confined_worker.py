@@ -26,6 +26,9 @@ from tests.file_opens import FileOpens
 from tests.samples import RECORD, make_context
 from tests.support import RedisServer, WorkerProcess, every_redis_value, worker_env
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 # A 1x1 PNG.
 PNG_BYTES = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

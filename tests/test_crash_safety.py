@@ -16,6 +16,9 @@ from tests.fakes import FakeCDCS, FakeELabFTW
 from tests.samples import make_context, write_record
 from tests.support import StartWorker, wait_for
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 JOBS = 8
 
 

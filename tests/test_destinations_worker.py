@@ -18,6 +18,9 @@ from tests.fakes.settings import fake_service_settings
 from tests.samples import make_context
 from tests.support import StartWorker, WorkerProcess, nx_export, worker_env
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def services() -> Iterator[tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]]:

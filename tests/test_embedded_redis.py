@@ -13,6 +13,9 @@ import pytest
 from tests.support import PROJECT_ROOT
 from worker import embedded_redis
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 
 def servers_for(state_dir: Path) -> list[psutil.Process]:
     # redis-server rewrites its command line; it runs in its --dir, though.

@@ -21,6 +21,9 @@ from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
 from tests.support import PROJECT_ROOT, read_log, worker_env
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 
 def enqueue(app: Any, context: dict[str, Any], **options: Any) -> Any:
     from worker import enqueue_export

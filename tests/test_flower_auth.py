@@ -18,6 +18,9 @@ import pytest
 
 from tests.support import PROJECT_ROOT, RedisServer, free_port, serving, worker_env
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 AUTH = ("operator", "flower-auth-test")
 
 

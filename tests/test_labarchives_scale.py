@@ -27,6 +27,9 @@ from tests.fakes import FakeLabArchives
 from tests.samples import INSTRUMENT
 from tests.support import PROJECT_ROOT, RedisServer, StartWorker
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 pytest_plugins = ["tests.fakes.fixtures"]
 
 Context = Callable[..., ExportContext]

@@ -19,6 +19,9 @@ from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
 from tests.support import read_log, wait_for
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def record(tmp_path: Path) -> Path:

@@ -35,6 +35,9 @@ from tests.nexuslims_support import (
 from tests.samples import make_context
 from tests.support import PROJECT_ROOT, running_redis, running_worker, wait_for, worker_env
 
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
 ELABFTW_CREATE = "POST /api/v2/experiments"
 
 # Sends a finished job's outcome to the bridge again, as a redelivery would, and

@@ -16,8 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.nexuslims_support import nexuslims_settings, require_nexuslims
 from tests.support import PROJECT_ROOT, worker_env
+
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
 
 UPSTREAM_TESTS = 42
 

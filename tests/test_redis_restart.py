@@ -6,8 +6,13 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.samples import enqueue_arguments, write_record
 from tests.support import StartRedis, StartWorker, nx_export, nx_export_in_background
+
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
 
 DESTINATIONS = ("--destination", "local", "--destination", "alpha")
 

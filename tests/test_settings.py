@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import nx_export, worker_env
 
 NEXUSLIMS_ENV = """\
@@ -72,3 +74,17 @@ def test_only_the_nx_names_are_read(tmp_path: Path, monkeypatch: Any) -> None:
     cdcs = CDCSSettings()
     assert cdcs.url == ""
     assert cdcs.token.get_secret_value() == ""
+
+
+def test_the_broker_patch_refuses_a_kombu_whose_method_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker import broker_close
+
+    def changed(self: object, asynchronous: bool = False, ssl: bool = False) -> None: ...
+
+    monkeypatch.setattr(broker_close, "_connparams", changed)
+    with pytest.raises(broker_close.IncompatibleKombuError, match=r"kombu 5\.7"):
+        broker_close.install()
+    monkeypatch.undo()
+    broker_close.install()  # the kombu installed is the one it was made for

@@ -15,12 +15,19 @@ Redis after the visibility timeout, as they would after any lost connection.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
 
 _connparams = kombu_redis.Channel._connparams
+# What the patch was written against (kombu 5.7): a kombu that changed it needs a new look.
+EXPECTED_PARAMETERS = ["self", "asynchronous"]
+
+
+class IncompatibleKombuError(RuntimeError):
+    """The kombu installed is not the one this patch was made for."""
 
 
 def _connparams_of_a_live_connection(self: Any, asynchronous: bool = False) -> Any:
@@ -30,5 +37,11 @@ def _connparams_of_a_live_connection(self: Any, asynchronous: bool = False) -> A
 
 
 def install() -> None:
-    """Idempotent; called when the app is built."""
+    """Idempotent; called when the app is built. Refuses a kombu whose method changed."""
+    found = list(inspect.signature(_connparams).parameters)
+    if found != EXPECTED_PARAMETERS:
+        raise IncompatibleKombuError(
+            f"kombu's Redis Channel._connparams takes {found}, not {EXPECTED_PARAMETERS}: "
+            "this worker was made for kombu 5.7 (see pyproject.toml's bounds)"
+        )
     kombu_redis.Channel._connparams = _connparams_of_a_live_connection  # type: ignore[method-assign]

@@ -89,15 +89,29 @@ class MinIntervalLimiter:
         self.interval = interval
         self._lock = threading.Lock()
         self._next_slot = 0.0
+        self.last_start = -interval  # when the latest call was let go (monotonic)
 
     def wait(self) -> None:
-        """Block until this caller's slot."""
+        """Block until this caller's slot, and at least ``interval`` after the last call left.
+
+        A sleep can overrun its slot (a busy machine): the next caller then still
+        waits a whole interval after the call that actually went, not after its slot.
+        """
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next_slot)
             self._next_slot = slot + self.interval
         if slot > now:
             time.sleep(slot - now)
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                early = self.last_start + self.interval - now
+                if early <= 0:
+                    self.last_start = now
+                    self._next_slot = max(self._next_slot, now + self.interval)
+                    return
+            time.sleep(early)
 
     def reserve(self, calls: int, ticket: str | None = None) -> CallSlots:
         """Slots taken one by one at call time; never deferred."""
