@@ -44,7 +44,9 @@ def run_upstream(tmp_path: Path) -> dict[str, dict[str, str]]:
         NEXUSLIMS_UPSTREAM_DIR=str(tmp_path / "harness"),
         NEXUSLIMS_UPSTREAM_REPORT=str(report),
     )
-    command = [sys.executable, "-m", "pytest", "tests/upstream", "-q", "-p", "no:cacheprovider",
+    # One process: NexusLIMS's tests share the harness's one worker and database.
+    command = [sys.executable, "-m", "pytest", "tests/upstream", "-q", "-n", "0",
+               "-p", "no:cacheprovider",
                "-p", "tests.upstream.harness", "--confcutdir", "tests/upstream",
                "-o", "python_files=upstream_*.py"]  # fmt: skip
     done = subprocess.run(
