@@ -6,12 +6,15 @@ over the union of what workers published within a week and what its own
 environment enables: a LIMS process never needs the destinations' secrets. A
 worker that missed two heartbeats is not live: a job may still name its
 destinations (it may be restarting), but the client is warned that nobody takes
-them now.
+them now. Each entry carries a fingerprint of the settings the worker loaded
+for the destination (``destinations.fingerprint``), so a check can name the
+workers still running with settings changed since they started.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import time
 from collections.abc import Sequence
@@ -19,8 +22,11 @@ from typing import Any
 
 from celery import Celery
 
+from destinations.fingerprint import fingerprint
 from destinations.registry import DestinationInfo, Registry
+from tasks.store.decode import text
 from tasks.store.keys import CATALOG as CATALOG_KEY
+from tasks.store.keys import FINGERPRINT_KEY
 
 # A worker that has not published for this long no longer counts for planning.
 CATALOG_TTL_SECONDS = 7 * 24 * 3600
@@ -32,6 +38,8 @@ DEFAULT_HEARTBEAT_SECONDS = 30.0
 MISSED_HEARTBEATS = 2
 
 _cache: dict[int, tuple[float, list[dict[str, Any]]]] = {}
+# What this process loaded, fingerprinted once: a .env edited later changes nothing here.
+_loaded_fingerprints: dict[int, dict[str, str]] = {}
 
 
 def publish(
@@ -42,6 +50,7 @@ def publish(
             "priority": info.priority,
             "depends_on": list(info.depends_on),
             "prepares": info.prepares,
+            "fingerprint": loaded_fingerprints(app, registry).get(name),
         }
         for name, info in registry.enabled().items()
     }
@@ -55,6 +64,47 @@ def publish(
     client = app.backend.client
     client.hset(CATALOG_KEY, hostname or socket.gethostname(), document)
     client.expire(CATALOG_KEY, CATALOG_TTL_SECONDS)
+
+
+def fingerprint_key(app: Celery) -> bytes:
+    """The facility's fingerprint key: made by the first process that needs it."""
+    client = app.backend.client
+    client.set(FINGERPRINT_KEY, secrets.token_hex(32), nx=True)
+    return bytes(client.get(FINGERPRINT_KEY))
+
+
+def current_fingerprints(app: Celery, registry: Registry) -> dict[str, str]:
+    """Each enabled destination's fingerprint as its settings are now."""
+    key = fingerprint_key(app)
+    return {
+        name: fingerprint(destination, key)
+        for name, destination in registry.destinations.items()
+        if name in registry.enabled()
+    }
+
+
+def loaded_fingerprints(app: Celery, registry: Registry) -> dict[str, str]:
+    """The fingerprints of what this process loaded, taken the first time it is asked."""
+    if id(registry) not in _loaded_fingerprints:
+        _loaded_fingerprints[id(registry)] = current_fingerprints(app, registry)
+    return _loaded_fingerprints[id(registry)]
+
+
+def workers_with_other_settings(app: Celery, registry: Registry) -> list[tuple[str, str]]:
+    """(worker, destination) for every live worker serving a destination enabled here
+    with settings other than this process's (it started before they changed)."""
+    here = current_fingerprints(app, registry)
+    raw = app.backend.client.hgetall(CATALOG_KEY)
+    now, found = time.time(), []
+    for worker, document in sorted((text(k), _document(v)) for k, v in raw.items()):
+        heartbeat = float(document.get("heartbeat") or DEFAULT_HEARTBEAT_SECONDS)
+        if now - float(document.get("published_at", 0)) > MISSED_HEARTBEATS * heartbeat:
+            continue
+        for name, entry in sorted(document.get("entries", {}).items()):
+            theirs = entry.get("fingerprint")
+            if name in here and theirs and theirs != here[name]:
+                found.append((worker, name))
+    return found
 
 
 def available(

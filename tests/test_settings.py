@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from tests.support import nx_export, worker_env
+from tests.support import StartRedis, StartWorker, nx_export, worker_env
 
 NEXUSLIMS_ENV = """\
 NX_CDCS_URL=http://127.0.0.1:1/
@@ -88,3 +90,33 @@ def test_the_broker_patch_refuses_a_kombu_whose_method_changed(
         broker_close.install()
     monkeypatch.undo()
     broker_close.install()  # the kombu installed is the one it was made for
+
+
+@pytest.mark.processes
+def test_the_check_names_a_worker_still_running_with_settings_changed_since_it_started(
+    start_redis: StartRedis, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    facility = tmp_path / "facility"
+    facility.mkdir()
+    (facility / ".env").write_text(f"NX_EXPORT_LOCAL_PATH={tmp_path / 'old-archive'}\n")
+    worker = start_worker("loaded", redis=start_redis(), cwd=facility)
+    client = worker_env(worker.env["NX_EXPORT_BROKER_URL"], None)
+
+    same = nx_export("destinations", "--check", "--json", env=client, cwd=facility)
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["workers_with_other_settings"] == []
+
+    # The operator corrects the setting; the running worker still uses what it loaded.
+    (facility / ".env").write_text(f"NX_EXPORT_LOCAL_PATH={tmp_path / 'new-archive'}\n")
+    changed = nx_export("destinations", "--check", "--json", env=client, cwd=facility)
+    assert changed.returncode == 1
+    report = json.loads(changed.stdout)
+    assert {row["name"]: row.get("valid") for row in report["destinations"]}["local"] is True
+    assert report["workers_with_other_settings"] == [
+        {"worker": "loaded@" + socket.gethostname(), "destination": "local"}
+    ]
+    text = nx_export("destinations", "--check", env=client, cwd=facility)
+    assert "worker loaded@" in text.stderr and "restart it" in text.stderr
+    # Nothing of the settings themselves is published, only the fingerprint.
+    catalog = redis.Redis.from_url(client["NX_EXPORT_BROKER_URL"]).hgetall("nxexport:catalog")
+    assert b"old-archive" not in b"".join(catalog.values())

@@ -99,6 +99,8 @@ METRICS_LAST_SUCCESS = f"{KEY_PREFIX}:metrics:last_success"
 
 # What each worker serves, and its heartbeat.
 CATALOG = f"{KEY_PREFIX}:catalog"
+# The random key of the settings fingerprints (``destinations.fingerprint``); never expires.
+FINGERPRINT_KEY = f"{KEY_PREFIX}:fingerprint-key"
 
 # -- the NexusLIMS bridge -----------------------------------------------------------------
 

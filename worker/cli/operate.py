@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -67,9 +68,38 @@ def destinations(check: bool, as_json: bool) -> None:
 
     registry = local_registry()
     rows, skipped = destination_rows(registry, check), skipped_rows(registry)
+    stale = _workers_with_other_settings(registry) if check else []
     if as_json:
-        click.echo(json.dumps({"destinations": rows, "skipped": skipped}, indent=2))
+        report = {"destinations": rows, "skipped": skipped}
+        if check:
+            report["workers_with_other_settings"] = [
+                {"worker": worker, "destination": name} for worker, name in stale
+            ]
+        click.echo(json.dumps(report, indent=2))
     else:
         destinations_table(rows, skipped)
-    if failed_checks(rows):
+        for worker, name in stale:
+            click.echo(
+                f"worker {worker} runs {name} with settings other than these (it started "
+                "before they changed): restart it to use them",
+                err=True,
+            )
+    if failed_checks(rows) or stale:
         sys.exit(1)
+
+
+def _workers_with_other_settings(registry: Any) -> list[tuple[str, str]]:
+    """Live workers whose settings for a destination differ from this environment's."""
+    from redis import RedisError
+
+    from tasks import catalog
+
+    try:
+        return catalog.workers_with_other_settings(celery_app(), registry)
+    except RedisError as error:
+        click.echo(
+            f"warning: could not compare with the running workers' settings: Redis "
+            f"unreachable ({type(error).__name__})",
+            err=True,
+        )
+        return []
