@@ -29,6 +29,10 @@ def test_enqueue_wait_exits_1_when_not_satisfied(session_worker: Any, record: Pa
     assert done.returncode == 1, done.stderr
     assert "failing: FAILURE" in done.stdout
     assert "failing refused the record" in done.stdout
+    # Which session it was, in the text an operator reads, as in --json.
+    job_id = done.stdout.splitlines()[0]
+    shown = nx_export("status", job_id)
+    assert "session=cli-session instrument=FEI-Titan-TEM-635816" in shown.stdout
 
 
 @pytest.mark.parametrize(

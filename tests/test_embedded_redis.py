@@ -78,3 +78,34 @@ def test_a_command_killed_holding_the_start_lock_stops_nobody(tmp_path: Path) ->
         for leftover in servers_for(state_dir):
             leftover.kill()
     assert servers_for(state_dir) == []
+
+
+def test_redis_stop_stops_the_private_redis_and_keeps_its_data(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NX_")}
+    env["NX_EXPORT_STATE_DIR"] = str(state_dir)
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+
+    def nx(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "worker.cli", *arguments], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    try:
+        assert nx("jobs", "--json").returncode == 0  # starts it
+        assert len(servers_for(state_dir)) == 1
+        assert nx("redis", "status").returncode == 0
+        stopped = nx("redis", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped" in stopped.stdout
+        assert servers_for(state_dir) == []
+        assert nx("redis", "status").returncode == 1
+        assert (state_dir / "appendonly.aof").exists() or any(state_dir.rglob("*.aof*"))
+        assert "already stopped" in nx("redis", "stop").stdout
+    finally:
+        embedded_redis.stop(state_dir)
+        for leftover in servers_for(state_dir):
+            leftover.kill()
+    # With a broker of its own there is no private Redis to stop: said, not guessed.
+    env["NX_EXPORT_BROKER_URL"] = "redis://127.0.0.1:1/0"
+    refused = nx("redis", "stop")
+    assert refused.returncode == 2 and "no private Redis" in refused.stderr

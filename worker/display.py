@@ -30,7 +30,11 @@ STATE_STYLES = {
 
 def job_table(job: ExportJob) -> Table:
     verdict = ("satisfied" if job.satisfied else "NOT satisfied") if job.finished else job.state
-    table = Table(title=f"job {job.id} — {job.strategy}: {verdict}", title_justify="left")
+    table = Table(
+        title=f"job {job.id} — session {job.session_identifier} on {job.instrument_pid} — "
+        f"{job.strategy}: {verdict}",
+        title_justify="left",
+    )
     for column in ("destination", "state", "attempts", "record", "error"):
         table.add_column(column, overflow="fold")
     for status in job.destinations.values():
@@ -46,7 +50,10 @@ def job_table(job: ExportJob) -> Table:
 
 
 def job_lines(job: ExportJob) -> list[str]:
-    lines = [f"job {job.id} strategy={job.strategy} state={job.state} satisfied={job.satisfied}"]
+    lines = [
+        f"job {job.id} session={job.session_identifier} instrument={job.instrument_pid} "
+        f"strategy={job.strategy} state={job.state} satisfied={job.satisfied}"
+    ]
     for status in job.destinations.values():
         lines.append(
             f"  {status.name}: {status.state} attempts={status.attempts}"

@@ -103,3 +103,51 @@ def _workers_with_other_settings(registry: Any) -> list[tuple[str, str]]:
             err=True,
         )
         return []
+
+
+@click.group()
+def redis() -> None:
+    """The private Redis that commands start when no broker is configured."""
+
+
+@redis.command("status")
+@json_option
+def redis_status(as_json: bool) -> None:
+    """Say whether the private Redis runs (exit 0) or not (exit 1)."""
+    settings = _private_redis_settings()
+    from worker import embedded_redis
+
+    running = embedded_redis.is_running(settings.embedded_socket)
+    if as_json:
+        click.echo(json.dumps({"running": running, "socket": str(settings.embedded_socket)}))
+    else:
+        click.echo(f"private Redis {'running' if running else 'stopped'} ({settings.state_dir})")
+    sys.exit(0 if running else 1)
+
+
+@redis.command("stop")
+def redis_stop() -> None:
+    """Stop the private Redis, saving its data; the next command starts it again.
+
+    Workers and commands using it stop working until then: stop the workers first.
+    """
+    settings = _private_redis_settings()
+    from worker import embedded_redis
+
+    if not embedded_redis.is_running(settings.embedded_socket):
+        click.echo("private Redis already stopped")
+        return
+    embedded_redis.stop(settings.state_dir)
+    if embedded_redis.is_running(settings.embedded_socket):
+        fail(f"the private Redis in {settings.state_dir} did not stop; see its redis.log")
+    click.echo(f"private Redis stopped; its data stays in {settings.state_dir}")
+
+
+def _private_redis_settings() -> Any:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        fail(str(error))
+    if not settings.uses_embedded_redis:
+        fail("NX_EXPORT_BROKER_URL is set: there is no private Redis; stop that Redis its own way")
+    return settings
