@@ -105,6 +105,29 @@ def test_destinations_check_names_the_failing_destination(tmp_path: Path) -> Non
     assert "not writable" in rows["local"]["problem"]
 
 
+def test_destinations_check_names_redis_when_redis_is_the_problem(tmp_path: Path) -> None:
+    env = worker_env("redis://:hunter2-password@127.0.0.1:1/0", None)
+    done = nx_export("destinations", "--check", "--json", env=env, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Redis unreachable at 127.0.0.1:1 (ConnectionError)" in done.stderr
+    assert json.loads(done.stdout)["redis"].startswith("Redis unreachable at 127.0.0.1:1")
+    assert "hunter2" not in done.stdout + done.stderr
+
+
+@pytest.mark.processes
+def test_destinations_check_starts_the_private_redis_it_checks(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NX_")}
+    env["NX_EXPORT_STATE_DIR"] = str(tmp_path / "state")
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    try:
+        done = nx_export("destinations", "--check", "--json", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["redis"] == "ok"
+        assert "ConnectionError" not in done.stderr
+    finally:
+        nx_export("redis", "stop", env=env, cwd=tmp_path)
+
+
 @pytest.mark.processes
 def test_demo_runs_on_the_embedded_redis(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NX_")}

@@ -87,8 +87,10 @@ def test_redis_stop_stops_the_private_redis_and_keeps_its_data(tmp_path: Path) -
     env["PYTHONPATH"] = str(PROJECT_ROOT)
 
     def nx(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "worker.cli", *arguments], env=env,
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+        command = [sys.executable, "-m", "worker.cli", *arguments]
+        return subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
 
     try:
         assert nx("jobs", "--json").returncode == 0  # starts it

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError
 
@@ -154,6 +155,14 @@ class WorkerSettings(NxSettings):
     @property
     def effective_result_backend(self) -> str:
         return self.result_backend or self.effective_broker_url
+
+    @property
+    def redis_location(self) -> str:
+        """Where the result backend's Redis is, for messages: never its password."""
+        if self.uses_embedded_redis:
+            return f"the private Redis ({self.embedded_socket})"
+        url = urlsplit(self.effective_result_backend.split(";")[0])
+        return f"{url.hostname or url.path}:{url.port or 6379}"
 
 
 DESTINATION_POLICY_KEYS = {

@@ -57,21 +57,28 @@ def _set_consuming(destination: str, consume: bool, as_json: bool) -> None:
 @json_option
 def destinations(check: bool, as_json: bool) -> None:
     """List the discovered destinations."""
-    try:
-        load_settings()
-    except SettingsError as error:
-        fail(str(error))
-    celery_app()
+    if check:
+        settings = settings_and_redis()  # the checks use Redis: a private one is started
+    else:
+        try:
+            settings = load_settings()
+        except SettingsError as error:
+            fail(str(error))
+    app = celery_app()
     from tasks.runtime import local_registry
     from worker.display import destinations_table
     from worker.startup import destination_rows, failed_checks, skipped_rows
 
+    redis_problem = _redis_problem(app, settings) if check else None
+    if redis_problem:
+        click.echo(f"error: {redis_problem}", err=True)
     registry = local_registry()
     rows, skipped = destination_rows(registry, check), skipped_rows(registry)
-    stale = _workers_with_other_settings(registry) if check else []
+    stale = _workers_with_other_settings(registry) if check and not redis_problem else []
     if as_json:
-        report = {"destinations": rows, "skipped": skipped}
+        report: dict[str, Any] = {"destinations": rows, "skipped": skipped}
         if check:
+            report["redis"] = redis_problem or "ok"
             report["workers_with_other_settings"] = [
                 {"worker": worker, "destination": name} for worker, name in stale
             ]
@@ -84,8 +91,22 @@ def destinations(check: bool, as_json: bool) -> None:
                 "before they changed): restart it to use them",
                 err=True,
             )
-    if failed_checks(rows) or stale:
+    if failed_checks(rows) or stale or redis_problem:
         sys.exit(1)
+
+
+def _redis_problem(app: Any, settings: Any) -> str | None:
+    """What is wrong with Redis, said as such (not as each destination's symptom), or None."""
+    from redis import RedisError
+
+    try:
+        app.backend.client.ping()
+    except RedisError as error:
+        return (
+            f"Redis unreachable at {settings.redis_location} ({type(error).__name__}): "
+            "jobs, results, the call limiter and the folder cache all live there"
+        )
+    return None
 
 
 def _workers_with_other_settings(registry: Any) -> list[tuple[str, str]]:
