@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -250,6 +251,8 @@ def test_validate_config_names_an_unreachable_host(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("NX_CDCS_TOKEN", stopped.token)
     ok, message = CDCSDestination().validate_config()
     assert not ok and "host unreachable" in str(message)
+    # The place: host and port tried, and the setting they came from.
+    assert f":{urlsplit(stopped.root_url).port} from NX_CDCS_URL" in str(message)
 
 
 def test_validate_config_names_an_unexpected_answer(fake_cdcs: FakeCDCS) -> None:

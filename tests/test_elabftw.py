@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -290,6 +291,8 @@ def test_validate_config_names_an_unreachable_host(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("NX_ELABFTW_API_KEY", stopped.api_key)
     ok, message = ELabFTWDestination().validate_config()
     assert not ok and "host unreachable" in str(message)
+    # The place: host and port tried, and the setting they came from.
+    assert f":{urlsplit(stopped.url).port} from NX_ELABFTW_URL" in str(message)
 
 
 def test_validate_config_names_an_unexpected_answer(fake_elabftw: FakeELabFTW) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -380,6 +381,8 @@ def test_validate_config_names_an_unreachable_host(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("NX_LABARCHIVES_MIN_CALL_INTERVAL", "0")
     ok, message = LabArchivesDestination().validate_config()
     assert not ok and "host unreachable" in str(message)
+    # The place: host and port tried, and the setting they came from.
+    assert f":{urlsplit(stopped.api_url).port} from NX_LABARCHIVES_URL" in str(message)
 
 
 def test_validate_config_names_an_unexpected_answer(fake_labarchives: FakeLabArchives) -> None:

@@ -38,10 +38,14 @@ CONTENT_TYPE_HTML = 1  # HTML, not Markdown: eLabFTW issue 6416
 SEARCH_LIMIT = 50
 
 
+# Named in messages when its host cannot be reached.
+URL_SETTING = "NX_ELABFTW_URL"
+
+
 class ELabFTWSettings(NxSettings):
     """NexusLIMS's eLabFTW settings."""
 
-    url: str = Field(default="", validation_alias="NX_ELABFTW_URL")
+    url: str = Field(default="", validation_alias=URL_SETTING)
     api_key: SecretStr = Field(default=SecretStr(""), validation_alias="NX_ELABFTW_API_KEY")
     experiment_category: int | None = Field(
         default=None, validation_alias="NX_ELABFTW_EXPERIMENT_CATEGORY"
@@ -134,7 +138,7 @@ class ELabFTWDestination(ServiceDestination):
             body["status"] = self.settings.experiment_status
         response = request(
             "POST", self._api("experiments"), destination=self.name, call=call,
-            headers=self._headers(), json_body=body, settings=self.http,
+            headers=self._headers(), json_body=body, settings=self.http, url_setting=URL_SETTING,
         )
         return _id_from_location(response.headers.get("Location"), call)
 
@@ -144,7 +148,7 @@ class ELabFTWDestination(ServiceDestination):
             "POST", self._api("experiments", experiment_id, "uploads"),
             destination=self.name, call="attach XML record", headers=self._headers(),
             files={"file": (context.xml_file_path.name, xml, "application/xml")},
-            data={"comment": XML_COMMENT}, settings=self.http,
+            data={"comment": XML_COMMENT}, settings=self.http, url_setting=URL_SETTING,
         )
         location = (response.headers.get("Location") or "").rstrip("/").rsplit("/", 1)[-1]
         return location if location.isdigit() else "attached"
@@ -173,7 +177,7 @@ class ELabFTWDestination(ServiceDestination):
     def _json(self, method: str, url: str, call: str, params: dict[str, Any] | None = None) -> Any:
         response = request(
             method, url, destination=self.name, call=call, headers=self._headers(),
-            params=params, settings=self.http,
+            params=params, settings=self.http, url_setting=URL_SETTING,
         )
         return parse_json(response, destination=self.name, call=call)
 

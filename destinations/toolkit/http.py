@@ -63,6 +63,9 @@ class UnexpectedAnswer(PermanentExportError):
     """The service answered, but not with what the API promises."""
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 class HostUnreachable(TransientExportError):
     """No answer at all: connection refused, DNS failure or timeout."""
 
@@ -263,6 +266,7 @@ def request(
     all_5xx_transient: bool = False,
     secrets: Iterable[str] = (),
     settings: HttpSettings | None = None,
+    url_setting: str | None = None,
 ) -> httpx.Response:
     """Make one API call and classify whatever goes wrong.
 
@@ -283,6 +287,9 @@ def request(
         credential query parameters are always blanked.
     settings
         Timeouts and TLS options; read from the environment when omitted.
+    url_setting
+        The setting the URL came from (``NX_ELABFTW_URL``), named when the host
+        cannot be reached.
 
     Returns
     -------
@@ -316,18 +323,24 @@ def request(
             content=content,
             files=files,
         )
+        # Where a connection failed: the host and port tried, and the setting naming them.
+        place = f"{target.host}:{target.port or _DEFAULT_PORTS.get(target.scheme, '?')}" + (
+            f" from {url_setting}" if url_setting else ""
+        )
         try:
             response = send_within(client, outgoing, deadline, settings.total_timeout)
         except CallDeadlineExceeded as exc:
-            raise HostUnreachable(f"{destination}: {call}: timed out ({where}): {exc}") from None
+            raise HostUnreachable(
+                f"{destination}: {call}: timed out at {place} ({where}): {exc}"
+            ) from None
         except httpx.TimeoutException as exc:
             raise HostUnreachable(
-                f"{destination}: {call}: host unreachable: timed out ({where}): "
+                f"{destination}: {call}: host unreachable: timed out at {place} ({where}): "
                 f"{type(exc).__name__}"
             ) from None
         except httpx.ConnectError as exc:
             raise HostUnreachable(
-                f"{destination}: {call}: host unreachable ({where}): "
+                f"{destination}: {call}: host unreachable: {place} ({where}): "
                 f"{type(exc).__name__}: {redact(str(exc), hidden)}"
             ) from None
         except httpx.TransportError as exc:

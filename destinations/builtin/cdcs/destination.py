@@ -47,10 +47,14 @@ TEMPLATE_CACHE_SECONDS = 600.0
 MAX_QUERY_PAGES = 20
 
 
+# Named in messages when its host cannot be reached.
+URL_SETTING = "NX_CDCS_URL"
+
+
 class CDCSSettings(NxSettings):
     """NexusLIMS's CDCS settings."""
 
-    url: str = Field(default="", validation_alias="NX_CDCS_URL")
+    url: str = Field(default="", validation_alias=URL_SETTING)
     token: SecretStr = Field(default=SecretStr(""), validation_alias="NX_CDCS_TOKEN")
     assign_to_public_workspace: bool = Field(
         default=True, validation_alias="NX_CDCS_ASSIGN_TO_PUBLIC_WORKSPACE"
@@ -249,7 +253,7 @@ class CDCSDestination(ServiceDestination):
         require_same_origin(target, root, destination=self.name, call=call, what="link to")
         response = request(
             method, str(target), destination=self.name, call=call, headers=self._headers(),
-            json_body=json_body, settings=self.http,
+            json_body=json_body, settings=self.http, url_setting=URL_SETTING,
         )
         if not response.content:
             return None

@@ -46,11 +46,15 @@ AUTH_ERROR_CODES = frozenset({"4504", "4506", "4507", "4514", "4520", "4533"})
 PERMISSION_ERROR_CODES = frozenset({"4501", "4502"})
 
 
+# Named in messages when its host cannot be reached.
+URL_SETTING = "NX_LABARCHIVES_URL"
+
+
 class LabArchivesSettings(NxSettings):
     """NexusLIMS's LabArchives settings, plus the call spacing."""
 
     url: str = Field(
-        default="https://api.labarchives.com/api", validation_alias="NX_LABARCHIVES_URL"
+        default="https://api.labarchives.com/api", validation_alias=URL_SETTING
     )
     access_key_id: SecretStr = Field(
         default=SecretStr(""), validation_alias="NX_LABARCHIVES_ACCESS_KEY_ID"
@@ -174,7 +178,7 @@ class LabArchivesClient:
             destination=DESTINATION, call=call, params=signed, data=data, content=content,
             headers={"Content-Type": "application/octet-stream"} if content is not None else None,
             check=False, all_5xx_transient=True, secrets=(akid, password),
-            settings=self.http,
+            settings=self.http, url_setting=URL_SETTING,
         )
         secrets = (akid, password)
         if response.status_code >= 500 or response.status_code == 429:
