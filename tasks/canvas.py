@@ -13,9 +13,10 @@ the chord's body, but calls the body's errbacks once every part is done: the
 job's ``export.finish`` is both, so it runs exactly once either way.
 
 Every task id of a run is derived from the job, the run and the destination,
-so a canvas sent twice (a redelivered ``export.record``, the sweep resending a
-canvas it could not know was sent) names the same tasks, which find each
-other's results, and the chord counts each once.
+and so is the chord's group id: a canvas sent twice (a redelivered
+``export.record``, the sweep resending a canvas it could not know was sent)
+names the same tasks in the same chord, which counts each once; and the sweep
+can send one lost task again into the chord it belongs to (``chord_options``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from celery import Celery, chord
+from celery import Celery, chord, group
 from celery.canvas import Signature
 
 from destinations.names import FINISH_TASK, JOB_QUEUE, queue_name, task_name
@@ -63,6 +64,37 @@ def finish_task_id(job_id: str, run: int) -> str:
     return _derived_id(f"{job_id}:{run}:finish")
 
 
+def chord_group_id(job_id: str, run: int) -> str:
+    """The group id of run ``run``'s chord: where its parts are counted."""
+    return _derived_id(f"{job_id}:{run}:group")
+
+
+def finish_step(app: Celery, job_id: str, finish_id: str, summary: str, strategy: str) -> Signature:
+    """Run ``run``'s ``export.finish``: the chord's body and, for a failed part, its errback."""
+
+    def finish() -> Signature:
+        return app.signature(
+            FINISH_TASK,
+            args=(job_id,),
+            immutable=True,
+            queue=JOB_QUEUE,
+            task_id=finish_id,
+            argsrepr=f"(job={job_id} {summary} strategy={strategy})",
+        )
+
+    # The same finish as the errback: the backend calls it when a part failed.
+    return finish().set(link_error=[finish()])
+
+
+def chord_options(
+    app: Celery, job_id: str, run: int, finish_id: str, summary: str, strategy: str
+) -> dict[str, Any]:
+    """What makes a task sent on its own a part of run ``run``'s chord, as ``add_to_chord`` does."""
+    body = finish_step(app, job_id, finish_id, summary, strategy)
+    body.freeze(finish_id, group_id=chord_group_id(job_id, run))
+    return {"group_id": chord_group_id(job_id, run), "chord": body}
+
+
 def _derived_id(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:{name}"))
 
@@ -76,20 +108,9 @@ def build_canvas(
     run: int = 1,
 ) -> Signature:
     summary = describe_context(context)
-
-    def finish() -> Signature:
-        return app.signature(
-            FINISH_TASK,
-            args=(job_id,),
-            immutable=True,
-            queue=JOB_QUEUE,
-            task_id=finish_id,
-            argsrepr=f"(job={job_id} {summary} strategy={plan.strategy})",
-        )
-
     header = [destination_step(app, name, job_id, context, plan, run) for name in plan.roots()]
     header += [
         destination_step(app, name, job_id, context, plan, run, PREPARE) for name in plan.prepared
     ]
-    # The same finish as the errback: the backend calls it when a part failed.
-    return chord(header, finish().set(link_error=[finish()]))
+    body = finish_step(app, job_id, finish_id, summary, plan.strategy)
+    return chord(group(header, task_id=chord_group_id(job_id, run)), body)

@@ -153,7 +153,9 @@ def test_followers_say_when_the_job_is_gone(cluster: Cluster, record: Path) -> N
     assert waiting.stdout is not None
     job_id = waiting.stdout.readline().strip()
     watching = cluster.popen_cli("status", job_id, "--watch")
-    time.sleep(2)
+    # Both follow the job before it goes (a loaded machine takes seconds to start them);
+    # alpha is still exporting then.
+    time.sleep(5)
     client.delete(f"nxexport:job:{job_id}")
     for follower in (waiting, watching):
         _, err = follower.communicate(timeout=60)
