@@ -2,14 +2,15 @@
 # Brings compose.yaml up for real on this machine, checks every service, runs one
 # export through a worker, restarts Redis, and tears everything down again.
 #
-#   deploy/check.sh [--pytest-celery] [--keep-temp]
+#   deploy/check.sh [--no-pytest-celery] [--keep-temp]
 #
 # Engine: `docker compose` when a Docker engine answers, otherwise podman with
 # podman-compose (installed when missing: Debian's podman, runc, debootstrap and
 # the CNI dnsname plugin through apt-get as root; podman-compose from PyPI into a
 # virtualenv in the cache directory). When no registry answers, the base images
 # are stand-ins built from Debian's packages (debootstrap) and passed to compose
-# as PYTHON_IMAGE and REDIS_IMAGE.
+# as PYTHON_IMAGE and REDIS_IMAGE. Then, unless --no-pytest-celery, the suite in
+# deploy/pytest-celery runs against the worker image compose built.
 #
 # Exit status: 0 everything came up and passed, 1 a check failed,
 # 2 bad usage, 3 no container engine could be had.
@@ -18,7 +19,7 @@
 #   NX_DEPLOY_ENGINE     docker or podman (default: the first that works)
 #   NX_DEPLOY_STANDINS   auto (default: only when the images cannot be pulled),
 #                        always, or never
-#   NX_DEPLOY_CACHE      where podman-compose's virtualenv is kept
+#   NX_DEPLOY_CACHE      where the virtualenvs of podman-compose and pytest-celery are kept
 #                        (default: ${XDG_CACHE_HOME:-~/.cache}/nexuslims-export-deploy)
 #   PYTHON_IMAGE, REDIS_IMAGE  the base images (defaults as in compose.yaml)
 #
@@ -30,6 +31,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROJECT=nexuslims-export-check
 WORKERS=2
 PODMAN_COMPOSE_VERSION=1.6.0
+PYTEST_CELERY_VERSION=1.3.0
 STANDIN_DEBIAN=localhost/nexuslims-standin/debian:bookworm
 STANDIN_PYTHON=localhost/nexuslims-standin/python:bookworm
 STANDIN_REDIS=localhost/nexuslims-standin/redis:bookworm
@@ -39,13 +41,13 @@ PYTHON_IMAGE="${PYTHON_IMAGE:-python:3.12-slim}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7.4-alpine}"
 CACHE="${NX_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nexuslims-export-deploy}"
 
-RUN_PYTEST_CELERY=0
+RUN_PYTEST_CELERY=1
 KEEP_TEMP=0
 for argument in "$@"; do
   case "$argument" in
-    --pytest-celery) RUN_PYTEST_CELERY=1 ;;
+    --no-pytest-celery) RUN_PYTEST_CELERY=0 ;;
     --keep-temp) KEEP_TEMP=1 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $argument (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -384,6 +386,48 @@ http_code() {  # URL [user:password]
   fi
 }
 
+# deploy/pytest-celery: pytest-celery's fixtures with the project's worker image and
+# the Redis image, through the engine's Docker API (podman's own service for podman).
+run_pytest_celery() {  # WORKER-IMAGE
+  local venv="$CACHE/pytest-celery-$PYTEST_CELERY_VERSION" wanted
+  wanted=$(sha256sum <"$PROJECT_DIR/pyproject.toml" | cut -d' ' -f1)
+  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$wanted" ]; then
+    say "installing pytest-celery==$PYTEST_CELERY_VERSION and the project into $venv"
+    rm -rf "$venv"
+    { python3 -m venv "$venv" && "$venv/bin/python" -m pip install -q "$PROJECT_DIR" \
+        "pytest-celery[redis]==$PYTEST_CELERY_VERSION" "pytest-timeout==2.4.0"; } \
+      >"$WORK/pytest-celery-pip.log" 2>&1 \
+      || { tail -5 "$WORK/pytest-celery-pip.log"; fail "could not install pytest-celery"; }
+    echo "$wanted" >"$venv/.installed"
+  fi
+  local docker_host="${DOCKER_HOST:-}"
+  if [ "$ENGINE" = podman ]; then
+    docker_host="unix://$WORK/podman.sock"
+    podman system service --time=0 "$docker_host" >"$WORK/podman-service.log" 2>&1 &
+    SERVICE_PID=$!
+    local waited=0
+    until [ -S "$WORK/podman.sock" ]; do
+      sleep 0.2; waited=$((waited + 1))
+      [ "$waited" -lt 100 ] || fail "podman system service did not open its socket"
+    done
+  fi
+  # Run from the project copy: its packages come first on the path.
+  if (cd "$PROJECT_DIR" && env ${docker_host:+DOCKER_HOST="$docker_host"} \
+      NX_PYTEST_CELERY_WORKER_IMAGE="$1" NX_PYTEST_CELERY_REDIS_IMAGE="$ENV_REDIS_IMAGE" \
+      timeout 600 "$venv/bin/python" -m pytest deploy/pytest-celery -q -p no:cacheprovider) \
+      >"$WORK/pytest-celery.log" 2>&1; then
+    PYTEST_CELERY_SUMMARY=$(tail -1 "$WORK/pytest-celery.log" | tr -d '=' | sed 's/^ *//; s/ *$//')
+  else
+    grep -E '^(E |FAILED|ERROR)' "$WORK/pytest-celery.log" | head -30 | mask
+    tail -3 "$WORK/pytest-celery.log" | mask
+    fail "the pytest-celery suite failed"
+  fi
+  if [ -n "$SERVICE_PID" ]; then
+    kill "$SERVICE_PID" 2>/dev/null; wait "$SERVICE_PID" 2>/dev/null || true
+    SERVICE_PID=""
+  fi
+}
+
 teardown() {
   local attempt
   for attempt in 1 2 3; do
@@ -504,11 +548,9 @@ CAME_UP+=("redis restart: job $job still readable, workers reconnected, a new ex
 
 if [ "$RUN_PYTEST_CELERY" = 1 ]; then
   phase "pytest-celery"
-  # shellcheck source=deploy/pytest_celery/run.sh
-  . "$ROOT/deploy/pytest_celery/run.sh"
-  run_pytest_celery || fail "the pytest-celery suite failed"
-  ok "pytest-celery suite passed"
-  CAME_UP+=("pytest-celery: $PYTEST_CELERY_SUMMARY")
+  run_pytest_celery "$("$ENGINE" inspect -f '{{.Image}}' "${workers[0]}")"
+  ok "pytest-celery: $PYTEST_CELERY_SUMMARY"
+  CAME_UP+=("pytest-celery (deploy/pytest-celery): $PYTEST_CELERY_SUMMARY")
 fi
 
 phase "down"
