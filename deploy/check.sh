@@ -186,6 +186,9 @@ write_containers_conf() {
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=32768:32768"]
 [engine]
 runtime = "runc"
+# An exec through the Docker API (pytest-docker-tools polls ports that way) keeps its
+# conmon 300 s by default, after the container is gone.
+exit_command_delay = 5
 [network]
 network_backend = "cni"
 EOF
@@ -442,10 +445,16 @@ teardown() {
   BROUGHT_UP=0
 }
 
+# conmon processes not there before this run (podman's, one per container and exec).
+new_conmons() {
+  comm -13 <(printf '%s\n' "$CONMONS_BEFORE") <(pgrep -x conmon | sort) | tr '\n' ' '
+}
+
 # ================================================================ the check
 phase "engine"
 find_engine
 ok "engine: $ENGINE_DESCRIPTION"
+CONMONS_BEFORE=$(pgrep -x conmon | sort || true)
 
 phase "base images"
 choose_images
@@ -559,5 +568,9 @@ teardown
 left=$("$ENGINE" volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
 [ -z "$left" ] || fail "volumes left after down: $left"
 ok "down --remove-orphans -v: no container or volume left"
+deadline=$(($(date +%s) + 30))
+while [ -n "$(new_conmons)" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 1; done
+[ -z "$(new_conmons)" ] || fail "conmon processes left running: $(new_conmons)"
+ok "no process of this run left running"
 end_phase
 summary "PASSED"
