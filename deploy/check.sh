@@ -37,6 +37,16 @@ STANDIN_PYTHON=localhost/nexuslims-standin/python:bookworm
 STANDIN_REDIS=localhost/nexuslims-standin/redis:bookworm
 SAMPLE=minimal-session.xml
 SAMPLE_INSTRUMENT=JEOL-JEM3010-TEM-565989
+sample_record() {  # the smallest record the worker accepts
+  cat <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
+  <nx:summary>
+    <nx:instrument pid="$SAMPLE_INSTRUMENT">JEOL JEM-3010</nx:instrument>
+  </nx:summary>
+</nx:Experiment>
+EOF
+}
 PYTHON_IMAGE="${PYTHON_IMAGE:-python:3.12-slim}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7.4-alpine}"
 CACHE="${NX_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nexuslims-export-deploy}"
@@ -123,7 +133,7 @@ cleanup() {
     wait "$SERVICE_PID" 2>/dev/null
   fi
   if [ "$BROUGHT_UP" = 1 ]; then teardown >/dev/null 2>&1; fi
-  if [ "$KEEP_TEMP" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+  if [ "$KEEP_TEMP" = 1 ]; then say "kept $WORK (its project/.env holds this run's secrets)"; else rm -rf "$WORK"; fi
   exit "$status"
 }
 trap cleanup EXIT
@@ -321,7 +331,7 @@ prepare_project() {
       | tar -C "$PROJECT_DIR" -xf -
   fi
   mkdir -p "$PROJECT_DIR/records" "$PROJECT_DIR/data"
-  cp "$ROOT/worker/samples/$SAMPLE" "$PROJECT_DIR/records/$SAMPLE"
+  sample_record >"$PROJECT_DIR/records/$SAMPLE"
   chmod 755 "$PROJECT_DIR" "$PROJECT_DIR/records" "$PROJECT_DIR/data"
   chmod 644 "$PROJECT_DIR/records/$SAMPLE"
 

@@ -29,10 +29,17 @@ from pytest_celery import (
 )
 from pytest_docker_tools import container, fxtr, network
 
-# The record the export test sends: one of the samples shipped in the worker package,
-# copied at start-up to the records path inside the worker container.
+# The record the export test sends, written at start-up to the records path inside
+# the worker container (it reaches the container through its environment).
 RECORDS_PATH = "/tmp/records"
 SAMPLE = "minimal-session.xml"
+SAMPLE_RECORD = """<?xml version="1.0" encoding="UTF-8"?>
+<nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">
+  <nx:summary>
+    <nx:instrument pid="JEOL-JEM3010-TEM-565989">JEOL JEM-3010</nx:instrument>
+  </nx:summary>
+</nx:Experiment>
+"""
 
 
 def _required(name: str) -> str:
@@ -72,13 +79,11 @@ class ExportWorkerContainer(CeleryWorkerContainer):
 
     @classmethod
     def command(cls, *args: str, **kwargs: Any) -> list[str]:
-        copy_sample = (
-            f"mkdir -p {RECORDS_PATH} && "
-            "cp \"$(python -c 'import worker, os; print(os.path.dirname(worker.__file__))')"
-            f'/samples/{SAMPLE}" {RECORDS_PATH}/'
+        write_sample = (
+            f'mkdir -p {RECORDS_PATH} && printf %s "$NX_SAMPLE_RECORD" > {RECORDS_PATH}/{SAMPLE}'
         )
         worker = "exec nx-export worker --pool threads --concurrency 4 --loglevel INFO"
-        return ["sh", "-c", f"{copy_sample} && {worker}"]
+        return ["sh", "-c", f"{write_sample} && {worker}"]
 
 
 export_network = network(scope="session")
@@ -112,6 +117,7 @@ def export_worker_env(export_redis: NamedRedisContainer) -> dict[str, str]:
         "NX_EXPORT_LOCAL_PATH": "/archive",
         "NX_RECORDS_PATH": RECORDS_PATH,
         "NX_EXPORT_STRATEGY": "all",
+        "NX_SAMPLE_RECORD": SAMPLE_RECORD,
         "PYTHONUNBUFFERED": "1",
     }
 
