@@ -1,4 +1,6 @@
-FROM python:3.12-slim
+# Another base image: --build-arg PYTHON_IMAGE=... (compose passes $PYTHON_IMAGE).
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
 
 # The worker runs as an unprivileged user; records arrive on a read-only volume.
 RUN useradd --create-home --uid 10001 nxexport \

@@ -287,3 +287,49 @@ def test_the_dashboard_is_optional_on_localhost_and_gets_its_auth_by_environment
     assert "/healthz" in " ".join(dashboard["healthcheck"]["test"])
     plain = run_compose(compose, project, "config", "--format", "json")
     assert "dashboard" not in json.loads(plain.stdout)["services"]
+
+
+def test_the_worker_health_check_pings_this_worker_without_hostname_in_its_environment(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
+    """``podman exec`` sets no HOSTNAME: the check must ask ``hostname`` itself."""
+    name = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
+    celery = tmp_path / "celery"
+    # A stand-in for `celery inspect ping`: answers only when asked for this very worker.
+    celery.write_text(
+        "#!/bin/sh\n"
+        'while [ $# -gt 0 ]; do [ "$1" = --destination ] && to="$2"; shift; done\n'
+        f'[ "$to" = "celery@{name}" ] && echo "-> $to: OK pong"\n'
+        "exit 0\n"
+    )
+    celery.chmod(0o755)
+    test = config["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1].replace("$$", "$")
+    env = {"PATH": f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=30)
+    assert done.returncode == 0, command
+
+
+def test_base_images_are_chosen_by_redis_image_and_python_image(
+    compose: Path, project: Path
+) -> None:
+    defaults = run_compose(compose, project, "--profile", "dashboard", "config", "--format",
+                           "json")  # fmt: skip
+    assert defaults.returncode == 0, defaults.stderr
+    chosen = {"REDIS_IMAGE": "localhost/stand-in/redis:7", "PYTHON_IMAGE": "localhost/py:3"}
+    other = run_compose(compose, project, "--profile", "dashboard", "config", "--format", "json",
+                        env={**SECRETS, **chosen})  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    for output, redis_image, python_image in [
+        (defaults.stdout, "redis:7.4-alpine", "python:3.12-slim"),
+        (other.stdout, chosen["REDIS_IMAGE"], chosen["PYTHON_IMAGE"]),
+    ]:
+        services = json.loads(output)["services"]
+        assert services["redis"]["image"] == redis_image
+        assert services["check-secrets"]["image"] == redis_image
+        for name in ("worker", "flower", "dashboard"):
+            assert services[name]["build"]["args"] == {"PYTHON_IMAGE": python_image}, name
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text().splitlines()
+    assert "ARG PYTHON_IMAGE=python:3.12-slim" in dockerfile
+    assert [line for line in dockerfile if line.startswith("FROM")] == ["FROM ${PYTHON_IMAGE}"]
