@@ -52,11 +52,16 @@ def destination_step(
         kwargs={"plan": plan.to_message(), "run": run, "phase": phase},
         immutable=True,
         queue=queue_name(name),
-        task_id=_derived_id(f"{job_id}:{run}:{name}:{phase}"),
+        task_id=step_task_id(job_id, run, name, phase),
         # Flower shows this instead of the whole context.
         argsrepr=f"({label}job={job_id} {describe_context(context)} strategy={plan.strategy})",
         kwargsrepr="{}",
     )
+
+
+def step_task_id(job_id: str, run: int, name: str, phase: str = EXPORT) -> str:
+    """The id of ``name``'s task (or its ``prepare`` step) in run ``run``."""
+    return _derived_id(f"{job_id}:{run}:{name}:{phase}")
 
 
 def finish_task_id(job_id: str, run: int) -> str:
@@ -113,4 +118,8 @@ def build_canvas(
         destination_step(app, name, job_id, context, plan, run, PREPARE) for name in plan.prepared
     ]
     body = finish_step(app, job_id, finish_id, summary, plan.strategy)
-    return chord(group(header, task_id=chord_group_id(job_id, run)), body)
+    canvas = chord(header, body)
+    # The constructor keeps the header as a plain list (its group id would be random);
+    # a group set afterwards keeps its id when the chord is applied (not when cloned).
+    canvas.tasks = group(header, task_id=chord_group_id(job_id, run))
+    return canvas

@@ -78,6 +78,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "nx_export_job_deadline": settings.job_deadline,
         "nx_export_heartbeat_seconds": settings.heartbeat_seconds,
         "nx_export_lease_seconds": settings.lease_seconds,
+        "nx_export_lost_task_seconds": settings.lost_task_seconds,
     }
 
 

@@ -139,6 +139,13 @@ class WorkerSettings(NxSettings):
         gt=0,
         description="Lifetime of an export's lease, renewed every third of it while it runs.",
     )
+    lost_task_seconds: float = Field(
+        300.0,
+        validation_alias="NX_EXPORT_LOST_TASK_SECONDS",
+        gt=0,
+        description="A destination task in no queue, held by no worker and not running for "
+        "this long is sent again (a purged queue, a Redis that lost its last writes).",
+    )
 
     @property
     def uses_embedded_redis(self) -> bool:

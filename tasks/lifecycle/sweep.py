@@ -10,6 +10,9 @@
   sender died between writing the job and sending it): its canvas is sent.
 - A finished run not announced within the grace period (its finish's worker
   died after finishing it): it is announced (``tasks.lifecycle.announce``).
+- A destination task that is in no queue, held by no worker and not running
+  for ``NX_EXPORT_LOST_TASK_SECONDS`` (a purged queue): it is sent again
+  (``tasks.lifecycle.lost``), by one worker per heartbeat.
 
 Each comes from a sorted set of the job store, so a sweep reads only the jobs
 that need it, and each job is claimed (``SET NX``) so two workers never act on
@@ -27,6 +30,7 @@ from destinations.names import FINISH_TASK, JOB_QUEUE, task_name
 from tasks.canvas import finish_task_id
 from tasks.jobs import replan, send_canvas
 from tasks.lifecycle.announce import announce
+from tasks.lifecycle.lost import resend_lost
 from tasks.messages import failure, result_to_json
 from tasks.runtime import job_store
 from tasks.store.job_store import JobStore
@@ -37,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 # A settled job's finish is sent at most this many grace periods apart.
 SETTLED_CLAIM_GRACES = 10
+LOST_TASK_SECONDS = 300.0
 
 
 def sweep(app: Celery, grace: float) -> None:
@@ -57,6 +62,9 @@ def sweep(app: Celery, grace: float) -> None:
     for job_id in store.due(ANNOUNCE, now - grace):
         if store.claim(f"announce:{job_id}", grace):
             _announce_missed(app, store, job_id)
+    lost_after = float(app.conf.get("nx_export_lost_task_seconds") or LOST_TASK_SECONDS)
+    if store.claim("lost-tasks", grace / 2):
+        resend_lost(app, lost_after, now)
 
 
 def _announce_missed(app: Celery, store: JobStore, job_id: str) -> None:

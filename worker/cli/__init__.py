@@ -22,6 +22,6 @@ def main() -> None:
 for command in (
     run.worker, jobs.enqueue, jobs.status, run.flower, run.dashboard, operate.pause,
     operate.resume, jobs.retry, jobs.jobs, operate.destinations, jobs.backfill, run.demo,
-    operate.redis,
+    operate.redis, operate.resend_lost,
 ):  # fmt: skip
     main.add_command(command)

@@ -172,3 +172,21 @@ def _private_redis_settings() -> Any:
     if not settings.uses_embedded_redis:
         fail("NX_EXPORT_BROKER_URL is set: there is no private Redis; stop that Redis its own way")
     return settings
+
+
+@click.command("resend-lost")
+@json_option
+def resend_lost(as_json: bool) -> None:
+    """Send again, now, every destination task that is in no queue, held by no worker and
+    not running (the sweep does it after NX_EXPORT_LOST_TASK_SECONDS)."""
+    settings_and_redis()
+    app = celery_app()
+    from tasks.lifecycle.lost import resend_lost as resend
+
+    sent = resend(app, grace=0)
+    if as_json:
+        click.echo(json.dumps([{"job_id": job, "destination": name} for job, name in sent]))
+        return
+    for job, name in sent:
+        click.echo(f"{job}: sent {name} again")
+    click.echo(f"{len(sent)} lost task{'' if len(sent) == 1 else 's'} sent again")
