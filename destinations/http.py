@@ -32,6 +32,7 @@ import httpx
 from defusedxml import ElementTree as SafeElementTree
 from pydantic import Field
 
+from destinations import redaction
 from destinations.call_deadline import CallDeadlineExceeded, send_within
 from destinations.errors import PermanentExportError, TransientExportError
 from destinations.settings import NxSettings
@@ -164,17 +165,18 @@ def url_path(url: str | httpx.URL) -> str:
 
 
 def snippet(text: str, secrets: Iterable[str] = ()) -> str:
-    """A short one-line excerpt of an answer, with any secret blanked out."""
-    short = re.sub(r"\s+", " ", text).strip()[:SNIPPET_LENGTH]
-    return redact(short, secrets)
+    """A short one-line excerpt of an answer, with any secret blanked out.
+
+    Blanked before it is cut (``secrets`` and the configured ones): a secret the
+    cut runs through would otherwise leave its prefix behind.
+    """
+    one_line = re.sub(r"\s+", " ", text).strip()
+    return redaction.redact_then_cut(one_line, SNIPPET_LENGTH, secrets)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret in ``text`` by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    """Replace every secret in ``text``, and every 8-character run of one, by ``***``."""
+    return redaction.redact(text, secrets)
 
 
 def parse_retry_after(value: str | None) -> float | None:

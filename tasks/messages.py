@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -12,6 +11,7 @@ from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
+from destinations import redaction
 from destinations.contract import ExportContext, ExportResult
 
 _CONTEXT = TypeAdapter(ExportContext)
@@ -108,28 +108,18 @@ def redact_message(message: str) -> str:
     return cast(str, redact(URL_QUERY.sub(r"\1?…", message)))
 
 
-SECRET_NAME = re.compile(r"^NX_.*(TOKEN|KEY|PASSWORD|SECRET)", re.IGNORECASE)
 URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]+)\?[^\s'\"<>]*")
 
 
 def redact(value: Any) -> Any:
-    """Blank the configured secrets out of every string in ``value``."""
+    """Blank the configured secrets (and any 8-character run of one) out of every string."""
     if isinstance(value, str):
-        text = value
-        for secret in _configured_secrets():
-            text = text.replace(secret, "***")
-        return text
+        return redaction.redact_configured(value)
     if isinstance(value, dict):
         return {key: redact(item) for key, item in value.items()}
     if isinstance(value, list):
         return [redact(item) for item in value]
     return value
-
-
-def _configured_secrets() -> list[str]:
-    return [
-        value for name, value in os.environ.items() if SECRET_NAME.match(name) and len(value) >= 4
-    ]
 
 
 def result_from_json(data: Mapping[str, Any]) -> ExportResult:
