@@ -26,6 +26,7 @@ from destinations.record import check_record
 from destinations.registry import DestinationInfo, Registry
 from tasks import catalog
 from tasks.canvas import build_canvas, finish_task_id
+from tasks.identifiers import check_name
 from tasks.job_model import DestinationEntry, DestinationState, JobRecord, JobState, StoredJob
 from tasks.job_model import JobNotFoundError as JobNotFoundError  # raised by get_job
 from tasks.job_store import RunConflictError
@@ -187,6 +188,7 @@ def start_job(
     Returns the job's id and its record as written; None when it existed already.
     """
     checked = context_from_message(context)
+    check_name("job_key", job_key or "")
     check_record(
         Path(checked.xml_file_path),
         max_bytes=int(app.conf.nx_export_max_record_bytes),
