@@ -26,6 +26,7 @@ from destinations.plan import ExportPlan, ExportRequestError, is_satisfied, plan
 from destinations.registry import DestinationInfo, Registry
 from tasks import catalog
 from tasks.canvas import build_canvas, finish_task_id
+from tasks.identifiers import check_name
 from tasks.messages import context_from_message, context_to_message, describe_context
 from tasks.runtime import job_store, local_registry
 from tasks.store.job_store import RunConflictError
@@ -187,6 +188,7 @@ def create_job_from_context(
     Returns the job's id and its record as written; None when it existed already.
     """
     checked = context_from_message(context)
+    check_name("job_key", job_key or "")
     check_record(
         Path(checked.xml_file_path),
         max_bytes=int(app.conf.nx_export_max_record_bytes),

@@ -11,11 +11,15 @@ from typing import Any, cast
 from pydantic import TypeAdapter, ValidationError
 
 from destinations.contract import ExportContext, ExportResult
-from destinations.redaction import redact, redact_message
+from destinations.redaction import redact_message
+from destinations.redaction import redact_value as redact
+from tasks.identifiers import InvalidNameError, check_name, for_log
 
 _CONTEXT = TypeAdapter(ExportContext)
 _RESULT = TypeAdapter(ExportResult)
 _CONTEXT_FIELDS = {f.name for f in dataclasses.fields(ExportContext)}
+# The context's names a LIMS chooses, which end up in logs, keys and titles.
+NAMES = ("session_identifier", "instrument_pid", "user")
 _RESULT_FIELDS = [f.name for f in dataclasses.fields(ExportResult)]
 
 
@@ -32,7 +36,9 @@ def context_from_message(data: Any) -> ExportContext:
             raise InvalidContextError(f"context must be a JSON object, got {type(data).__name__}")
         unknown = sorted(set(data) - _CONTEXT_FIELDS)
         if unknown:
-            raise InvalidContextError(f"context has unknown fields: {', '.join(unknown)}")
+            # Names a sender chose, escaped: this message reaches the log.
+            named = ", ".join(for_log(name) for name in unknown)
+            raise InvalidContextError(f"context has unknown fields: {named}")
         try:
             context = _CONTEXT.validate_python(dict(data))
         except ValidationError as error:
@@ -47,6 +53,11 @@ def context_from_message(data: Any) -> ExportContext:
 
 def check_context(context: ExportContext) -> None:
     """Checks pydantic's types cannot express."""
+    for name in NAMES:
+        try:
+            check_name(name, getattr(context, name))
+        except InvalidNameError as problem:
+            raise InvalidContextError(f"invalid context: {problem}") from None
     if not context.session_identifier.strip():
         raise InvalidContextError("invalid context: session_identifier is empty")
     if not context.instrument_pid.strip():
@@ -75,7 +86,8 @@ def describe_context(context: Mapping[str, Any] | ExportContext) -> str:
     """A short, secret-free line for Flower and logs."""
     get = context.get if isinstance(context, Mapping) else lambda key: getattr(context, key, None)
     record = get("xml_file_path")
-    return (
+    # Escaped: a stored job's values may predate the control-character check.
+    return for_log(
         f"session={get('session_identifier')!s} instrument={get('instrument_pid')!s} "
         f"record={Path(str(record)).name if record else None}"
     )

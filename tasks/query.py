@@ -8,6 +8,7 @@ time, job id) of the last job looked at.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from celery import Celery, current_app
 
+from tasks.identifiers import shown
 from tasks.jobs import ExportJob, job_from_record
 from tasks.runtime import job_store
 from tasks.store import index as job_index
@@ -114,9 +116,13 @@ def encode_cursor(score: float, job_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[float, str]:
     score, _, job_id = cursor.partition("_")
     try:
-        return float(score), job_id
+        position = float(score)
     except ValueError:
-        raise QueryError(f"cursor {cursor!r} is not one this server handed out") from None
+        position = math.nan
+    # Redis refuses a NaN score; no job was created at infinity or without an id.
+    if not math.isfinite(position) or not job_id:
+        raise QueryError(f"cursor {shown(cursor)} is not one this server handed out")
+    return position, job_id
 
 
 def find_jobs(query: JobQuery, app: Celery | None = None, store: JobStore | None = None) -> JobPage:

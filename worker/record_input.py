@@ -12,6 +12,7 @@ from typing import Any
 
 from destinations.files.record import RecordError
 from destinations.files.record_session import FIELD_SOURCES, read_record_session
+from tasks.identifiers import check_name
 
 # Context field -> the command-line option that overrides it.
 OPTIONS = {
@@ -46,6 +47,9 @@ def context_from_record(record: Path, overrides: dict[str, str | None]) -> dict[
             f"record {record} does not say "
             + ", ".join(f"{name} ({FIELD_SOURCES[name]}; give {OPTIONS[name]})" for name in missing)
         )
+    for name in ("session_identifier", "instrument_pid", "user"):
+        source = f"given as {OPTIONS[name]}" if name in given else f"from record {record.name!r}"
+        check_name(f"{name} ({source})", values[name])
     return {
         "xml_file_path": str(record.absolute()),
         "session_identifier": values["session_identifier"],

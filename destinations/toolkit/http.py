@@ -14,32 +14,46 @@ signature cannot leak to a host the operator did not configure.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import Element
 
 import httpx
-from defusedxml import ElementTree as SafeElementTree
 from pydantic import Field
 
 from destinations.errors import PermanentExportError, TransientExportError
 from destinations.settings import NxSettings
+from destinations.toolkit.answers import (
+    CredentialsRefused,
+    HostUnreachable,
+    UnexpectedAnswer,
+    check_status,
+    parse_json,
+    parse_retry_after,
+    parse_xml,
+    redact,
+    snippet,
+    url_path,
+    validation_message,
+)
 from destinations.toolkit.call_deadline import CallDeadlineExceeded, send_within
+
+# What destinations import from here, kept where they always were.
+__all__ = [
+    "CredentialsRefused", "HostUnreachable", "HttpSettings", "UnexpectedAnswer", "check_status",
+    "get_client", "join_url", "parse_json", "parse_retry_after", "parse_xml", "redact",
+    "request", "require_same_origin", "snippet", "url_path", "user_agent", "validation_message",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
-SNIPPET_LENGTH = 200
 # Query parameters whose values are credentials (LabArchives signs in the query).
 SECRET_PARAMS = frozenset({"akid", "sig", "password", "token", "api_key", "key"})
 
@@ -55,19 +69,7 @@ class HttpSettings(NxSettings):
     disable_ssl_verify: bool = Field(default=False, validation_alias="NX_DISABLE_SSL_VERIFY")
 
 
-class CredentialsRefused(PermanentExportError):
-    """The service answered that the token, key or signature is not accepted."""
-
-
-class UnexpectedAnswer(PermanentExportError):
-    """The service answered, but not with what the API promises."""
-
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class HostUnreachable(TransientExportError):
-    """No answer at all: connection refused, DNS failure or timeout."""
 
 
 def user_agent() -> str:
@@ -159,67 +161,6 @@ def join_url(root: str, *parts: str) -> str:
     if parts and parts[-1].endswith("/"):
         joined += "/"
     return joined
-
-
-def url_path(url: str | httpx.URL) -> str:
-    """The path of a URL, safe to show: no query string, no user info."""
-    return httpx.URL(str(url)).path or "/"
-
-
-def snippet(text: str, secrets: Iterable[str] = ()) -> str:
-    """A short one-line excerpt of an answer, with any secret blanked out."""
-    short = re.sub(r"\s+", " ", text).strip()[:SNIPPET_LENGTH]
-    return redact(short, secrets)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret in ``text`` by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def check_status(
-    response: httpx.Response,
-    *,
-    destination: str,
-    call: str,
-    all_5xx_transient: bool = False,
-    secrets: Iterable[str] = (),
-) -> None:
-    """Raise the right export error for a non-2xx answer; return on 2xx."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    where = f"{response.request.method} {url_path(response.request.url)}"
-    body = snippet(response.text, secrets)
-    if status in (401, 403):
-        raise CredentialsRefused(
-            f"{destination}: {call}: credentials were refused (HTTP {status}, {where}): {body}"
-        )
-    if status == 429 or status in (502, 503, 504) or (status >= 500 and all_5xx_transient):
-        raise TransientExportError(
-            f"{destination}: {call}: HTTP {status} ({where}): {body}",
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-    raise PermanentExportError(f"{destination}: {call}: HTTP {status} ({where}): {body}")
 
 
 def _secrets_of(headers: Mapping[str, str] | None, params: Mapping[str, Any] | None) -> list[str]:
@@ -371,43 +312,3 @@ def request(
     )
 
 
-def validation_message(exc: Exception) -> str:
-    """What ``validate_config`` reports when its check call failed.
-
-    Refused credentials, an unreachable host and an unexpected answer each say so.
-    """
-    if isinstance(exc, CredentialsRefused | HostUnreachable | UnexpectedAnswer):
-        return str(exc)
-    return f"unexpected answer: {exc}"
-
-
-def parse_json(response: httpx.Response, *, destination: str, call: str) -> Any:
-    """The JSON body of an answer, or ``UnexpectedAnswer`` naming what came instead."""
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip() or "no type"
-    where = f"{response.request.method} {url_path(response.request.url)}"
-    if "json" not in content_type:
-        raise UnexpectedAnswer(
-            f"{destination}: {call}: unexpected answer: expected JSON, got {content_type} "
-            f"(HTTP {response.status_code}, {where}): {snippet(response.text)}"
-        )
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UnexpectedAnswer(
-            f"{destination}: {call}: unexpected answer: malformed JSON "
-            f"(HTTP {response.status_code}, {where}): {snippet(response.text)}"
-        ) from None
-
-
-def parse_xml(response: httpx.Response, *, destination: str, call: str) -> Element:
-    """The XML body of an answer, parsed without DTDs or entities (defusedxml)."""
-    where = f"{response.request.method} {url_path(response.request.url)}"
-    try:
-        root: Element = SafeElementTree.fromstring(response.content, forbid_dtd=True)
-    except Exception:  # defusedxml raises ParseError or its own DefusedXmlException
-        content_type = response.headers.get("Content-Type", "no type").split(";")[0]
-        raise UnexpectedAnswer(
-            f"{destination}: {call}: unexpected answer: expected XML, got {content_type} "
-            f"(HTTP {response.status_code}, {where}): {snippet(response.text)}"
-        ) from None
-    return root

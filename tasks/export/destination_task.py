@@ -121,7 +121,9 @@ def _failed_outside_export(
 ) -> dict[str, Any]:
     """Anything raised around the export is the destination's failure, recorded if possible."""
     logger.exception("export.%s of job %s failed outside the export", name, job_id)
-    summary = str(error).splitlines()[0] if str(error) else ""
+    # Blanked before it is cut to its first line, like every stored message.
+    text = redact_message(str(error))
+    summary = text.splitlines()[0] if text else ""
     result = result_to_json(
         failure(name, f"{name} failed outside its export: {type(error).__name__}: {summary}"),
         name,

@@ -10,6 +10,7 @@ from celery import Task, shared_task
 
 from destinations.names import FINISH_TASK, RECORD_TASK
 from destinations.plan import is_satisfied
+from tasks.identifiers import for_log
 from tasks.jobs import create_job_from_context, job_from_record
 from tasks.lifecycle.announce import announce
 from tasks.messages import describe_context, failure, result_to_json
@@ -99,7 +100,7 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     if failed:
         verdict = "satisfied" if satisfied else "not satisfied"
         details = "; ".join(f"{name}: {error}" for name, error in failed.items())
-        about = record.job.summary or describe_context(record.job.context)
+        about = for_log(record.job.summary or describe_context(record.job.context))
         raise JobFailedError(
             f"{len(failed)} of {len(planned)} destinations failed "
             f"(strategy {strategy} {verdict}) for {about}: {details}"

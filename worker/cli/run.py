@@ -63,11 +63,12 @@ def flower(ctx: click.Context) -> None:
     """Run Flower on this app: basic auth required, on 127.0.0.1 unless --address is given."""
     arguments = list(ctx.args)
     # Without auth Flower serves every page but its API to anyone: tasks, results, broker.
-    if not (os.environ.get("FLOWER_BASIC_AUTH") or flower_option(arguments, "basic-auth")):
-        fail(
-            "Flower needs basic auth: set FLOWER_BASIC_AUTH=user:password "
-            "or pass --basic-auth=user:password"
-        )
+    from worker.web_auth import flower_auth_problem
+
+    problem = flower_auth_problem(os.environ.get("FLOWER_BASIC_AUTH"),
+                                  flower_option(arguments, "basic-auth"))  # fmt: skip
+    if problem:  # no auth, or an empty user or password anyone can send
+        fail(problem)
     # Flower listens on every interface by default; FLOWER_ADDRESS is Flower's own setting.
     if "FLOWER_ADDRESS" not in os.environ and flower_option(arguments, "address") is None:
         arguments = ["--address=127.0.0.1", *arguments]

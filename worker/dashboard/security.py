@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from worker.web_auth import basic_auth_problem
+
 AUTH_VARIABLE = "NX_EXPORT_DASHBOARD_AUTH"
 OPEN_PATHS = ("/healthz",)
 HEADERS = [
@@ -35,9 +37,10 @@ def credentials(secret: SecretStr | None) -> tuple[str, str]:
         raise AuthSettingError(
             f"{AUTH_VARIABLE} is not set: the dashboard needs user:password for its basic auth"
         )
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise AuthSettingError(f"{AUTH_VARIABLE} must be user:password (both non-empty)")
+    problem = basic_auth_problem(AUTH_VARIABLE, value)
+    if problem is not None:  # an empty or blank user or password is no protection
+        raise AuthSettingError(problem)
+    user, _, password = value.partition(":")
     return user, password
 
 

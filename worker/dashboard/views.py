@@ -9,12 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from tasks.identifiers import InvalidNameError, check_name, shown
 from tasks.jobs import ExportJob
 from tasks.messages import redact
 from tasks.query import JobQuery, QueryError
 
 PAGE_SIZE = 50
 FILTERS = ("state", "destination", "instrument", "session", "since")
+# Every query parameter checked for control characters.
+CHECKED = (*FILTERS, "limit", "cursor")
 # Context keys whose values are never shown, whatever the LIMS put there.
 SECRET_KEY = re.compile(r"pass|secret|token|key|auth|credential|cookie", re.IGNORECASE)
 
@@ -23,10 +26,13 @@ def query_from(params: Mapping[str, str], default_limit: int = PAGE_SIZE) -> Job
     """A ``JobQuery`` from the page's or the API's parameters; ``QueryError`` if one is bad."""
     since = (params.get("since") or "").strip()
     limit = (params.get("limit") or "").strip()
+    for name in CHECKED:
+        # No stored id has one, and an error page or a log must not repeat it raw.
+        check_filter(name, params.get(name) or "")
     try:
         size = int(limit) if limit else default_limit
     except ValueError:
-        raise QueryError(f"limit must be a number (got {limit!r})") from None
+        raise QueryError(f"limit must be a whole number (got {shown(limit)})") from None
     return JobQuery(
         state=(params.get("state") or "all").strip() or "all",
         destination=(params.get("destination") or "").strip() or None,
@@ -38,15 +44,30 @@ def query_from(params: Mapping[str, str], default_limit: int = PAGE_SIZE) -> Job
     )
 
 
+def check_filter(name: str, value: str) -> None:
+    """``QueryError`` naming the parameter when its value holds a control character."""
+    try:
+        check_name(name, value)
+    except InvalidNameError as problem:
+        raise QueryError(str(problem)) from None
+
+
 def parse_since(value: str) -> datetime:
+    """An aware moment from 1970 on that a timestamp can hold; ``QueryError`` otherwise."""
+    problem = (
+        f"since {shown(value)} is not an ISO 8601 date or time between 1970-01-01 and "
+        "9999-12-30 (e.g. 2026-03-04 or 2026-03-04T09:00)"
+    )
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise QueryError(
-            f"since {value!r} is not an ISO 8601 date or time (e.g. 2026-03-04 or "
-            "2026-03-04T09:00)"
-        ) from None
-    return moment if moment.tzinfo else moment.astimezone()
+        moment = moment if moment.tzinfo else moment.astimezone()
+        # Year 1 in a zone east of UTC, or 9999-12-31 west of it, is out of range.
+        timestamp = moment.astimezone(UTC).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise QueryError(problem) from None
+    if timestamp < 0:
+        raise QueryError(problem)
+    return moment
 
 
 def filter_link(params: Mapping[str, str], **changes: str | None) -> str:
