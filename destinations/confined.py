@@ -4,7 +4,10 @@ Anyone who can publish a task names the paths in its context: the record
 (``xml_file_path``) and the preview images. The worker reads them with its own
 rights, so every such read goes through ``open_confined``, on the worker, right
 before the read — a check where the job was planned proves nothing about the
-worker's files, nor about the file as it is now. The file must be a regular
+worker's files, nor about the file as it is now. The commands read the records
+they are named the same way (``destinations.record.read_record_file``): a FIFO
+or a device at the path, put there even after a check, is refused at once
+instead of blocking the reader for ever. The file must be a regular
 file inside its root (``NX_RECORDS_PATH`` for records, ``NX_DATA_PATH`` for
 previews and attachments), reached without a symlink leaving the root, and no
 larger than its limit. Without ``NX_RECORDS_PATH`` a record is read from
@@ -37,6 +40,10 @@ class ReadSettings(NxSettings):
 
 class ConfinedReadError(Exception):
     """A file was not read; the message names the path and the reason."""
+
+
+class MissingFileError(ConfinedReadError):
+    """There is no file at the path (or a symlink there leads nowhere)."""
 
 
 def read_record(path: Path | str) -> bytes:
@@ -77,7 +84,7 @@ def open_confined(
     try:
         before = os.lstat(real)
     except OSError as error:
-        raise ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}") from None
+        raise _unreadable(path, label, error) from None
     if not stat.S_ISREG(before.st_mode):
         raise ConfinedReadError(f"{label} {path} is not a regular file")
     if before.st_size > max_bytes:
@@ -88,10 +95,14 @@ def open_confined(
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise ConfinedReadError(f"{label} {path} became a symlink; not followed") from None
-        raise ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}") from None
+        raise _unreadable(path, label, error) from None
     try:
+        # O_NONBLOCK made the open return at once even on a FIFO or a device put in
+        # place since the lstat; what was opened is judged by the descriptor.
         opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode) or _identity(opened) != _identity(before):
+        if not stat.S_ISREG(opened.st_mode):
+            raise ConfinedReadError(f"{label} {path} is not a regular file")
+        if _identity(opened) != _identity(before):
             raise ConfinedReadError(f"{label} {path} changed while it was opened; not read")
         now = _opened_path(fd, real, opened)
         if root_real is not None and (now is None or not now.is_relative_to(root_real)):
@@ -105,6 +116,12 @@ def open_confined(
         # It grew since it was checked, or it is one of /proc's files, which report no size.
         raise _too_large(path, max_bytes, label, limit_name, None)
     return data
+
+
+def _unreadable(path: Path | str, label: str, error: OSError) -> ConfinedReadError:
+    if error.errno == errno.ENOENT:
+        return MissingFileError(f"cannot read the {label} file {path}: {error.strerror}")
+    return ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}")
 
 
 def _too_large(

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from destinations.record import RecordError, check_record
+from destinations.record import check_record
 from worker.record_input import context_from_record
 
 
@@ -88,7 +88,7 @@ def _backfill_one(
     records_root: Path | None,
     report: BackfillReport,
 ) -> None:
-    check_record(record, max_bytes=max_record_bytes, records_root=records_root)
+    checked = check_record(record, max_bytes=max_record_bytes, records_root=records_root)
     context = context_from_record(record, {})
     if since is not None and _comparable(context["dt_from"]) < _comparable(since):
         report.skipped_before_since += 1
@@ -97,10 +97,8 @@ def _backfill_one(
     if dry_run:
         report.enqueued.append(entry)
         return
-    try:
-        key = backfill_key(record.read_bytes(), destinations, strategy)
-    except OSError as error:
-        raise RecordError(f"record file {record} cannot be read: {error.strerror}") from None
+    # The bytes checked, not the file read again: the key names what was checked.
+    key = backfill_key(checked, destinations, strategy)
     job = enqueue(context, strategy=strategy, destinations=list(destinations) or None,
                   job_key=key)  # fmt: skip
     entry["job_id"] = job.id
