@@ -39,8 +39,13 @@ class BackfillReport:
 
 
 def find_records(root: Path) -> list[Path]:
-    """Every ``*.xml`` below ``root``, in a stable order."""
-    return sorted(path for path in root.rglob("*.xml") if path.is_file())
+    """Every ``*.xml`` below ``root``, in a stable order, whatever it is.
+
+    A FIFO, a folder or an unreadable file of that name is kept too: the
+    record check refuses it with the reason, so the report lists it instead of
+    leaving it out without a word.
+    """
+    return sorted(root.rglob("*.xml"))
 
 
 def backfill_key(record_bytes: bytes, destinations: Sequence[str], strategy: str | None) -> str:
