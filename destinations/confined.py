@@ -10,8 +10,10 @@ or a device at the path, put there even after a check, is refused at once
 instead of blocking the reader for ever. The file must be a regular
 file inside its root (``NX_RECORDS_PATH`` for records, ``NX_DATA_PATH`` for
 previews and attachments), reached without a symlink leaving the root, and no
-larger than its limit. Without ``NX_RECORDS_PATH`` a record is read from
-anywhere (the worker says so loudly when it starts).
+larger than its limit. Without ``NX_RECORDS_PATH`` a worker reads no record
+at all — any file it can read would otherwise be exported, its own
+``/proc/self/environ`` and credentials included — unless
+``NX_EXPORT_ALLOW_ANY_RECORD_PATH`` says to read them from anywhere.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from destinations.settings import NxSettings
 RECORDS_ROOT = "NX_RECORDS_PATH"
 DATA_ROOT = "NX_DATA_PATH"
 RECORD_LIMIT = "NX_EXPORT_MAX_RECORD_BYTES"
+ANY_RECORD_PATH = "NX_EXPORT_ALLOW_ANY_RECORD_PATH"
 
 
 class ReadSettings(NxSettings):
@@ -36,6 +39,7 @@ class ReadSettings(NxSettings):
     records_path: Path | None = Field(None, validation_alias=RECORDS_ROOT)
     data_path: Path | None = Field(None, validation_alias=DATA_ROOT)
     max_record_bytes: int = Field(50_000_000, validation_alias=RECORD_LIMIT, gt=0)
+    allow_any_record_path: bool = Field(False, validation_alias=ANY_RECORD_PATH)
 
 
 class ConfinedReadError(Exception):
@@ -47,9 +51,26 @@ class MissingFileError(ConfinedReadError):
 
 
 def read_record(path: Path | str) -> bytes:
-    """The record's bytes, read within ``NX_RECORDS_PATH`` (anywhere when it is unset)."""
+    """The record's bytes, read on the worker within ``NX_RECORDS_PATH``."""
     settings = ReadSettings()
-    return open_confined(path, settings.records_path, settings.max_record_bytes)
+    return open_confined(path, worker_records_root(path, settings), settings.max_record_bytes)
+
+
+def worker_records_root(path: Path | str, settings: ReadSettings | None = None) -> Path | None:
+    """The folder a worker reads the record ``path`` from; None (anywhere) only by opt-out.
+
+    Raises ``ConfinedReadError`` naming ``NX_RECORDS_PATH`` when it is unset and
+    ``NX_EXPORT_ALLOW_ANY_RECORD_PATH`` is not true: a worker without a records
+    folder must not export whatever file a broker client names.
+    """
+    settings = settings or ReadSettings()
+    if settings.records_path is None and not settings.allow_any_record_path:
+        raise ConfinedReadError(
+            f"record {path} not read: {RECORDS_ROOT} is not set on this worker "
+            f"(set it to the records folder, or {ANY_RECORD_PATH}=true to read records "
+            "from anywhere)"
+        )
+    return settings.records_path
 
 
 def open_confined(

@@ -20,9 +20,10 @@ from typing import Any
 from celery import Celery, current_app
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
+from destinations.confined import ConfinedReadError, worker_records_root
 from destinations.contract import ExportContext
 from destinations.plan import ExportPlan, ExportRequestError, is_satisfied, plan_export
-from destinations.record import check_record
+from destinations.record import RecordError, check_record
 from destinations.registry import DestinationInfo, Registry
 from tasks import catalog
 from tasks.canvas import build_canvas, finish_task_id
@@ -181,16 +182,25 @@ def start_job(
     registry: Registry,
     job_id: str | None = None,
     job_key: str | None = None,
+    on_worker: bool = False,
 ) -> tuple[str, JobRecord | None]:
-    """Shared by ``enqueue_export`` and the ``export.record`` task.
+    """Shared by ``enqueue_export`` and the ``export.record`` task (``on_worker``).
 
+    On a worker the record is read under the worker's rule: inside
+    ``NX_RECORDS_PATH``, and not at all without it unless opted out.
     Returns the job's id and its record as written; None when it existed already.
     """
     checked = context_from_message(context)
+    records_root = _optional_path(app.conf.get("nx_records_path"))
+    if on_worker and records_root is None:
+        try:
+            records_root = worker_records_root(checked.xml_file_path)
+        except ConfinedReadError as error:
+            raise RecordError(str(error)) from None
     check_record(
         Path(checked.xml_file_path),
         max_bytes=int(app.conf.nx_export_max_record_bytes),
-        records_root=_optional_path(app.conf.get("nx_records_path")),
+        records_root=records_root,
         schema=_optional_path(app.conf.get("nx_export_record_schema")),
     )
     offered, disabled = catalog.available(app, registry, destinations or ())
