@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests import support
 from tests.samples import write_record
 from tests.support import (
     PROJECT_ROOT,
@@ -48,6 +49,18 @@ def _fresh_path(directory: Path, stem: str, suffix: str = "") -> Path:
         number += 1
         path = directory / f"{stem}-{number}{suffix}"
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def records_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The folder every test's records are written below: the workers' NX_RECORDS_PATH.
+
+    Destinations run in this process too read records only below it.
+    """
+    support.RECORDS_ROOT = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NX_RECORDS_PATH", str(support.RECORDS_ROOT))
+        yield support.RECORDS_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +139,9 @@ def start_worker(
 
     Each worker uses the session Redis unless given ``redis``, has the test
     plugins installed when ``plugins`` is true, and gets ``settings`` as its
-    ``NX_*`` environment (``worker.env``, for clients of the same Redis). Every
+    ``NX_*`` environment (``worker.env``, for clients of the same Redis), with
+    the tests' records folder as ``NX_RECORDS_PATH`` unless ``records_root`` is
+    false or ``settings`` choose their own rule. Every
     worker still running is stopped when the test ends, before any Redis that
     ``start_redis`` started for it.
     """
@@ -141,6 +156,7 @@ def start_worker(
             concurrency: int = 8,
             ready_timeout: float = 30,
             cwd: Path = PROJECT_ROOT,
+            records_root: bool = True,
             **settings: str,
         ) -> WorkerProcess:
             env = worker_env(
@@ -149,7 +165,7 @@ def start_worker(
             log_path = _fresh_path(tmp_path, name, ".log")
             return started.enter_context(
                 running_worker(env, log_path, name, ready_timeout, pool=pool,
-                               concurrency=concurrency, cwd=cwd)
+                               concurrency=concurrency, cwd=cwd, records_root=records_root)
             )  # fmt: skip
 
         yield start

@@ -30,6 +30,10 @@ PLUGIN_DIR = Path(__file__).parent / "plugins"
 PROJECT_ROOT = Path(__file__).parent.parent
 # The session worker signs its webhooks with this; tests check the signature.
 WEBHOOK_SECRET = "webhook-secret-for-tests"
+# Where the tests write their records: pytest's temporary folder, set by conftest.py.
+# A worker refuses every record without NX_RECORDS_PATH, so each worker started here
+# reads below this one unless its settings name a folder or opt out.
+RECORDS_ROOT: Path | None = None
 
 T = TypeVar("T")
 
@@ -90,8 +94,9 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path, name: str, pool: str = "threads",
                  concurrency: int = 8, extra: list[str] | None = None,
-                 cwd: Path = PROJECT_ROOT) -> None:  # fmt: skip
-        self.env = env
+                 cwd: Path = PROJECT_ROOT, records_root: bool = True) -> None:  # fmt: skip
+        # records_root False: as the worker is configured, maybe without any root.
+        self.env = with_records_root(env) if records_root else env
         self.cwd = cwd
         self.log_path = log_path
         self.name = name
@@ -139,6 +144,14 @@ class WorkerProcess:
                 self.process.wait()
 
 
+def with_records_root(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``NX_RECORDS_PATH`` at ``RECORDS_ROOT`` unless it sets a rule of its own."""
+    chosen = {"NX_RECORDS_PATH", "NX_EXPORT_ALLOW_ANY_RECORD_PATH"} & env.keys()
+    if RECORDS_ROOT is None or chosen:
+        return env
+    return {**env, "NX_RECORDS_PATH": str(RECORDS_ROOT)}
+
+
 def install_test_plugins(target: Path) -> Path:
     """Lay the test plugins out as an installed distribution that entry points find."""
     target.mkdir(parents=True, exist_ok=True)
@@ -179,7 +192,8 @@ def running_worker(
 ) -> Iterator[WorkerProcess]:
     """A ready worker for the ``with`` block, stopped however the block ends.
 
-    ``options`` go to ``WorkerProcess`` (``pool``, ``concurrency``, ``extra``, ``cwd``).
+    ``options`` go to ``WorkerProcess`` (``pool``, ``concurrency``, ``extra``, ``cwd``,
+    ``records_root``).
     """
     worker = WorkerProcess(env, log_path, name, **options)
     try:
@@ -207,6 +221,7 @@ class StartWorker(Protocol):
         concurrency: int = 8,
         ready_timeout: float = 30,
         cwd: Path = PROJECT_ROOT,
+        records_root: bool = True,
         **settings: str,
     ) -> WorkerProcess: ...
 

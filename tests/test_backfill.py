@@ -84,7 +84,38 @@ def test_a_link_out_of_the_records_folder_is_refused_dry_run_or_not(
         report = json.loads(done.stdout)
         (refused,) = report["refused"]
         assert refused["file"].endswith("linked.xml")
-        assert "outside NX_RECORDS_PATH" in refused["reason"]
+        assert "leaves NX_RECORDS_PATH" in refused["reason"]  # through the symlink
         assert len(report["enqueued"]) + len(report["already_done"]) == 3
     # The three records may be done already (the same sessions as above): never a fourth job.
     assert app.backend.client.zcard("nxexport:jobs") <= jobs_before + 3
+
+
+def test_what_is_named_like_a_record_but_cannot_be_read_is_refused_with_the_reason(
+    session_worker: Any, tmp_path: Path
+) -> None:
+    folder = history(tmp_path / "records")
+    (folder / "2026" / "broken.xml").unlink()
+    odd = folder / "odd"
+    odd.mkdir()
+    os.mkfifo(odd / "pipe.xml")
+    (odd / "folder.xml").mkdir()
+    (odd / "dangling.xml").symlink_to(odd / "gone")
+    expected = {
+        odd / "pipe.xml": f"record {odd / 'pipe.xml'} is not a regular file",
+        odd / "folder.xml": f"record {odd / 'folder.xml'} is not a regular file",
+        odd / "dangling.xml": f"record file {odd / 'dangling.xml'} does not exist",
+    }
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        locked = odd / "locked.xml"
+        locked.write_text(session_record_text("locked"), encoding="utf-8")
+        locked.chmod(0)
+        expected[locked] = f"cannot read the record file {locked}: Permission denied"
+    status, report = run_backfill(folder, "--dry-run")
+    assert status == 2
+    assert {Path(e["file"]): e["reason"] for e in report["refused"]} == expected
+    assert len(report["enqueued"]) == 3
+    text = nx_export("backfill", str(folder), "--destination", "alpha", "--dry-run", timeout=120)
+    assert text.returncode == 2, text.stderr
+    assert f"refused: {len(expected)}" in text.stdout
+    for path, reason in expected.items():
+        assert f"  refused {path}: {reason}\n" in text.stdout

@@ -97,11 +97,15 @@ def test_unreadable_record_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     record = tmp_path / "record.xml"
     record.write_text(record_text("t"))
 
-    def refuse(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
-    with pytest.raises(RecordError, match="cannot be read: Permission denied"):
+    def refuse(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path) == str(record):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(RecordError, match=r"cannot read the record file .*: Permission denied"):
         check_record(record, max_bytes=10_000)
 
 

@@ -209,9 +209,9 @@ def test_user_ownership_failure_only_warns(
 
 
 def test_a_missing_record_file_is_a_failure(
-    fake_cdcs: FakeCDCS, make_export_context: Context
+    fake_cdcs: FakeCDCS, make_export_context: Context, tmp_path: Path
 ) -> None:
-    context = make_export_context(xml_file_path=Path("/nonexistent/r.xml"))
+    context = make_export_context(xml_file_path=tmp_path / "gone.xml")
     result = CDCSDestination().export(context)
     assert not result.success
     assert "cannot read the record file" in str(result.error_message)

@@ -146,6 +146,10 @@ def test_demo_runs_on_the_embedded_redis(tmp_path: Path) -> None:
         "demo-quanta-2026-11-03.xml",
         "demo-titan-2026-11-02.xml",
     ]
+    # Its worker read the samples from NX_RECORDS_PATH, the folder they are in.
+    log = (tmp_path / "state" / "demo-worker.log").read_text()
+    samples = PROJECT_ROOT / "worker" / "samples"
+    assert f"records: read only below NX_RECORDS_PATH ({samples})" in log
     # The demo stops the private Redis it started: no pid file and no socket are left.
     assert not (tmp_path / "state" / "redis.pid").exists()
     assert not (tmp_path / "state" / "redis.sock").exists()

@@ -120,6 +120,23 @@ def test_worker_is_checked_stops_gracefully_and_reads_records_read_only(
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_the_worker_has_its_records_folder_when_dot_env_does_not_name_it(
+    compose: Path, project: Path
+) -> None:
+    # A worker without NX_RECORDS_PATH refuses every record: compose sets the mounted one.
+    env_file = project / ".env"
+    kept = [line for line in env_file.read_text().splitlines()
+            if not line.startswith(("NX_RECORDS_PATH=", "NX_DATA_PATH="))]  # fmt: skip
+    env_file.write_text("\n".join(kept) + "\n")
+    done = run_compose(compose, project, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    worker = json.loads(done.stdout)["services"]["worker"]
+    assert worker["environment"]["NX_RECORDS_PATH"] == "/records"
+    assert worker["environment"]["NX_DATA_PATH"] == "/data"
+    targets = {volume["target"] for volume in worker["volumes"]}
+    assert {"/records", "/data"} <= targets
+
+
 def test_flower_is_published_on_localhost_only_and_checked(config: dict[str, Any]) -> None:
     flower = config["services"]["flower"]
     assert flower["ports"], "Flower publishes no port"

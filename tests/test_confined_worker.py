@@ -268,13 +268,13 @@ def test_a_retry_after_longer_than_the_backoff_cap_is_honoured(client: Any, site
     assert (first["outcome"], first["retry_in"]) == ("retry", 3.0)
 
 
-def test_the_start_up_report_says_when_records_are_read_from_anywhere(
+def test_the_start_up_report_says_where_records_and_previews_are_read(
     site: Site, session_worker: WorkerProcess
 ) -> None:
-    warning = "NX_RECORDS_PATH is not set: records are read from anywhere"
-    assert warning in session_worker.log()
-    assert "NX_DATA_PATH is not set: preview images are not read" in session_worker.log()
+    assert f"records: read only below NX_RECORDS_PATH ({site.records})" in site.worker.log()
     assert "NX_RECORDS_PATH is not set" not in site.worker.log()
+    assert "NX_DATA_PATH is not set: preview images are not read" in session_worker.log()
+    assert "NX_DATA_PATH is not set" not in site.worker.log()
 
 
 def test_no_configured_secret_leaves_the_worker_after_hostile_contexts(

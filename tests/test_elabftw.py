@@ -249,9 +249,9 @@ def test_other_sessions_are_not_mistaken_for_this_one(
 
 
 def test_a_missing_record_file_is_a_failure(
-    fake_elabftw: FakeELabFTW, make_export_context: Context
+    fake_elabftw: FakeELabFTW, make_export_context: Context, tmp_path: Path
 ) -> None:
-    result = ELabFTWDestination().export(make_export_context(xml_file_path=Path("/nope/r.xml")))
+    result = ELabFTWDestination().export(make_export_context(xml_file_path=tmp_path / "gone.xml"))
     assert not result.success and "cannot read the record file" in str(result.error_message)
     assert fake_elabftw.experiments == {}
 

@@ -235,13 +235,15 @@ def test_malformed_context_sent_to_the_worker_fails_once_with_the_reason(
     [
         ({"session_identifier": "  "}, InvalidContextError, "session_identifier is empty"),
         ({"dt_to": "2026-03-04T08:00:00-05:00"}, InvalidContextError, "ends .* before it starts"),
-        ({"xml_file_path": "/nonexistent/record.xml"}, RecordError, "does not exist"),
+        ({"xml_file_path": "missing.xml"}, RecordError, "does not exist"),  # beside the record
         ({"colour": "blue"}, InvalidContextError, "unknown fields: colour"),
     ],
 )
 def test_bad_context_is_refused_at_enqueue(
     app: Any, record: Path, change: dict[str, Any], error: type[Exception], message: str
 ) -> None:
+    if "xml_file_path" in change:
+        change = {"xml_file_path": str(record.parent / change["xml_file_path"])}
     with pytest.raises(error, match=message):
         enqueue(app, {**make_context(record), **change}, destinations=["alpha"])
 

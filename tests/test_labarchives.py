@@ -302,9 +302,10 @@ def test_the_limiter_spaces_calls_across_threads() -> None:
 
 
 def test_a_missing_record_file_is_a_failure(
-    fake_labarchives: FakeLabArchives, make_export_context: Context
+    fake_labarchives: FakeLabArchives, make_export_context: Context, tmp_path: Path
 ) -> None:
-    result = LabArchivesDestination().export(make_export_context(xml_file_path=Path("/nope/r.xml")))
+    context = make_export_context(xml_file_path=tmp_path / "gone.xml")
+    result = LabArchivesDestination().export(context)
     assert not result.success and "cannot read the record file" in str(result.error_message)
     assert fake_labarchives.requests == []
 

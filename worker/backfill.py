@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from destinations.files.record import RecordError, check_record
+from destinations.files.record import check_record
 from worker.record_input import context_from_record
 
 
@@ -39,8 +39,13 @@ class BackfillReport:
 
 
 def find_records(root: Path) -> list[Path]:
-    """Every ``*.xml`` below ``root``, in a stable order."""
-    return sorted(path for path in root.rglob("*.xml") if path.is_file())
+    """Every ``*.xml`` below ``root``, in a stable order, whatever it is.
+
+    A FIFO, a folder or an unreadable file of that name is kept too: the
+    record check refuses it with the reason, so the report lists it instead of
+    leaving it out without a word.
+    """
+    return sorted(root.rglob("*.xml"))
 
 
 def backfill_key(record_bytes: bytes, destinations: Sequence[str], strategy: str | None) -> str:
@@ -88,7 +93,7 @@ def _backfill_one(
     records_root: Path | None,
     report: BackfillReport,
 ) -> None:
-    check_record(record, max_bytes=max_record_bytes, records_root=records_root)
+    checked = check_record(record, max_bytes=max_record_bytes, records_root=records_root)
     context = context_from_record(record, {})
     if since is not None and _comparable(context["dt_from"]) < _comparable(since):
         report.skipped_before_since += 1
@@ -97,10 +102,8 @@ def _backfill_one(
     if dry_run:
         report.enqueued.append(entry)
         return
-    try:
-        key = backfill_key(record.read_bytes(), destinations, strategy)
-    except OSError as error:
-        raise RecordError(f"record file {record} cannot be read: {error.strerror}") from None
+    # The bytes checked, not the file read again: the key names what was checked.
+    key = backfill_key(checked, destinations, strategy)
     job = enqueue(context, strategy=strategy, destinations=list(destinations) or None,
                   job_key=key)  # fmt: skip
     entry["job_id"] = job.id

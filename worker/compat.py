@@ -30,6 +30,8 @@ from typing import Any
 from pydantic import Field
 
 from destinations.contract import Activity, ExportContext, ExportResult, ReservationEvent
+from destinations.files.confined import ReadSettings
+from destinations.files.record import RecordError, read_record_file
 from destinations.plan import STRATEGIES
 from destinations.registry import DestinationInfo
 from destinations.settings import NxSettings
@@ -175,10 +177,10 @@ def record_job_key(session_identifier: str, xml_file: Path) -> str | None:
     record check then says why.
     """
     try:
-        digest = hashlib.sha256(Path(xml_file).read_bytes()).hexdigest()
-    except OSError:
+        data = read_record_file(Path(xml_file), ReadSettings().max_record_bytes)
+    except RecordError:
         return None
-    return f"{session_identifier}:{digest}"
+    return f"{session_identifier}:{hashlib.sha256(data).hexdigest()}"
 
 
 def _enqueue(context: ExportContext, strategy: str) -> Any:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from importlib.resources import as_file, files
+from importlib.resources import files
 from pathlib import Path
 
 from rich.console import Console
@@ -36,6 +36,8 @@ def run_demo(as_json: bool = False) -> int:
     # The client plans over the destinations its own environment enables, so
     # the local archive must be enabled here too, before the app is imported.
     os.environ["NX_EXPORT_LOCAL_PATH"] = str(archive)
+    # The worker reads records only below NX_RECORDS_PATH: the folder of the samples.
+    os.environ["NX_RECORDS_PATH"] = str(_samples_folder())
     console = Console(stderr=True)
     started_redis = False
     if settings.uses_embedded_redis:
@@ -63,6 +65,11 @@ def run_demo(as_json: bool = False) -> int:
             embedded_redis.stop(settings.state_dir)
 
 
+def _samples_folder() -> Path:
+    """The folder of the bundled sample records (a real folder: the package is installed)."""
+    return Path(str(files("worker") / "samples"))
+
+
 def _wait_for_the_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> None:
     """Until the worker publishes the local archive, so the jobs do not wait for one."""
     from tasks import catalog
@@ -80,23 +87,22 @@ def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
     from worker.display import results_table
 
     jobs = []
-    samples = files("worker") / "samples"
+    samples = _samples_folder()
     for file_name, session, instrument, start, end, user in SAMPLES:
-        with as_file(samples / file_name) as record:
-            jobs.append(
-                enqueue_export(
-                    {
-                        "xml_file_path": str(record),
-                        "session_identifier": session,
-                        "instrument_pid": instrument,
-                        "dt_from": start,
-                        "dt_to": end,
-                        "user": user,
-                    },
-                    strategy="all",
-                    destinations=["local"],
-                )
+        jobs.append(
+            enqueue_export(
+                {
+                    "xml_file_path": str(samples / file_name),
+                    "session_identifier": session,
+                    "instrument_pid": instrument,
+                    "dt_from": start,
+                    "dt_to": end,
+                    "user": user,
+                },
+                strategy="all",
+                destinations=["local"],
             )
+        )
     console.print(f"enqueued {len(jobs)} jobs; waiting for the worker…")
     finished = [job.wait(timeout=120) for job in jobs]
     if as_json:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from destinations.contract import dependencies_of
-from destinations.files.confined import DATA_ROOT, RECORDS_ROOT, ReadSettings
+from destinations.files.confined import ANY_RECORD_PATH, DATA_ROOT, RECORDS_ROOT, ReadSettings
 from destinations.names import queue_name
 from destinations.registry import Registry
 
@@ -51,15 +51,22 @@ def failed_checks(rows: list[dict[str, Any]]) -> list[str]:
     return [f"{row['name']}: {row['problem']}" for row in rows if row.get("valid") is False]
 
 
-def read_warnings() -> list[str]:
-    """What this worker would read on a caller's behalf without a folder confining it."""
+def read_report() -> list[str]:
+    """How this worker reads what a caller names, one line each; warnings say so."""
     settings = ReadSettings()
-    warnings = []
-    if settings.records_path is None:
-        warnings.append(
-            f"{RECORDS_ROOT} is not set: records are read from anywhere; any path a task "
-            "names that this worker can read is exported"
-        )
+    if settings.records_path is not None:
+        lines = [f"records: read only below {RECORDS_ROOT} ({settings.records_path})"]
+    elif settings.allow_any_record_path:
+        lines = [
+            f"WARNING: records: {RECORDS_ROOT} is not set and {ANY_RECORD_PATH} is true: "
+            "records are read from anywhere; any path a task names that this worker can "
+            "read is exported"
+        ]
+    else:
+        lines = [
+            f"WARNING: records: {RECORDS_ROOT} is not set: every record is refused "
+            f"(set it to the records folder, or {ANY_RECORD_PATH}=true to read from anywhere)"
+        ]
     if settings.data_path is None:
-        warnings.append(f"{DATA_ROOT} is not set: preview images are not read")
-    return warnings
+        lines.append(f"WARNING: {DATA_ROOT} is not set: preview images are not read")
+    return lines

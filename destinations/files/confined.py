@@ -4,11 +4,16 @@ Anyone who can publish a task names the paths in its context: the record
 (``xml_file_path``) and the preview images. The worker reads them with its own
 rights, so every such read goes through ``open_confined``, on the worker, right
 before the read — a check where the job was planned proves nothing about the
-worker's files, nor about the file as it is now. The file must be a regular
+worker's files, nor about the file as it is now. The commands read the records
+they are named the same way (``destinations.files.record.read_record_file``): a FIFO
+or a device at the path, put there even after a check, is refused at once
+instead of blocking the reader for ever. The file must be a regular
 file inside its root (``NX_RECORDS_PATH`` for records, ``NX_DATA_PATH`` for
 previews and attachments), reached without a symlink leaving the root, and no
-larger than its limit. Without ``NX_RECORDS_PATH`` a record is read from
-anywhere (the worker says so loudly when it starts).
+larger than its limit. Without ``NX_RECORDS_PATH`` a worker reads no record
+at all — any file it can read would otherwise be exported, its own
+``/proc/self/environ`` and credentials included — unless
+``NX_EXPORT_ALLOW_ANY_RECORD_PATH`` says to read them from anywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from destinations.settings import NxSettings
 RECORDS_ROOT = "NX_RECORDS_PATH"
 DATA_ROOT = "NX_DATA_PATH"
 RECORD_LIMIT = "NX_EXPORT_MAX_RECORD_BYTES"
+ANY_RECORD_PATH = "NX_EXPORT_ALLOW_ANY_RECORD_PATH"
 
 
 class ReadSettings(NxSettings):
@@ -33,16 +39,38 @@ class ReadSettings(NxSettings):
     records_path: Path | None = Field(None, validation_alias=RECORDS_ROOT)
     data_path: Path | None = Field(None, validation_alias=DATA_ROOT)
     max_record_bytes: int = Field(50_000_000, validation_alias=RECORD_LIMIT, gt=0)
+    allow_any_record_path: bool = Field(False, validation_alias=ANY_RECORD_PATH)
 
 
 class ConfinedReadError(Exception):
     """A file was not read; the message names the path and the reason."""
 
 
+class MissingFileError(ConfinedReadError):
+    """There is no file at the path (or a symlink there leads nowhere)."""
+
+
 def read_record(path: Path | str) -> bytes:
-    """The record's bytes, read within ``NX_RECORDS_PATH`` (anywhere when it is unset)."""
+    """The record's bytes, read on the worker within ``NX_RECORDS_PATH``."""
     settings = ReadSettings()
-    return open_confined(path, settings.records_path, settings.max_record_bytes)
+    return open_confined(path, worker_records_root(path, settings), settings.max_record_bytes)
+
+
+def worker_records_root(path: Path | str, settings: ReadSettings | None = None) -> Path | None:
+    """The folder a worker reads the record ``path`` from; None (anywhere) only by opt-out.
+
+    Raises ``ConfinedReadError`` naming ``NX_RECORDS_PATH`` when it is unset and
+    ``NX_EXPORT_ALLOW_ANY_RECORD_PATH`` is not true: a worker without a records
+    folder must not export whatever file a broker client names.
+    """
+    settings = settings or ReadSettings()
+    if settings.records_path is None and not settings.allow_any_record_path:
+        raise ConfinedReadError(
+            f"record {path} not read: {RECORDS_ROOT} is not set on this worker "
+            f"(set it to the records folder, or {ANY_RECORD_PATH}=true to read records "
+            "from anywhere)"
+        )
+    return settings.records_path
 
 
 def open_confined(
@@ -77,7 +105,7 @@ def open_confined(
     try:
         before = os.lstat(real)
     except OSError as error:
-        raise ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}") from None
+        raise _unreadable(path, label, error) from None
     if not stat.S_ISREG(before.st_mode):
         raise ConfinedReadError(f"{label} {path} is not a regular file")
     if before.st_size > max_bytes:
@@ -88,10 +116,14 @@ def open_confined(
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise ConfinedReadError(f"{label} {path} became a symlink; not followed") from None
-        raise ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}") from None
+        raise _unreadable(path, label, error) from None
     try:
+        # O_NONBLOCK made the open return at once even on a FIFO or a device put in
+        # place since the lstat; what was opened is judged by the descriptor.
         opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode) or _identity(opened) != _identity(before):
+        if not stat.S_ISREG(opened.st_mode):
+            raise ConfinedReadError(f"{label} {path} is not a regular file")
+        if _identity(opened) != _identity(before):
             raise ConfinedReadError(f"{label} {path} changed while it was opened; not read")
         now = _opened_path(fd, real, opened)
         if root_real is not None and (now is None or not now.is_relative_to(root_real)):
@@ -105,6 +137,12 @@ def open_confined(
         # It grew since it was checked, or it is one of /proc's files, which report no size.
         raise _too_large(path, max_bytes, label, limit_name, None)
     return data
+
+
+def _unreadable(path: Path | str, label: str, error: OSError) -> ConfinedReadError:
+    if error.errno == errno.ENOENT:
+        return MissingFileError(f"cannot read the {label} file {path}: {error.strerror}")
+    return ConfinedReadError(f"cannot read the {label} file {path}: {error.strerror}")
 
 
 def _too_large(

@@ -13,6 +13,8 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 from lxml import etree
 
+from destinations.files.confined import ConfinedReadError, MissingFileError, open_confined
+
 NEXUS_NAMESPACE = "https://data.nist.gov/od/dm/nexus/experiment/v1.0"
 ROOT_ELEMENT = f"{{{NEXUS_NAMESPACE}}}Experiment"
 
@@ -23,34 +25,36 @@ class RecordError(ValueError):
 
 def check_record(
     path: Path, max_bytes: int, records_root: Path | None = None, schema: Path | None = None
-) -> None:
+) -> bytes:
     """Raise ``RecordError`` unless ``path`` is a readable, well-formed NexusLIMS record.
 
-    With ``schema`` (an XSD), the record must also be valid against it.
+    With ``schema`` (an XSD), the record must also be valid against it. Returns
+    the bytes checked, so a caller needing them does not open the file again.
     """
-    if records_root is not None:
-        resolved, root = path.resolve(), records_root.resolve()
-        if not resolved.is_relative_to(root):
-            raise RecordError(f"record {path} is outside NX_RECORDS_PATH ({records_root})")
-    if not path.exists():
-        raise RecordError(f"record file {path} does not exist")
-    if not path.is_file():
-        raise RecordError(f"record {path} is not a file")
-    size = path.stat().st_size
-    if size == 0:
-        raise RecordError(f"record file {path} is empty")
-    if size > max_bytes:
-        raise RecordError(
-            f"record file {path} is {size} bytes, "
-            f"larger than NX_EXPORT_MAX_RECORD_BYTES ({max_bytes})"
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise RecordError(f"record file {path} cannot be read: {error.strerror or error}") from None
+    data = read_record_file(path, max_bytes, records_root)
     check_record_bytes(data, str(path))
     if schema is not None:
         check_against_schema(data, str(path), schema)
+    return data
+
+
+def read_record_file(path: Path, max_bytes: int, records_root: Path | None = None) -> bytes:
+    """The bytes of the record at ``path``, opened as every caller-named file is.
+
+    Through ``open_confined``: a FIFO or a device at the path (put there since a
+    check, too) is refused without blocking, the opened file must be a regular
+    one, and no more than ``max_bytes`` are read. ``records_root`` None reads it
+    from anywhere. Raises ``RecordError`` with the path and the reason.
+    """
+    try:
+        data = open_confined(path, records_root, max_bytes, label="record")
+    except MissingFileError:
+        raise RecordError(f"record file {path} does not exist") from None
+    except ConfinedReadError as error:
+        raise RecordError(str(error)) from None
+    if not data:
+        raise RecordError(f"record file {path} is empty")
+    return data
 
 
 def check_against_schema(data: bytes, label: str, schema: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from defusedxml.ElementTree import fromstring
 
-from destinations.files.record import NEXUS_NAMESPACE, RecordError
+from destinations.files.confined import ReadSettings
+from destinations.files.record import NEXUS_NAMESPACE, RecordError, read_record_file
 
 _NS = {"nx": NEXUS_NAMESPACE}
 
@@ -41,14 +42,16 @@ class RecordSession:
         return [name for name in REQUIRED_FIELDS if not getattr(self, name)]
 
 
-def read_record_session(path: Path) -> RecordSession:
-    """Read the session fields of the record at ``path`` (checked first with ``check_record``)."""
+def read_record_session(path: Path, max_bytes: int | None = None) -> RecordSession:
+    """Read the session fields of the record at ``path``, of at most ``max_bytes``.
+
+    The file is opened as ``check_record`` opens it (never blocking on a FIFO);
+    ``max_bytes`` defaults to ``NX_EXPORT_MAX_RECORD_BYTES``.
+    """
+    limit = max_bytes if max_bytes is not None else ReadSettings().max_record_bytes
+    data = read_record_file(path, limit)
     try:
-        root = fromstring(path.read_bytes(), forbid_entities=True, forbid_external=True)
-    except FileNotFoundError:
-        raise RecordError(f"record file {path} does not exist") from None
-    except OSError as error:
-        raise RecordError(f"record file {path} cannot be read: {error.strerror or error}") from None
+        root = fromstring(data, forbid_entities=True, forbid_external=True)
     except Exception as error:  # defusedxml's and expat's errors: the check explains them
         raise RecordError(f"record {path} cannot be parsed: {error}") from None
     instrument = root.find("nx:summary/nx:instrument", _NS)

@@ -43,7 +43,7 @@ def export_record(
     job_id, written = create_job_from_context(
         self.app, context, strategy, destinations, local_registry(),
         job_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:record:{self.request.id}")),
-        job_key=job_key,
+        job_key=job_key, on_worker=True,
     )  # fmt: skip
     return {"job_id": job_id, "existing": written is None}
 

@@ -119,7 +119,7 @@ def offer(destinations: list[tuple[str, int]], exports: dict[str, Export]) -> No
 
 
 @pytest.fixture(scope="session", autouse=True)
-def upstream_worker() -> Iterator[WorkerProcess]:
+def upstream_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     from nexusLIMS.db.engine import create_transient_sqlite_engine
     from sqlmodel import SQLModel
 
@@ -134,6 +134,8 @@ def upstream_worker() -> Iterator[WorkerProcess]:
         None,
         NX_EXPORT_PLUGINS=plugins,
         NX_EXPORT_BACKOFF_SECONDS="0.1",
+        # NexusLIMS's tests write their records below their temporary folders.
+        NX_RECORDS_PATH=str(tmp_path_factory.getbasetemp()),
         **{RELAY_URL: relay_server.url},
     )
     worker = WorkerProcess(env, WORK_DIR / "worker.log", name="upstream").start()

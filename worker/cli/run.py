@@ -20,13 +20,13 @@ def worker(ctx: click.Context) -> None:
     from tasks.runtime import local_registry
     from worker.app import all_queues
     from worker.display import destinations_table
-    from worker.startup import destination_rows, failed_checks, read_warnings, skipped_rows
+    from worker.startup import destination_rows, failed_checks, read_report, skipped_rows
 
     registry = local_registry()
     rows = destination_rows(registry, check=True)
     destinations_table(rows, skipped_rows(registry), stderr=True)
-    for warning in read_warnings():
-        click.echo(f"WARNING: {warning}", err=True)
+    for line in read_report():
+        click.echo(line, err=True)
     problems = failed_checks(rows)
     if problems and settings.strict_startup:
         fail(
