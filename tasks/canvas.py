@@ -54,7 +54,8 @@ def destination_step(
         queue=queue_name(name),
         task_id=step_task_id(job_id, run, name, phase),
         # Flower shows this instead of the whole context.
-        argsrepr=f"({label}job={job_id} {describe_context(context)} strategy={plan.strategy})",
+        # Session first: Flower's narrow args column shows the start of it.
+        argsrepr=f"({label}{describe_context(context)} job={job_id} strategy={plan.strategy})",
         kwargsrepr="{}",
     )
 
@@ -84,7 +85,7 @@ def finish_step(app: Celery, job_id: str, finish_id: str, summary: str, strategy
             immutable=True,
             queue=JOB_QUEUE,
             task_id=finish_id,
-            argsrepr=f"(job={job_id} {summary} strategy={strategy})",
+            argsrepr=f"({summary} job={job_id} strategy={strategy})",
         )
 
     # The same finish as the errback: the backend calls it when a part failed.

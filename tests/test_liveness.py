@@ -167,7 +167,9 @@ def test_followers_say_when_the_job_is_gone(cluster: Cluster, record: Path) -> N
 def test_a_redis_restart_costs_no_job_its_finish(
     cluster: Cluster, record: Path, tmp_path: Path
 ) -> None:
-    cluster.worker("blip", NX_TEST_ALPHA_BEHAVIOUR="sleep:1", NX_TEST_BETA_BEHAVIOUR="sleep:1")
+    # A message Redis did not keep across the restart is found and sent again within seconds.
+    cluster.worker("blip", NX_TEST_ALPHA_BEHAVIOUR="sleep:1", NX_TEST_BETA_BEHAVIOUR="sleep:1",
+                   NX_EXPORT_LOST_TASK_SECONDS="5")  # fmt: skip
     log = tmp_path / "exports.jsonl"
     contexts = [make_context(record, log) for _ in range(20)]
     job_ids = cluster.enqueue([{"context": c, "destinations": ["alpha", "beta"]} for c in contexts])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.samples import enqueue_arguments, write_record
-from tests.support import StartRedis, StartWorker, nx_export, nx_export_in_background
+from tests.support import StartRedis, StartWorker, nx_export, nx_export_in_background, wait_for
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes
@@ -46,8 +46,10 @@ def test_jobs_survive_a_redis_restart(
         record, *DESTINATIONS, "--wait", "--json", "--timeout", "90", session="restart-wait"
     )
     with nx_export_in_background(*waiting_arguments, env=env) as waiting:
-        # The worker is busy with the first jobs; the rest wait in Redis.
-        time.sleep(1.0)
+        # The client has enqueued and waits (a loaded machine takes seconds to start it);
+        # the worker is busy with the first jobs; the rest wait in Redis.
+        wait_for(lambda: redis.client().exists("nxexport:idx:session:restart-wait"), timeout=60)
+        time.sleep(0.5)
         redis.stop()
         time.sleep(1.0)
         redis.start()

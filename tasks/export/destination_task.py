@@ -56,6 +56,18 @@ class DestinationFailedError(Exception):
     """The destination did not take the record; the message says why (never a secret)."""
 
 
+# Flower shows a failed task's exception on one line in its task list: the start of
+# the error, whole in the job (``nx-export status``).
+FAILURE_SUMMARY_LENGTH = 120
+
+
+def failure_summary(name: str, error: str | None) -> str:
+    line = " ".join((error or f"{name} failed").split())
+    if len(line) <= FAILURE_SUMMARY_LENGTH:
+        return line
+    return line[: FAILURE_SUMMARY_LENGTH - 1].rstrip() + "…"
+
+
 T = TypeVar("T")
 
 # Redis unreachable: nothing can be recorded, so the task is retried once it is back.
@@ -71,6 +83,13 @@ class DestinationTask(Task):
     reject_on_worker_lost = True
     max_retries = None  # the policy below decides, per destination
     destination = ""  # the destination's name, set by declare_destination_task
+
+    def retry(self, *args: Any, **options: Any) -> Any:
+        """Celery's retry, keeping the one-line summary Flower shows instead of the context."""
+        options.setdefault("argsrepr", self.request.argsrepr)
+        options.setdefault("kwargsrepr", self.request.kwargsrepr)
+        return super().retry(*args, **options)
+
     autoretry_for = REDIS_DOWN
     retry_backoff = 1
     retry_backoff_max = 30
@@ -112,7 +131,7 @@ def run_destination(
     with contextlib.suppress(JobNotFoundError):
         _patiently(lambda: start_followers(self, name, this_run, bool(result["success"])))
     if not result["success"]:
-        raise DestinationFailedError(result.get("error_message") or f"{name} failed")
+        raise DestinationFailedError(failure_summary(name, result.get("error_message")))
     return result
 
 

@@ -42,7 +42,8 @@ def worker(ctx: click.Context) -> None:
     app.worker_main(["worker", "--task-events", *arguments])
 
 
-FLOWER_COLUMNS = "name,args,state,result,received,runtime,worker"
+# A failed task's error is its exception (its result is empty): shown in the list, on one line.
+FLOWER_COLUMNS = "name,args,state,exception,received,runtime,worker"
 
 
 def flower_option(arguments: list[str], name: str) -> str | None:
