@@ -186,6 +186,7 @@ def test_a_changed_record_is_a_new_version_and_retry_force_exports_again(
     from tasks.jobs import get_job, retry_failed
 
     cdcs, elab, _ = services
+    assert not elab.experiments
     ((session, path),) = write_sessions(tmp_path / "records", 1)
     first = enqueue_cli(path)
     old_id = result_of(app, first, "cdcs")["record_id"]
@@ -198,10 +199,20 @@ def test_a_changed_record_is_a_new_version_and_retry_force_exports_again(
     assert "Rebuilt" in cdcs.records[str(result["record_id"])]["xml_content"]
     assert len(cdcs.records) == 2
 
+    # The same record again is reported; `enqueue --force` exports it again.
+    third = enqueue_cli(path)
+    assert result_of(app, third, "cdcs")["metadata"]["exported_by_job"] == second
+    assert result_of(app, third, "elabftw")["metadata"]["already_exported"] is True
+    fourth = enqueue_cli(path, "--force")
+    assert "already_exported" not in result_of(app, fourth, "cdcs")["metadata"]
+    assert len(cdcs.records) == 3
+
     # A retry of a destination the ledger holds reports it; with force it exports again.
     retried = retry_failed(second, ["cdcs"], app=app).wait(timeout=90)
     assert result_of(app, retried.id, "cdcs")["metadata"]["already_exported"] is True
     forced = retry_failed(second, ["cdcs"], app=app, force=True).wait(timeout=90)
     assert forced.satisfied and "already_exported" not in result_of(app, second, "cdcs")["metadata"]
     assert get_job(second, app=app).runs == 3
-    assert len(elab.experiments) >= 1
+    # The forced retry ran the destination, which resumed from the job's own call log.
+    assert result_of(app, second, "cdcs")["metadata"]["found_existing"] is True
+    assert len(cdcs.records) == 3
