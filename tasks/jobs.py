@@ -1,8 +1,7 @@
 """The job API: enqueue an export, read a job back, wait for it.
 
 A job is one record sent to its destinations under one strategy. Its record in
-Redis (see ``job_store``) outlives the processes that made it for the
-retention period.
+Redis (see ``job_store``) outlives the processes that made it for the retention period.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from tasks.job_view import (
 from tasks.messages import context_from_message, context_to_message, describe_context
 from tasks.runtime import job_store, local_registry
 from tasks.store.job_store import RunConflictError
+from tasks.store.ledger import with_force
 from tasks.store.model import JobRecord, StoredJob
 
 logger = logging.getLogger(__name__)
@@ -56,17 +56,19 @@ def enqueue_export(
     destinations: Sequence[str] | None = None,
     app: Celery | None = None,
     job_key: str | None = None,
+    force: bool = False,
 ) -> ExportJob:
     """Validate, plan and enqueue one record's export; return the queued job.
 
     ``job_key`` makes enqueuing idempotent: while a job enqueued with the same
     key is kept (the retention period), that job is returned (``existing`` is
-    True) and nothing new runs. Raises ``InvalidContextError``, ``RecordError``
-    or ``ExportRequestError`` (all ``ValueError``) before anything is enqueued.
+    True) and nothing new runs. ``force`` exports even what the export ledger holds.
+    Raises ``InvalidContextError``, ``RecordError`` or ``ExportRequestError``
+    (all ``ValueError``) before anything is enqueued.
     """
     app = app or current_app
     job_id, written = create_job_from_context(
-        app, context, strategy, destinations, local_registry(), job_key=job_key
+        app, with_force(context, force), strategy, destinations, local_registry(), job_key=job_key
     )
     if written is None:
         job = get_job(job_id, app=app)
@@ -193,14 +195,15 @@ def replan(app: Celery, record: JobRecord, names: Sequence[str]) -> ExportPlan:
 
 
 def retry_failed(
-    job_id: str, destinations: Sequence[str] | None = None, app: Celery | None = None
+    job_id: str, destinations: Sequence[str] | None = None, app: Celery | None = None,
+    force: bool = False,
 ) -> ExportJob:
     """Run again the destinations of a finished job that failed or never ran.
 
     The successful results of earlier runs stay in the job, so a re-run
     notebook still links to the CDCS record of the first run. Every attempt is
     kept in each destination's history. Of two retries at the same moment, one
-    is accepted; the other raises ``ExportRequestError``.
+    is accepted, the other raises ``ExportRequestError``. ``force``: see enqueue_export.
     """
     app = app or current_app
     job = get_job(job_id, app=app)
@@ -223,7 +226,7 @@ def retry_failed(
     plan = plan_export(job.strategy, offered, names, known=sorted(disabled))
     warn_unserved(app, plan.destinations)
     store = job_store(app)
-    message = store.require(job_id).job.context
+    message = with_force(store.require(job_id).job.context, force)
     run = job.runs + 1
     finish_id = finish_task_id(job_id, run)
     try:

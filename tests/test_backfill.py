@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,14 @@ from tests.support import nx_export, worker_env
 
 
 def history(root: Path) -> Path:
+    """Three sessions never exported (the export ledger keeps every session exported)."""
+    fresh = uuid.uuid4().hex[:8]
     for index, day in enumerate(("2025-01-10", "2025-06-11", "2026-02-12")):
         folder = root / day[:4]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"session-{index}.xml").write_text(
-            session_record_text(f"backfill-{os.getpid()}-{index}", day=day), encoding="utf-8"
+            session_record_text(f"backfill-{os.getpid()}-{fresh}-{index}", day=day),
+            encoding="utf-8",
         )
     (root / "2026" / "broken.xml").write_text("not a record", encoding="utf-8")
     return root
@@ -39,18 +43,19 @@ def test_two_backfills_export_each_record_once(
     status, first = run_backfill(folder)
     assert status == 2  # the broken file is refused
     assert len(first["enqueued"]) == 3 and first["already_done"] == []
+    assert first["already_exported"] == []
     (refused,) = first["refused"]
     assert refused["file"].endswith("broken.xml") and "is not XML" in refused["reason"]
     for entry in first["enqueued"]:
         assert get_job(entry["job_id"], app=app).wait(timeout=60).satisfied
     status, second = run_backfill(folder)
     assert status == 2
-    assert second["enqueued"] == []
-    assert sorted(e["job_id"] for e in second["already_done"]) == sorted(
-        e["job_id"] for e in first["enqueued"]
+    assert second["enqueued"] == [] and second["already_done"] == []
+    # Exported: the export ledger names the job that did it, at each destination.
+    assert sorted(e["destinations"]["alpha"]["job_id"] for e in second["already_exported"]) == (
+        sorted(e["job_id"] for e in first["enqueued"])
     )
-    # The three records may be done already (the same sessions as above): never a fourth job.
-    assert app.backend.client.zcard("nxexport:jobs") <= jobs_before + 3
+    assert app.backend.client.zcard("nxexport:jobs") == jobs_before + 3
 
 
 def test_dry_run_and_since_enqueue_nothing_old(
@@ -86,8 +91,7 @@ def test_a_link_out_of_the_records_folder_is_refused_dry_run_or_not(
         assert refused["file"].endswith("linked.xml")
         assert "leaves NX_RECORDS_PATH" in refused["reason"]  # through the symlink
         assert len(report["enqueued"]) + len(report["already_done"]) == 3
-    # The three records may be done already (the same sessions as above): never a fourth job.
-    assert app.backend.client.zcard("nxexport:jobs") <= jobs_before + 3
+    assert app.backend.client.zcard("nxexport:jobs") == jobs_before + 3
 
 
 def test_what_is_named_like_a_record_but_cannot_be_read_is_refused_with_the_reason(

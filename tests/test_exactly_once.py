@@ -114,7 +114,8 @@ def test_the_losing_cli_retry_exits_2_saying_it_is_already_being_retried(
     context = make_context(record, export_log, alpha="sleep:2")
     job = enqueue(app, context, destinations=["alpha"]).wait(timeout=30)
     assert job.satisfied
-    retries = [nx_export("retry", job.id, "--destination", "alpha") for _ in range(2)]
+    # --force: alpha succeeded, and the export ledger would report it without exporting.
+    retries = [nx_export("retry", job.id, "--destination", "alpha", "--force") for _ in range(2)]
     outcomes = [(p.wait(timeout=60), p.communicate()[1]) for p in retries]
     assert sorted(code for code, _ in outcomes) == [0, 2], outcomes
     refusal = next(err for code, err in outcomes if code == 2)

@@ -240,9 +240,13 @@ def print_backfill(report: BackfillReport, as_json: bool) -> None:
         return
     verb = "would enqueue" if report.dry_run else "enqueued"
     print(f"{verb}: {len(report.enqueued)}, already done: {len(report.already_done)}, "
-          f"refused: {len(report.refused)}"
+          f"already exported: {len(report.already_exported)}, refused: {len(report.refused)}"
           + (f", before --since: {report.skipped_before_since}"
              if report.skipped_before_since else ""))  # fmt: skip
+    for entry in report.already_exported:
+        held = ", ".join(f"{name} {shown.get('record_id')} (job {shown.get('job_id')})"
+                         for name, shown in entry["destinations"].items())  # fmt: skip
+        print(f"  already exported {entry['file']} (session {entry['session']}): {held}")
     for entry in report.refused:
         print(f"  refused {entry['file']}: {entry['reason']}")
 

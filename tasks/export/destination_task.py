@@ -32,6 +32,7 @@ from destinations.names import task_name
 from destinations.plan import ExportPlan
 from tasks.canvas import EXPORT, PREPARE
 from tasks.export.followers import JobRun, start_followers, start_if_ready
+from tasks.export.ledger_check import LedgerCheck
 from tasks.export.retry_policy import RetryPolicy, retry_delay
 from tasks.export.slot_waits import slot_waits, wait_for_slots
 from tasks.messages import (
@@ -165,10 +166,12 @@ def _prepare(self: DestinationTask, name: str, job_run: JobRun) -> dict[str, Any
     if callable(step):
         try:
             context = context_from_message(message)
+            # The ledger holds the session's very record: export calls nothing, so prepare neither.
+            held = LedgerCheck(store.client, name, job_id, message).already_exported(context)
             context.metadata = {**context.metadata, "export_job_id": job_id}
             # What prepare creates is logged like export's calls, so export reuses it.
             context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
-            prepared = dict(step(context) or {})
+            prepared = {} if held else dict(step(context) or {})
         except Exception as error:  # export does the work itself; prepare is an optimisation
             logger.warning(
                 "destination %s: prepare failed for %s: %s",
@@ -206,8 +209,10 @@ def _run_once(
             return dict(entry.result)
         else:
             attempt = store.start_attempt(job_id, name, self.request.id, entry)
-        result = _export(self, name, job_id, context, export_plan, attempt, stored)
-        _patiently(lambda: store.record_result(job_id, name, result, entry, also=lease.release))
+        check = LedgerCheck(store.client, name, job_id, context)
+        result = _export(self, name, job_id, context, export_plan, attempt, stored, check)
+        also = check.also(result, lease.release)  # the ledger's entry, in the same round trip
+        _patiently(lambda: store.record_result(job_id, name, result, entry, also=also))
         lease.released_by_pipeline()
     finally:
         lease.release()
@@ -237,6 +242,7 @@ def _export(
     export_plan: ExportPlan,
     attempt: int,
     stored: JobRecord,
+    check: LedgerCheck,
 ) -> dict[str, Any]:
     destination = local_registry().get(name)
     if destination is None:
@@ -250,6 +256,9 @@ def _export(
         context = context_from_message(message)
     except InvalidContextError as error:
         return result_to_json(failure(name, str(error)), name)
+    already = check.already_exported(context)  # the ledger has this session's very record
+    if already is not None:
+        return already
     store = job_store(self.app)
     context.previous_results = _previous_results(name, export_plan, stored)
     # Only a destination planned with a prepare step has one to read: no round trip otherwise.
@@ -270,7 +279,7 @@ def _export(
             "destination %s raised while exporting %s", name, describe_context(message)
         )
         return result_to_json(failure(name, f"{name} raised {type(error).__name__}: {error}"), name)
-    return result_to_json(outcome, name)
+    return check.exported(result_to_json(outcome, name))
 
 
 def _previous_results(name: str, export_plan: ExportPlan, stored: JobRecord) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from tasks.jobs import create_job_from_context, job_from_record
 from tasks.lifecycle.announce import announce
 from tasks.messages import describe_context, failure, result_to_json
 from tasks.runtime import job_store, local_registry
+from tasks.store.ledger import with_force
 from tasks.store.model import JobRecord
 
 logger = logging.getLogger(__name__)
@@ -31,17 +32,19 @@ def export_record(
     strategy: str | None = None,
     destinations: list[str] | None = None,
     job_key: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Start a job from a plain Celery client: ``send_task("export.record", kwargs=...)``.
 
     The job's id derives from this task's id, so the same message delivered
     again (its worker died) gives the same job, whose canvas is sent if it was
-    not. ``job_key`` returns the job enqueued earlier with that key. A
+    not. ``job_key`` returns the job enqueued earlier with that key; ``force``
+    exports even what the export ledger holds (as ``enqueue_export``). A
     malformed context, a bad record or an impossible plan fails this task once,
     with the reason; it is never retried.
     """
     job_id, written = create_job_from_context(
-        self.app, context, strategy, destinations, local_registry(),
+        self.app, with_force(context, force), strategy, destinations, local_registry(),
         job_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexuslims-export:record:{self.request.id}")),
         job_key=job_key, on_worker=True,
     )  # fmt: skip

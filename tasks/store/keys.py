@@ -3,6 +3,7 @@
 All keys start with ``nxexport:`` so an operator can tell them from Celery's
 own (``celery-task-meta-*``, ``_kombu.*``, the queues). A job's keys expire
 with it, after the retention period; the sorted sets are trimmed to it. The
+export ledger (``ledger``) never expires: it is what was exported, for good. The
 LabArchives destination keeps its own call slots and folder ids under
 ``nxexport:labarchives:`` (``destinations`` knows nothing of this package).
 """
@@ -57,6 +58,14 @@ def waits_key(job_id: str, destination: str) -> str:
 def started_key(job_id: str, run: int, destination: str) -> str:
     """Set once a run's dependent (or successor) was added to its chord."""
     return f"{KEY_PREFIX}:started:{job_id}:{run}:{destination}"
+
+
+# -- the export ledger (see ``ledger``) -------------------------------------------------
+
+
+def ledger_key(destination: str) -> str:
+    """One hash per destination: session id -> what was exported there. Never expires."""
+    return f"{KEY_PREFIX}:ledger:{destination}"
 
 
 # -- indexes (see ``index``) --------------------------------------------------------------

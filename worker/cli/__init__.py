@@ -2,7 +2,7 @@
 
 Exit status: 0 when a job's strategy is satisfied, 1 when not, 2 for bad input.
 One module per group of commands: ``run`` (the long-running processes),
-``jobs`` (enqueue, follow, retry, list, backfill), ``operate`` (pause, resume,
+``jobs`` (enqueue, follow, retry, list, backfill, forget), ``operate`` (pause, resume,
 destinations); ``options`` holds what they share.
 """
 
@@ -21,7 +21,7 @@ def main() -> None:
 
 for command in (
     run.worker, jobs.enqueue, jobs.status, run.flower, run.dashboard, operate.pause,
-    operate.resume, jobs.retry, jobs.jobs, operate.destinations, jobs.backfill, run.demo,
-    operate.redis, operate.resend_lost,
+    operate.resume, jobs.retry, jobs.jobs, operate.destinations, jobs.backfill, jobs.forget,
+    run.demo, operate.redis, operate.resend_lost,
 ):  # fmt: skip
     main.add_command(command)

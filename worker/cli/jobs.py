@@ -1,4 +1,5 @@
-"""``nx-export enqueue``, ``status``, ``retry``, ``jobs``, ``backfill``: the jobs of a LIMS."""
+"""``nx-export enqueue``, ``status``, ``retry``, ``jobs``, ``backfill``, ``forget``: the jobs
+of a LIMS."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from worker.cli.options import (
     destinations_option,
     fail,
     follow_to_the_end,
+    force_option,
     json_option,
     parse_moment,
     settings_and_redis,
@@ -40,6 +42,7 @@ from worker.cli.options import (
     help="Idempotency key: the same key again returns the job it enqueued (within the "
     "retention) and runs nothing new.",
 )
+@force_option
 @wait_options
 @json_option
 def enqueue(
@@ -52,6 +55,7 @@ def enqueue(
     strategy: str | None,
     destinations: tuple[str, ...],
     job_key: str | None,
+    force: bool,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -76,7 +80,8 @@ def enqueue(
 
     try:
         job = enqueue_export(
-            context, strategy=strategy, destinations=list(destinations) or None, job_key=job_key
+            context, strategy=strategy, destinations=list(destinations) or None, job_key=job_key,
+            force=force,
         )
     except ValueError as error:
         fail(str(error))
@@ -114,10 +119,12 @@ def status(job_id: str, watch: bool, as_json: bool) -> None:
 @click.command()
 @click.argument("job_id")
 @destinations_option
+@force_option
 @wait_options
 @json_option
 def retry(
-    job_id: str, destinations: tuple[str, ...], wait: bool, timeout: float | None, as_json: bool
+    job_id: str, destinations: tuple[str, ...], force: bool, wait: bool, timeout: float | None,
+    as_json: bool,
 ) -> None:
     """Run again the destinations of JOB_ID that failed or never ran."""
     settings_and_redis()
@@ -127,7 +134,7 @@ def retry(
     from tasks.store.model import JobNotFoundError
 
     try:
-        job = retry_failed(job_id, list(destinations) or None)
+        job = retry_failed(job_id, list(destinations) or None, force=force)
     except (JobNotFoundError, ValueError) as error:
         fail(str(error))
     if wait:
@@ -178,10 +185,14 @@ def jobs(
 @strategy_option
 @click.option("--since", default=None, help="Only sessions that started at or after this time.")
 @click.option("--dry-run", is_flag=True, help="Check and list the records; enqueue nothing.")
+@force_option
 @json_option
 def backfill(folder: Path, destinations: tuple[str, ...], strategy: str | None,
-             since: str | None, dry_run: bool, as_json: bool) -> None:  # fmt: skip
+             since: str | None, dry_run: bool, force: bool, as_json: bool) -> None:  # fmt: skip
     """Enqueue every record under FOLDER, each once (running it again enqueues nothing twice).
+
+    A record the export ledger holds, with the same bytes, at every destination
+    the job would go to is left out ("already exported"), unless --force.
 
     Exit 0 when every record is enqueued or already done, 2 when any was refused.
     """
@@ -193,11 +204,43 @@ def backfill(folder: Path, destinations: tuple[str, ...], strategy: str | None,
     from worker.backfill import backfill as run_backfill
     from worker.backfill import find_records
     from worker.display import backfill_progress, print_backfill
+    from worker.ledger import backfill_lookup
 
     records = find_records(folder)
+    exported = None if force else backfill_lookup(app, destinations, strategy)
     with backfill_progress(len(records), quiet=as_json) as advance:
         report = run_backfill(records, enqueue_export, destinations, strategy, moment, dry_run,
                               settings.max_record_bytes, advance,
-                              Path(root) if root else None)  # fmt: skip
+                              Path(root) if root else None, exported, force)  # fmt: skip
     print_backfill(report, as_json)
     sys.exit(BAD_INPUT if report.refused else 0)
+
+
+@click.command()
+@click.argument("session")
+@click.option("--destination", "destinations", multiple=True, required=True,
+              help="The destination whose ledger entry to drop (repeatable).")  # fmt: skip
+@json_option
+def forget(session: str, destinations: tuple[str, ...], as_json: bool) -> None:
+    """Drop SESSION's export-ledger entry at each --destination.
+
+    For a record deleted at the service by hand: the next export of the session
+    there goes to the service again. Nothing at the service changes.
+    """
+    settings_and_redis()
+    app = celery_app()
+    from tasks.runtime import job_store
+    from tasks.store.ledger import Ledger
+
+    ledger = Ledger(job_store(app).client)
+    dropped = {name: ledger.forget(name, session) for name in dict.fromkeys(destinations)}
+    if as_json:
+        shown = {name: entry.to_dict() if entry else None for name, entry in dropped.items()}
+        click.echo(json.dumps({"session": session, "forgotten": shown}, indent=2))
+        return
+    for name, entry in dropped.items():
+        if entry is None:
+            click.echo(f"{name}: the ledger held nothing for {session}")
+        else:
+            click.echo(f"{name}: forgot {session} (record {entry.record_id}, exported by job "
+                       f"{entry.job_id} at {entry.exported_at})")  # fmt: skip

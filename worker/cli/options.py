@@ -100,6 +100,10 @@ destinations_option = click.option(
 strategy_option = click.option(
     "--strategy", default=None, help="all, first_success or best_effort."
 )
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Export again even where the export ledger says the session's record already is.",
+)  # fmt: skip
 
 
 def wait_options(command: F) -> F:
