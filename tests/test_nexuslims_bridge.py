@@ -45,8 +45,10 @@ ELABFTW_CREATE = "POST /api/v2/experiments"
 RESEND = """
 import json, sys
 from worker.app import app
-from tasks.nexuslims.bridge import send_outcome
-print(json.dumps(send_outcome(app, sys.argv[1]).get(timeout=120)))
+from tasks.nexuslims.delivery import send_outcome
+from tasks.runtime import job_store
+run = job_store(app).require(sys.argv[1]).job.runs
+print(json.dumps(send_outcome(app, sys.argv[1], run).get(timeout=120)))
 """
 
 
@@ -182,7 +184,7 @@ def test_without_a_bridge_worker_the_outcome_waits_in_the_job_store_not_a_queue(
     job = enqueue_export(make_context(record), destinations=["alpha"], app=app).wait(timeout=30)
     assert job.satisfied
     # Offered once the finish's own result is stored, so just after the job is seen finished.
-    wait_for(lambda: client.zscore(WAITING, job.id) is not None, timeout=10)
+    wait_for(lambda: client.zscore(WAITING, f"{job.id}:1") is not None, timeout=10)
     assert client.zscore(ANNOUNCE, job.id) is None
     queued = [json.loads(raw)["headers"]["argsrepr"] for raw in client.lrange(BRIDGE_QUEUE, 0, -1)]
     assert not [text for text in queued if f"job={job.id} " in text]

@@ -3,8 +3,9 @@
 On every heartbeat (``NX_EXPORT_HEARTBEAT_SECONDS``) the worker publishes its
 catalogue entry again, so clients know it serves its destinations, and runs the
 sweep (``tasks.lifecycle.sweep``), so no job outlives its deadline while any worker runs.
-A worker that reaches NexusLIMS's database also says a bridge exists and sends
-the finished runs that waited for one (``tasks.nexuslims.bridge``).
+A worker that reaches NexusLIMS's database also says a bridge exists and is
+alive, so that the sweep sends it the finished runs not written yet
+(``tasks.nexuslims.delivery``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from celery import Celery
 
 from tasks import catalog
 from tasks.lifecycle.sweep import sweep
-from tasks.nexuslims.bridge import bridge_heartbeat
 from tasks.nexuslims.database import bridge_available
+from tasks.nexuslims.delivery import bridge_heartbeat
 from tasks.runtime import local_registry
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,9 @@ class Housekeeping:
             logger.warning("could not publish this worker's catalogue entry: %r", error)
         if bridge_available():
             try:
-                sent = bridge_heartbeat(self.app)
+                bridge_heartbeat(self.app, self.interval)
             except Exception as error:  # the next heartbeat tries again
-                logger.warning("could not send the runs waiting for a bridge: %r", error)
-            else:
-                if sent:
-                    logger.info("sent %d finished runs that waited for a bridge worker", sent)
+                logger.warning("could not say that a bridge worker is alive: %r", error)
 
     def _run(self) -> None:
         while True:

@@ -10,6 +10,10 @@
   sender died between writing the job and sending it): its canvas is sent.
 - A finished run not announced within the grace period (its finish's worker
   died after finishing it): it is announced (``tasks.lifecycle.announce``).
+- A finished run not written to NexusLIMS's database within the grace period
+  (its bridge message lost, or kept while no bridge worker existed): while a
+  bridge worker is alive, it is sent to the bridge again
+  (``tasks.nexuslims.delivery``).
 
 Each comes from a sorted set of the job store, so a sweep reads only the jobs
 that need it, and each job is claimed (``SET NX``) so two workers never act on
@@ -28,6 +32,7 @@ from tasks.canvas import finish_task_id
 from tasks.jobs import replan, send_canvas
 from tasks.lifecycle.announce import announce
 from tasks.messages import failure, result_to_json
+from tasks.nexuslims.delivery import reoffer_unwritten
 from tasks.runtime import job_store
 from tasks.store.job_store import JobStore
 from tasks.store.keys import ANNOUNCE, DEADLINES, SETTLED, UNSENT
@@ -40,7 +45,7 @@ SETTLED_CLAIM_GRACES = 10
 
 
 def sweep(app: Celery, grace: float) -> None:
-    """One pass over the overdue, settled and unsent jobs."""
+    """One pass over the overdue, settled and unsent jobs, and the runs not announced or written."""
     store = job_store(app)
     now = time.time()
     for job_id in store.due(DEADLINES, now):
@@ -57,6 +62,9 @@ def sweep(app: Celery, grace: float) -> None:
     for job_id in store.due(ANNOUNCE, now - grace):
         if store.claim(f"announce:{job_id}", grace):
             _announce_missed(app, store, job_id)
+    sent = reoffer_unwritten(app, grace)
+    if sent:
+        logger.info("sent %d finished runs not written to NexusLIMS yet to the bridge", sent)
 
 
 def _announce_missed(app: Celery, store: JobStore, job_id: str) -> None:
