@@ -14,7 +14,8 @@ each run that has waited longer than the grace period, then leaves it for as
 long again as it has waited since its run finished (at least the grace period,
 at most ``MAX_REOFFER_SECONDS``): a run the bridge cannot write yet (NexusLIMS's
 database locked) is offered a few times, not on every heartbeat. The same pass
-sends the runs kept while no bridge worker existed. A run offered twice is
+sends the runs kept while no bridge worker existed, and a bridge worker that
+starts offers every waiting run at once (one that died may have held them). A run offered twice is
 written once (its ``done`` key); a run that a later run of its job replaced
 leaves the set unsent (the later run's finish offers that one).
 """
@@ -94,32 +95,47 @@ def bridge_heartbeat(app: Celery, interval: float) -> None:
         pipe.execute()
 
 
-def reoffer_unwritten(app: Celery, grace: float) -> int:
+def reoffer_unwritten(app: Celery, grace: float, everything: bool = False) -> int:
     """The sweep's part: send again each run waiting longer than ``grace``; return how many.
 
-    Nothing while no bridge worker is alive: the runs wait in Redis, not in a queue.
+    Nothing while no bridge worker is alive: the runs wait in Redis, not in a
+    queue. ``everything``: every run waiting, whenever it was last offered (a
+    bridge worker that starts: one that died may have held their messages).
     """
     store = job_store(app)
     if not store.client.exists(BRIDGE_LIVE):
         return 0
     now = time.time()
     sent = 0
+    if everything:
+        members = [text(m) for m in cast(list[bytes], store.client.zrange(WAITING, 0, -1))]
+        for start in range(0, len(members), BATCH):
+            sent += _offer_again(app, members[start : start + BATCH], now, grace)[0]
+        return sent
     while members := store.due(WAITING, now - grace, BATCH):
-        parsed = [parse_member(member) for member in members]
-        records = store.load_many([job_id for job_id, _ in parsed])
-        all_moved = True
-        for member, (_, run), record in zip(members, parsed, records, strict=True):
-            job = None if record is None else record.job
-            if job is None or job.finished_at is None or run not in (None, job.runs):
-                store.unschedule(WAITING, member)  # gone, or replaced by a later run
-            elif store.claim(f"nexuslims:{member}", grace):
-                _send_again(app, member, cast(JobRecord, record), now, grace)
-                sent += 1
-            else:  # another worker is sending it and moves it on
-                all_moved = False
+        offered, all_moved = _offer_again(app, members, now, grace)
+        sent += offered
         if not all_moved or len(members) < BATCH:
             break
     return sent
+
+
+def _offer_again(app: Celery, members: list[str], now: float, grace: float) -> tuple[int, bool]:
+    """Send these waiting runs again; how many, and whether each was sent or dropped here."""
+    store = job_store(app)
+    parsed = [parse_member(member) for member in members]
+    records = store.load_many([job_id for job_id, _ in parsed])
+    sent, all_moved = 0, True
+    for member, (_, run), record in zip(members, parsed, records, strict=True):
+        job = None if record is None else record.job
+        if job is None or job.finished_at is None or run not in (None, job.runs):
+            store.unschedule(WAITING, member)  # gone, or replaced by a later run
+        elif store.claim(f"nexuslims:{member}", grace):
+            _send_again(app, member, cast(JobRecord, record), now, grace)
+            sent += 1
+        else:  # another worker is sending it and moves it on
+            all_moved = False
+    return sent, all_moved
 
 
 def _send_again(app: Celery, member: str, record: JobRecord, now: float, grace: float) -> None:
