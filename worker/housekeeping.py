@@ -3,8 +3,9 @@
 On every heartbeat (``NX_EXPORT_HEARTBEAT_SECONDS``) the worker publishes its
 catalogue entry again, so clients know it serves its destinations, and runs the
 sweep (``tasks.lifecycle.sweep``), so no job outlives its deadline while any worker runs.
-A worker that reaches NexusLIMS's database also says a bridge exists and sends
-the finished runs that waited for one (``tasks.nexuslims.bridge``).
+A worker that reaches NexusLIMS's database also says a bridge exists and is
+alive, so that the sweep sends it the finished runs not written yet
+(``tasks.nexuslims.delivery``); when it starts, it sends itself every one at once.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from celery import Celery
 
 from tasks import catalog
 from tasks.lifecycle.sweep import sweep
-from tasks.nexuslims.bridge import bridge_heartbeat
 from tasks.nexuslims.database import bridge_available
+from tasks.nexuslims.delivery import bridge_heartbeat, reoffer_unwritten
 from tasks.runtime import local_registry
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Housekeeping:
         self.interval = float(app.conf.get("nx_export_heartbeat_seconds") or 30)
         self.grace = min(MAX_GRACE_SECONDS, 2 * self.interval)
         self._stop = threading.Event()
+        self._bridge_started = False
 
     def start(self) -> None:
         """Publish at once (clients find a worker as soon as it is ready), then keep going."""
@@ -53,12 +55,15 @@ class Housekeeping:
             logger.warning("could not publish this worker's catalogue entry: %r", error)
         if bridge_available():
             try:
-                sent = bridge_heartbeat(self.app)
+                bridge_heartbeat(self.app, self.interval)
+                if not self._bridge_started:
+                    # A bridge worker that died may have held messages: offer all at once.
+                    sent = reoffer_unwritten(self.app, self.grace, everything=True)
+                    self._bridge_started = True
+                    if sent:
+                        logger.info("sent the bridge %d finished runs not written yet", sent)
             except Exception as error:  # the next heartbeat tries again
-                logger.warning("could not send the runs waiting for a bridge: %r", error)
-            else:
-                if sent:
-                    logger.info("sent %d finished runs that waited for a bridge worker", sent)
+                logger.warning("could not say that a bridge worker is alive: %r", error)
 
     def _run(self) -> None:
         while True:

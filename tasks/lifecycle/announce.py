@@ -5,8 +5,8 @@ waiting on the job is not kept waiting by them. The job joined the job store's
 ``announce`` set in the same write that finished it, and leaves it once
 announced: if the worker dies in between, the sweep announces the run instead.
 A run may so be announced twice, never not at all; the bridge writes a run
-once however often it is told (and keeps it until a bridge worker exists, see
-``tasks.nexuslims.bridge``).
+once however often it is told, and the run stays offered to it until it is
+written (see ``tasks.nexuslims.delivery``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from celery import Celery
 
 from tasks.jobs import job_from_record
 from tasks.lifecycle.notify import notify_finished
-from tasks.nexuslims.bridge import offer_outcome
+from tasks.nexuslims.delivery import offer_outcome
 from tasks.runtime import job_store
 from tasks.store.keys import ANNOUNCE
 from tasks.store.model import JobRecord

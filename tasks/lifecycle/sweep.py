@@ -13,6 +13,10 @@
 - A destination task that is in no queue, held by no worker and not running
   for ``NX_EXPORT_LOST_TASK_SECONDS`` (a purged queue): it is sent again
   (``tasks.lifecycle.lost``), by one worker per heartbeat.
+- A finished run not written to NexusLIMS's database within the grace period
+  (its bridge message lost, or kept while no bridge worker existed): while a
+  bridge worker is alive, it is sent to the bridge again
+  (``tasks.nexuslims.delivery``).
 
 Each comes from a sorted set of the job store, so a sweep reads only the jobs
 that need it, and each job is claimed (``SET NX``) so two workers never act on
@@ -32,6 +36,7 @@ from tasks.jobs import replan, send_canvas
 from tasks.lifecycle.announce import announce
 from tasks.lifecycle.lost import resend_lost
 from tasks.messages import failure, result_to_json
+from tasks.nexuslims.delivery import reoffer_unwritten
 from tasks.runtime import job_store
 from tasks.store.job_store import JobStore
 from tasks.store.keys import ANNOUNCE, DEADLINES, SETTLED, UNSENT
@@ -45,7 +50,7 @@ LOST_TASK_SECONDS = 300.0
 
 
 def sweep(app: Celery, grace: float) -> None:
-    """One pass over the overdue, settled and unsent jobs."""
+    """One pass over the overdue, settled and unsent jobs, and the runs not announced or written."""
     store = job_store(app)
     now = time.time()
     for job_id in store.due(DEADLINES, now):
@@ -65,6 +70,9 @@ def sweep(app: Celery, grace: float) -> None:
     lost_after = float(app.conf.get("nx_export_lost_task_seconds") or LOST_TASK_SECONDS)
     if store.claim("lost-tasks", grace / 2):
         resend_lost(app, lost_after, now)
+    sent = reoffer_unwritten(app, grace)
+    if sent:
+        logger.info("sent %d finished runs not written to NexusLIMS yet to the bridge", sent)
 
 
 def _announce_missed(app: Celery, store: JobStore, job_id: str) -> None:

@@ -1,34 +1,37 @@
 """The NexusLIMS outcome bridge: each finished run of a job, written into NexusLIMS's database.
 
 ``export.finish`` offers every finished run (the first, and each ``nx-export
-retry``) to the bridge. Only workers that can reach NexusLIMS's database
-(``NX_DB_PATH`` set, NexusLIMS importable) are bridge workers: they consume the
-queue ``nx-export.nexuslims`` and say on every heartbeat that a bridge exists.
-Once one has, a run is sent to that queue with the job's results as they are
-at that moment; before any has (or after none has for the retention period),
-the run waits in a sorted set of the job store, trimmed to the retention
-period like the jobs, and the next bridge worker's heartbeat sends it. So a
-facility without a bridge keeps no growing queue, and one that starts a bridge
-later still has every run written, as long as its job is kept.
+retry``) to the bridge (``tasks.nexuslims.delivery``: kept in Redis until
+written, sent again if its message is lost). Only workers that can reach
+NexusLIMS's database (``NX_DB_PATH`` set, NexusLIMS importable) are bridge
+workers: they consume the queue ``nx-export.nexuslims`` and say on every
+heartbeat that a bridge exists.
 
-The task ``export.nexuslims`` writes the ``upload_log`` rows not yet written
-and sets the session's ``record_status``: ``COMPLETED`` when the results
-satisfy the job's strategy (as ``was_successfully_exported`` decides),
-``BUILT_NOT_EXPORTED`` otherwise. A run is written once, however often its
-message is delivered: a Redis key per (job, run) set after the database commit,
-and no row written twice if the worker died between the two.
+The task ``export.nexuslims`` takes a job id and a run number, nothing else:
+anyone who can publish a task can send one, so the session, the strategy and
+the results are read from the job store, and a message naming an unknown job,
+an unfinished run or a run that is not the job's latest is refused (logged,
+nothing written, never retried). It writes the ``upload_log`` rows not yet
+written and sets the session's ``record_status``: ``COMPLETED`` when the
+results satisfy the job's strategy (as ``was_successfully_exported`` decides),
+``BUILT_NOT_EXPORTED`` otherwise.
+
+A run is written once, however often it is delivered: a Redis key per (job,
+run) is set after the database commit, and no row is written twice if the
+worker died between the two. A run older than the newest one written for its
+job is never written after it (a per-job marker, compared under the session's
+lock before the write and set with the ``done`` key after it): a delayed
+delivery of run 1 cannot undo what run 2 wrote.
 """
 
 from __future__ import annotations
 
-import time
+import logging
 from typing import Any
 
 from celery import Celery, Task, shared_task
-from celery.result import AsyncResult
 
 from destinations.contract import ExportResult
-from destinations.names import NEXUSLIMS_TASK
 from destinations.plan import is_satisfied
 from tasks.messages import result_from_json
 from tasks.nexuslims.database import (
@@ -38,16 +41,23 @@ from tasks.nexuslims.database import (
     session_lock,
     write_results,
 )
+from tasks.nexuslims.delivery import (
+    BRIDGE_QUEUE,
+    BRIDGE_SEEN,
+    BRIDGE_TASK,
+    WAITING,
+    forget,
+    newest_written,
+    record_written,
+    send_outcome,
+)
 from tasks.runtime import job_store
-from tasks.store.keys import NEXUSLIMS_BRIDGE_SEEN as BRIDGE_SEEN
-from tasks.store.keys import NEXUSLIMS_WAITING as WAITING
 from tasks.store.keys import nexuslims_done_key
 from tasks.store.model import JobRecord, StoredJob
 
-BRIDGE_TASK = NEXUSLIMS_TASK
-BRIDGE_QUEUE = "nx-export.nexuslims"
-# How many waiting runs a heartbeat reads at a time.
-BATCH = 200
+__all__ = ["BRIDGE_QUEUE", "BRIDGE_SEEN", "BRIDGE_TASK", "WAITING", "job_results", "record_outcome"]
+
+logger = logging.getLogger(__name__)
 
 
 class BridgeUnavailableError(Exception):
@@ -71,64 +81,8 @@ def _stored_results(
         record = job_store(app).load(job_id)
     if record is None:
         return StoredJob(id=job_id), {}
-    results = {
-        name: entry.result for name, entry in record.planned().items() if entry.result
-    }
+    results = {name: entry.result for name, entry in record.planned().items() if entry.result}
     return record.job, results
-
-
-def offer_outcome(app: Celery, record: JobRecord) -> None:
-    """Send this run's outcome to the bridge if a bridge worker exists; else keep it for one."""
-    store = job_store(app)
-    if store.client.exists(BRIDGE_SEEN):
-        send_outcome(app, record.job.id, record)
-        return
-    now = time.time()
-    with store.client.pipeline(transaction=False) as pipe:
-        pipe.zadd(WAITING, {record.job.id: now})
-        pipe.zremrangebyscore(WAITING, "-inf", now - store.retention)
-        pipe.expire(WAITING, store.retention)
-        pipe.execute()
-
-
-def bridge_heartbeat(app: Celery) -> int:
-    """A bridge worker's heartbeat: say a bridge exists, then send the runs kept waiting.
-
-    Returns how many were sent. A job retried since is left to its next finish;
-    two bridge workers sending one run is harmless (it is written once).
-    """
-    store = job_store(app)
-    store.client.set(BRIDGE_SEEN, "1", ex=store.retention)
-    sent = 0
-    while job_ids := store.due(WAITING, time.time(), BATCH):
-        for job_id, record in zip(job_ids, store.load_many(job_ids), strict=True):
-            if record is not None and record.job.finished_at is not None:
-                send_outcome(app, job_id, record)
-                sent += 1
-        store.client.zrem(WAITING, *job_ids)
-    return sent
-
-
-def send_outcome(app: Celery, job_id: str, record: JobRecord | None = None) -> AsyncResult:
-    """Queue this run's outcome for the bridge; called once the run finished."""
-    job, results = _stored_results(app, job_id, record)
-    outcome = {
-        "job_id": job_id,
-        "run": job.runs,
-        "session_identifier": job.context.get("session_identifier"),
-        "strategy": job.strategy,
-        # As stored: secret-free JSON, the same as Redis and Flower show.
-        "results": list(results.values()),
-    }
-    return app.send_task(
-        BRIDGE_TASK,
-        args=(outcome,),
-        queue=BRIDGE_QUEUE,
-        argsrepr=(
-            f"(job={job_id} run={outcome['run']} session={outcome['session_identifier']} "
-            f"results={len(results)})"
-        ),
-    )
 
 
 @shared_task(
@@ -143,26 +97,87 @@ def send_outcome(app: Celery, job_id: str, record: JobRecord | None = None) -> A
     retry_jitter=True,
     max_retries=20,
 )
-def record_outcome(self: Task, outcome: dict[str, Any]) -> dict[str, Any]:
-    """Write one finished run into NexusLIMS's database, once."""
+def record_outcome(self: Task, job_id: Any, run: Any = None) -> dict[str, Any]:
+    """Write run ``run`` of job ``job_id``, as the job store has it, into NexusLIMS's database once.
+
+    A message of an earlier version carried the outcome itself: only its job id
+    and run are read from it.
+    """
+    if isinstance(job_id, dict):
+        job_id, run = job_id.get("job_id"), job_id.get("run")
+    if not isinstance(job_id, str) or not isinstance(run, int) or isinstance(run, bool):
+        # Never echo the arguments: they are whatever a publisher chose to send.
+        return _refused("export.nexuslims takes a job id and a run number; nothing written")
     client = self.app.backend.client
-    done = nexuslims_done_key(outcome["job_id"], outcome["run"])
+    done = nexuslims_done_key(job_id, run)
     if client.exists(done):
+        forget(client, job_id, run)
         return {"written": 0, "already_written": True}
+    store = job_store(self.app)
+    record, refusal = _checked(store.load(job_id), job_id, run)
+    if record is None:
+        return _refused(refusal)
     if not bridge_available():
         raise BridgeUnavailableError(
             f"worker {self.request.hostname} cannot reach NexusLIMS's database "
             "(NX_DB_PATH unset, or nexusLIMS not importable)"
         )
-    session = outcome["session_identifier"]
-    results = [result_from_json(data) for data in outcome["results"]]
-    exported = is_satisfied(
-        outcome["strategy"],
-        [r.destination_name for r in results],
-        {r.destination_name: r.success for r in results},
-    )
+    session = str(record.job.context["session_identifier"])
     with session_lock(client, session):
+        # Again under the lock: another delivery, or a later run, may have written meanwhile.
+        if client.exists(done):
+            forget(client, job_id, run)
+            return {"written": 0, "already_written": True}
+        newest = newest_written(client, job_id)
+        if newest > run:
+            return _superseded(client, job_id, run, newest)
+        record, refusal = _checked(store.load(job_id), job_id, run)
+        if record is None:
+            return _refused(refusal)
+        job, stored = _stored_results(self.app, job_id, record)
+        results = [result_from_json(data) for data in stored.values()]
+        exported = is_satisfied(
+            job.strategy,
+            [r.destination_name for r in results],
+            {r.destination_name: r.success for r in results},
+        )
         written = write_results(session, results)
         marked = mark_session(session, exported)
-    client.set(done, "1", ex=job_store(self.app).retention)
-    return {"written": written, "sessions_marked": marked, "exported": exported}
+        newest = record_written(client, job_id, run, store.retention)
+    if newest > run:
+        logger.warning(
+            "job %s: run %d was written while run %d still wrote (its session lock expired); "
+            "writing run %d again",
+            job_id, newest, run, newest,
+        )  # fmt: skip
+        send_outcome(self.app, job_id, newest, session, " written again")
+    return {"written": written, "sessions_marked": marked, "exported": exported, "run": run}
+
+
+def _checked(record: JobRecord | None, job_id: str, run: int) -> tuple[JobRecord | None, str]:
+    """The job's record if run ``run`` is its finished latest run; else None and why not."""
+    named = job_id[:100]  # a publisher's string, named in the log: kept short
+    if record is None:
+        return None, f"job {named} is unknown (or older than the retention period)"
+    job = record.job
+    if run != job.runs:
+        return None, f"job {named} has no run {run} to write: its latest run is {job.runs}"
+    if job.finished_at is None:
+        return None, f"run {run} of job {named} has not finished"
+    if not job.context.get("session_identifier"):
+        return None, f"job {named} names no session"
+    return record, ""
+
+
+def _refused(reason: str) -> dict[str, Any]:
+    logger.warning("export.nexuslims refused: %s; nothing written", reason)
+    return {"written": 0, "refused": reason}
+
+
+def _superseded(client: Any, job_id: str, run: int, newest: int) -> dict[str, Any]:
+    forget(client, job_id, run)
+    logger.info(
+        "job %s: run %d not written, run %d was written already (a later run wins)",
+        job_id, run, newest,
+    )  # fmt: skip
+    return {"written": 0, "superseded_by": newest}

@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 
 import redis
 from pydantic import Field
+from redis.exceptions import LockError
 
 from destinations.contract import ExportResult
 from destinations.settings import NxSettings
@@ -27,7 +29,10 @@ from tasks.store.keys import nexuslims_lock_key
 # NexusLIMS's logger: its logging setup shows what is written to its database.
 logger = logging.getLogger("nexusLIMS.exporters")
 
-LOCK_SECONDS = 120
+# A session's writer holds its lock this long unless it renews it (it does, while it runs).
+LOCK_SECONDS = 10
+# How long a writer waits for another writer of the same session before retrying later.
+WAIT_SECONDS = 120
 NEXUSLIMS_MODULES = ("sqlmodel", "nexusLIMS.db.engine", "nexusLIMS.db.enums", "nexusLIMS.db.models")
 
 
@@ -57,18 +62,38 @@ def bridge_available() -> bool:
 
 @contextmanager
 def session_lock(client: redis.Redis, session_identifier: str) -> Iterator[None]:
-    """One writer of a session's rows at a time, across processes and hosts."""
+    """One writer of a session's rows at a time, across processes and hosts.
+
+    The lock lives ``LOCK_SECONDS`` and is renewed every third of that while its
+    writer runs, so a writer frozen or killed holds up the others only that long.
+    """
     lock = client.lock(
         nexuslims_lock_key(session_identifier),
         timeout=LOCK_SECONDS,
-        blocking_timeout=LOCK_SECONDS,
+        blocking_timeout=WAIT_SECONDS,
     )
     if not lock.acquire():
         raise NexusLIMSDatabaseError(f"session {session_identifier} is being written elsewhere")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LOCK_SECONDS / 3):
+            try:
+                lock.reacquire()
+            except (redis.RedisError, LockError):  # lost: the newest-run rule still holds
+                return
+
+    renewing = threading.Thread(target=renew, name="nexuslims session lock", daemon=True)
+    renewing.start()
     try:
         yield
     finally:
-        lock.release()
+        stop.set()
+        renewing.join()
+        try:
+            lock.release()
+        except LockError:  # it expired under a writer that stalled: nothing left to release
+            logger.warning("session %s: its lock expired while it was written", session_identifier)
 
 
 def write_results(session_identifier: str, results: Sequence[ExportResult]) -> int:

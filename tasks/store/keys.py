@@ -115,12 +115,21 @@ FINGERPRINT_KEY = f"{KEY_PREFIX}:fingerprint-key"
 
 # Set by every bridge worker's heartbeat, for the retention period.
 NEXUSLIMS_BRIDGE_SEEN = f"{KEY_PREFIX}:nexuslims:bridge"
-# Finished runs offered while no bridge was seen, by when (their job's id).
+# Set by every bridge worker's heartbeat, for two heartbeats: a bridge worker is alive.
+NEXUSLIMS_BRIDGE_LIVE = f"{KEY_PREFIX}:nexuslims:bridge:live"
+# Finished runs not yet written to NexusLIMS's database ("<job id>:<run>"; a bare job id,
+# kept by an earlier version, stands for its job's latest run), scored by when offered.
 NEXUSLIMS_WAITING = f"{KEY_PREFIX}:nexuslims:waiting"
 
 
 def nexuslims_done_key(job_id: str, run: int | str) -> str:
+    """Set once the run's outcome is committed to NexusLIMS's database."""
     return f"{KEY_PREFIX}:nexuslims:done:{job_id}:{run}"
+
+
+def nexuslims_newest_key(job_id: str) -> str:
+    """The newest run of the job written to NexusLIMS's database: an older one never is after it."""
+    return f"{KEY_PREFIX}:nexuslims:newest:{job_id}"
 
 
 def nexuslims_lock_key(session_identifier: str) -> str:
