@@ -171,7 +171,10 @@ class _Renewer:
                     continue
                 self.remove(lease)
                 if not lease.released:  # not just released by a pipeline
-                    logger.warning("lost %s (it expired): another copy may export too", lease.key)
+                    logger.warning(
+                        "lost %s (it expired): another copy may export; this one stops "
+                        "before its next call or write", lease.key,
+                    )  # fmt: skip
 
 
 _process_renewer: _Renewer | None = None
