@@ -207,6 +207,8 @@ def main() -> int:
         # a facility with such a service raises its attempts the same way.
         NX_EXPORT_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), NX_EXPORT_BACKOFF_SECONDS="0.2",
         NX_EXPORT_MAX_ATTEMPTS="25", NX_EXPORT_LEASE_SECONDS="15",
+        # A killed worker's upload may be answered until then; its redelivery looks up after.
+        NX_HTTP_TOTAL_TIMEOUT=str(VISIBILITY_TIMEOUT + 10),
         NX_EXPORT_HEARTBEAT_SECONDS=str(HEARTBEAT), NX_EXPORT_JOB_DEADLINE=str(DEADLINE),
     )  # fmt: skip
     workers = soak.workers(env)

@@ -39,10 +39,18 @@ later attempt), so a retry, a redelivery or ``nx-export retry`` resumes where
 the last attempt stopped instead of searching the service. The worker keeps it
 in Redis for the job's retention period; elsewhere (a direct call) a context
 gets a log in memory, which lasts as long as the context.
+
+``context.holds_lease()`` says whether this copy of the export still holds its
+lease: a copy that was paused or cut off past the lease's lifetime may find
+another copy exporting in its place. It is cheap (no round trip while the
+lease's renewals are on time). A destination that gets False makes no further
+call and raises ``LeaseLostError``; the worker's call log and the toolkit's
+HTTP calls check it by themselves. Outside a worker it is always True.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +58,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from destinations.errors import (
     ExportError,
+    LeaseLostError,
     PermanentExportError,
     SlotsDeferredError,
     TransientExportError,
@@ -62,6 +71,7 @@ __all__ = [
     "ExportContext",
     "ExportError",
     "ExportResult",
+    "LeaseLostError",
     "MemoryCallLog",
     "PermanentExportError",
     "ReservationEvent",
@@ -179,6 +189,21 @@ class ExportContext:
     @call_log.setter
     def call_log(self, log: CallLog) -> None:
         self.__dict__["_call_log"] = log
+
+    def holds_lease(self) -> bool:
+        """Whether this copy of the export may still call the service (True without a worker)."""
+        check: Callable[[], bool] | None = self.__dict__.get("_lease_check")
+        return True if check is None else bool(check())
+
+    @property
+    def lease_check(self) -> Callable[[], bool] | None:
+        """What ``holds_lease`` asks (not a field: it never travels in a message)."""
+        check: Callable[[], bool] | None = self.__dict__.get("_lease_check")
+        return check
+
+    @lease_check.setter
+    def lease_check(self, check: Callable[[], bool] | None) -> None:
+        self.__dict__["_lease_check"] = check
 
     def get_result(self, destination_name: str) -> ExportResult | None:
         """Return the result of a destination that already ran, or None."""

@@ -35,9 +35,35 @@ class PermanentExportError(ExportError):
     """
 
 
-class SlotsDeferredError(TransientExportError):
+class DeferredExportError(TransientExportError):
+    """Not yet: come back after ``retry_after``; nothing was sent.
+
+    The worker retries without using up an attempt, however long the wait.
+    """
+
+
+class SlotsDeferredError(DeferredExportError):
     """The service's call slots are taken for a while: come back after ``retry_after``.
 
     Nothing was sent. The worker retries without using up an attempt, however
     long the wait; the slots stay reserved for the export's return.
+    """
+
+
+class AnswerPendingError(DeferredExportError):
+    """An earlier copy's create call may still be answered: look it up only after that.
+
+    The call log says the call was sent, and when; until that time plus the
+    whole-call deadline (``NX_HTTP_TOTAL_TIMEOUT``) has passed, a lookup could
+    miss an object the service is still creating. Nothing was sent.
+    """
+
+
+class LeaseLostError(TransientExportError):
+    """This copy of the export no longer holds its lease: another copy may be exporting.
+
+    Raised before a call or a write that the copy may no longer make. A
+    destination lets it out of ``export`` (it is transient, so the service
+    destinations' guards pass it on); the worker then stores nothing of this
+    copy and makes no further call.
     """

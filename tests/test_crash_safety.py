@@ -39,6 +39,9 @@ def crash_settings(cdcs: FakeCDCS, elab: FakeELabFTW) -> dict[str, str]:
         # Unacknowledged tasks of a dead worker come back after this many seconds.
         "NX_EXPORT_VISIBILITY_TIMEOUT": "6",
         "NX_HTTP_READ_TIMEOUT": "5",
+        # A killed worker's upload could still be answered until then: its redelivery
+        # looks the record up only afterwards.
+        "NX_HTTP_TOTAL_TIMEOUT": "5",
     }
 
 

@@ -181,7 +181,9 @@ def test_a_backlog_drains_without_a_failed_job(
 def test_a_redelivered_export_resumes_from_its_call_log(
     app: Any, redis_server: RedisServer, fake: FakeLabArchives, record: Path, tmp_path: Path
 ) -> None:
-    env = labarchives_env(redis_server.url, fake, NX_EXPORT_VISIBILITY_TIMEOUT="4")
+    # The killed worker's call could be answered for 5 s: the survivor looks up after that.
+    env = labarchives_env(redis_server.url, fake, NX_EXPORT_VISIBILITY_TIMEOUT="4",
+                          NX_HTTP_TOTAL_TIMEOUT="5")  # fmt: skip
     # The entry is created while its worker dies waiting for the answer.
     fake.stall_next(3.0, on="add_entry")
     first = start_worker(env, tmp_path, "la-doomed")

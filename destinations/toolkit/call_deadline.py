@@ -6,14 +6,35 @@ timeout cut to what is left of the call's deadline, then reads the body in
 chunks and gives up once the deadline has passed. A call therefore ends within
 the deadline plus at most one read (each read itself bounded by what was left
 when the request was sent).
+
+``calls_guarded_by`` names, for the calls made in its block, a check asked
+before each request goes out (every redirect hop included): the worker passes
+its lease's, so a copy of an export that lost its lease sends nothing more.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import httpx
+
+from destinations.errors import LeaseLostError
+
+# Per thread (and task): whether the export calling may still call; None = always.
+_guard: ContextVar[Callable[[], bool] | None] = ContextVar("call_guard", default=None)
+
+
+@contextmanager
+def calls_guarded_by(check: Callable[[], bool] | None) -> Iterator[None]:
+    """Ask ``check`` before each request sent in the block; False raises ``LeaseLostError``."""
+    token = _guard.set(check)
+    try:
+        yield
+    finally:
+        _guard.reset(token)
 
 
 class CallDeadlineExceeded(httpx.TimeoutException):
@@ -46,6 +67,11 @@ def send_within(
     ``total`` is the whole call's timeout, for the message. Raises
     ``CallDeadlineExceeded`` (an ``httpx.TimeoutException``) when time runs out.
     """
+    check = _guard.get()
+    if check is not None and not check():
+        raise LeaseLostError(
+            f"{request.method} {request.url.path} not sent: this copy lost its export's lease"
+        )
     left = deadline - time.monotonic()
     if left <= 0:
         raise CallDeadlineExceeded(f"no complete answer within {total:g} s in total")

@@ -13,6 +13,15 @@ One copy of a destination's export runs at a time (``tasks.store.lease``); a cop
 a task whose outcome is stored ends with that outcome again without exporting,
 so the chord counts it once (Celery keeps one part per task id) and nothing
 runs twice.
+
+Every write of a copy to its destination's entry and call log is fenced by its
+lease. A copy that finds it lost the lease (paused or cut off past its lifetime)
+makes no further call, stores nothing and logs a warning. If another copy took
+over — the entry has an outcome, or more attempts than this copy knew — its task
+ends in Celery's ``Ignore``: acknowledged, no state stored, no chord part, since
+the copies share the task id and the chord must count the one that stores the
+result. If none did (the lease merely expired), it comes back later, costing no
+attempt, as a copy that found the lease taken does.
 """
 
 from __future__ import annotations
@@ -21,15 +30,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from dataclasses import replace
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import redis
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject, Retry
 
-from destinations.errors import SlotsDeferredError, TransientExportError
+from destinations.errors import DeferredExportError, LeaseLostError, TransientExportError
 from destinations.names import task_name
 from destinations.plan import ExportPlan
+from destinations.toolkit.call_deadline import calls_guarded_by
 from tasks.canvas import EXPORT, PREPARE
 from tasks.export.followers import JobRun, start_followers, start_if_ready
 from tasks.export.ledger_check import LedgerCheck
@@ -193,14 +204,15 @@ def _run_once(
     if not taken:
         # Another copy is exporting (a slow task handed out again, an earlier run):
         # come back when it should be done; this costs no attempt.
-        visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
-        raise self.retry(countdown=max(0.5, min(seconds / 2, visibility / 4)), max_retries=None)
+        raise self.retry(countdown=_lease_wait(self), max_retries=None)
+    attempt = 0
     try:
         if stored is None:  # expired, or never written: a failure result, no job to tell
             raise JobNotFoundError(f"no job {job_id} (unknown, or older than the retention period)")
         entry = stored.destinations.get(name) or DestinationEntry()
+        attempt = entry.attempts
         if first:
-            attempt = entry.attempts  # attempt 1, started with the lease
+            pass  # attempt 1, started with the lease
         elif entry.result and (
             entry.succeeded or (entry.state.has_outcome and entry.task_id == self.request.id)
         ):
@@ -208,15 +220,45 @@ def _run_once(
             # worker went away), or an earlier run succeeded: the same result again.
             return dict(entry.result)
         else:
-            attempt = store.start_attempt(job_id, name, self.request.id, entry)
+            attempt = store.start_attempt(job_id, name, self.request.id, entry, lease)
         check = LedgerCheck(store.client, name, job_id, context)
-        result = _export(self, name, job_id, context, export_plan, attempt, stored, check)
+        result = _export(self, name, job_id, context, export_plan, attempt, stored, lease, check)
+        finished = replace(entry)
+        finished.finish(result)  # built once: a write sent again after a Redis restart is equal
         also = check.also(result, lease.release)  # the ledger's entry, in the same round trip
-        _patiently(lambda: store.record_result(job_id, name, result, entry, also=also))
+        _patiently(lambda: store.record_result(job_id, name, result, finished,
+                                               also=also, lease=lease))  # fmt: skip
         lease.released_by_pipeline()
+    except LeaseLostError as error:
+        _fenced_out(self, name, job_id, attempt, error)
     finally:
         lease.release()
     return result
+
+
+def _fenced_out(
+    self: DestinationTask, name: str, job_id: str, attempt: int, error: LeaseLostError
+) -> NoReturn:
+    """End a copy that lost its lease: nothing stored; Ignore, or come back if nobody took over."""
+    record = _patiently(lambda: job_store(self.app).load(job_id))
+    entry = record.destinations.get(name) if record else None
+    # A job gone has nothing to come back for.
+    taken_over = entry is None or entry.state.has_outcome or entry.attempts > attempt
+    logger.warning(
+        "export.%s of job %s lost its lease (%s); its result is not stored, %s",
+        name, job_id, redact_message(str(error)),
+        "the copy that took over ends the task" if taken_over else "coming back later",
+    )  # fmt: skip
+    if taken_over:
+        raise Ignore()
+    raise self.retry(countdown=_lease_wait(self), max_retries=None)
+
+
+def _lease_wait(self: DestinationTask) -> float:
+    """When to come back for a lease another copy holds: when it should be done."""
+    seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
+    visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
+    return max(0.5, min(seconds / 2, visibility / 4))
 
 
 def _patiently(action: Callable[[], T]) -> T:
@@ -242,6 +284,7 @@ def _export(
     export_plan: ExportPlan,
     attempt: int,
     stored: JobRecord,
+    lease: Lease,
     check: LedgerCheck,
 ) -> dict[str, Any]:
     destination = local_registry().get(name)
@@ -264,15 +307,23 @@ def _export(
     # Only a destination planned with a prepare step has one to read: no round trip otherwise.
     context.prepared = (store.prepared(job_id, name) or {}) if name in export_plan.prepared else {}
     context.metadata = {**context.metadata, "export_job_id": job_id, "export_attempt": attempt}
-    context.call_log = RedisCallLog(store.client, job_id, name, store.retention)
+    # Fenced: the log records nothing, and no call goes out, once this copy lost its lease.
+    context.call_log = RedisCallLog(store.client, job_id, name, store.retention, lease)
+    context.lease_check = lease.still_held
     try:
-        outcome = destination.export(context)
-    except SlotsDeferredError as error:
-        wait_for_slots(self, name, job_id, error)  # waiting for call slots costs no attempt
+        with calls_guarded_by(lease.still_held):
+            outcome = destination.export(context)
+    except LeaseLostError:
+        raise
+    except DeferredExportError as error:
+        # Waiting (call slots, an earlier copy's call) costs no attempt.
+        wait_for_slots(self, name, job_id, error, lease)
     except TransientExportError as error:
+        if not lease.still_held():
+            raise LeaseLostError(str(error)) from None
         waited, waited_in_run = slot_waits(self.app, job_id, name, self.request.id)
         attempt -= waited
-        _retry_or_give_up(self, name, job_id, error, attempt, waited_in_run)
+        _retry_or_give_up(self, name, job_id, error, attempt, waited_in_run, lease)
         return result_to_json(failure(name, f"gave up after {attempt} attempts: {error}"), name)
     except Exception as error:  # the contract allows only TransientExportError; a plugin broke it
         logger.exception(
@@ -299,8 +350,9 @@ def _previous_results(name: str, export_plan: ExportPlan, stored: JobRecord) -> 
 
 
 def _retry_or_give_up(
-    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int, waited: int
-) -> None:
+    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int, waited: int,
+    lease: Lease,
+) -> None:  # fmt: skip
     """Raise Celery's Retry while attempts remain; return when they are used up."""
     policy: RetryPolicy = self.app.conf.nx_export_retry[name]
     if attempt >= policy.max_attempts:
@@ -312,7 +364,7 @@ def _retry_or_give_up(
         error.retry_after,
         retry_after_max=policy.retry_after_max,
     )
-    job_store(self.app).record_retry(job_id, name, str(error), countdown)
+    job_store(self.app).record_retry(job_id, name, str(error), countdown, lease)
     # Celery stores and logs the retry's exception: only its redacted message.
     safe = TransientExportError(redact_message(str(error)), error.retry_after)
     raise self.retry(exc=safe, countdown=countdown, max_retries=None)

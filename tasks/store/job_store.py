@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 
+from destinations.errors import LeaseLostError
 from destinations.redaction import redact_message
 from tasks.store import index
 from tasks.store.decode import text
@@ -43,6 +44,7 @@ from tasks.store.reader import JobReader
 from tasks.store.scripts import (
     COMPARE_AND_SET,
     CREATE,
+    FENCED_WRITE_FIELDS,
     MOVE_FUNCTION,
     RECORD_RESULT,
     START_FIRST_ATTEMPT,
@@ -208,21 +210,26 @@ class JobStore(JobReader):
         return int(self._read(job_id, CANVAS_FIELD) or 0)
 
     def start_attempt(
-        self, job_id: str, name: str, task_id: str | None, entry: DestinationEntry | None = None
-    ) -> int:
+        self, job_id: str, name: str, task_id: str | None, entry: DestinationEntry | None = None,
+        lease: Lease | None = None,
+    ) -> int:  # fmt: skip
         """Count a new attempt at ``name`` and return its number (1 for the first).
 
         ``entry``, the destination's entry as just read, is changed and saved.
         One round trip with the indexes: the job runs, the attempt is timed.
+        With ``lease``, fenced: ``LeaseLostError`` (nothing written) once it was lost.
         """
         field = destination_field(name)
         if entry is None:
             entry = DestinationEntry.from_json(self._read(job_id, field))
         attempt = entry.start(task_id)
+        fields = (field, entry.to_json(), *index.attempt_started(name))
+        if lease is not None:  # the fenced write first; the indexes only once it is written
+            self._fenced_write(job_id, lease, *fields)
         with self.client.pipeline(transaction=False) as pipe:
-            # EVAL, not a registered script: a script in a pipeline costs a SCRIPT EXISTS first.
-            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, field, entry.to_json(),
-                      *index.attempt_started(name))  # fmt: skip
+            if lease is None:
+                # EVAL, not a registered script: in a pipeline that costs a SCRIPT EXISTS first.
+                pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, *fields)
             index.queue_attempt(pipe, job_id, self.retention)
             pipe.execute()
         return attempt
@@ -240,22 +247,25 @@ class JobStore(JobReader):
         started = DestinationEntry()
         fresh = started.to_json()
         started.start(task_id)
-        now = time.time()
+        now, sent = time.time(), time.monotonic()
         answer = self._start_first(
             [lease.key, job_key(job_id), JOB_INDEX, *index.first_attempt_keys()],
             [lease.token, lease.ttl_ms, job_id, self.retention, repr(now), field, fresh,
              started.to_json(), *index.attempt_started(name)],
         )  # fmt: skip
         taken, first, flat = cast(list[Any], answer)
-        if not lease.granted(taken):
+        if not lease.granted(taken, sent):
             return False, None, False
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
         return True, self.record_from(job_id, raw), bool(first)
 
-    def record_retry(self, job_id: str, name: str, error: str, countdown: float) -> None:
+    def record_retry(
+        self, job_id: str, name: str, error: str, countdown: float, lease: Lease | None = None
+    ) -> None:
+        """Note the retry to come; with ``lease``, fenced (``LeaseLostError``: nothing written)."""
         # Stored like a result's message: a plugin's error may carry a secret or a signed URL.
         safe = redact_message(error)
-        self._update_entry(job_id, name, lambda entry: entry.retry(safe, countdown))
+        self._update_entry(job_id, name, lambda entry: entry.retry(safe, countdown), lease)
         index.on_retry(self.client, name)
 
     def record_prepared(self, job_id: str, name: str, prepared: dict[str, Any]) -> None:
@@ -274,27 +284,38 @@ class JobStore(JobReader):
         result: dict[str, Any],
         entry: DestinationEntry | None = None,
         also: Callable[[Any], None] | None = None,
+        lease: Lease | None = None,
     ) -> bool:
         """Store ``name``'s result; False when the job expired (nothing stored).
 
-        ``entry`` is the destination's entry as this task last saved it; ``also``
+        ``entry`` is the destination's entry as this task last saved it (or as
+        it will be stored, finished with ``result``: the same write again); ``also``
         adds commands to the same round trip, as are the indexes and metrics.
         Once every destination has its outcome, the job is settled: if the
         chord never runs its finish (Redis went away while it counted), the
-        sweep sends it.
+        sweep sends it. With ``lease``, fenced: the result is written first,
+        only while the lease holds this copy's token (``LeaseLostError``
+        otherwise, nothing written), then the indexes, metrics and ``also``.
         """
         field = destination_field(name)
         entry = replace(entry) if entry else DestinationEntry.from_json(self._read(job_id, field))
-        entry.finish(result)
+        if not (entry.state.has_outcome and entry.result is result):  # finished by the caller
+            entry.finish(result)
+        keys = [job_key(job_id), SETTLED]
+        arguments = [str(self.retention), repr(time.time()), field, entry.to_json(), job_id]
+        written = None
+        if lease is not None:  # the fenced write first; the indexes only once it is written
+            answer = self.client.eval(RECORD_RESULT, 3, *keys, lease.key, *arguments, lease.token)
+            written = self._fenced(answer, job_id, field)
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.eval(RECORD_RESULT, 2, job_key(job_id), SETTLED, self.retention,
-                      repr(time.time()), field, entry.to_json(), job_id)  # fmt: skip
+            if lease is None:
+                pipe.eval(RECORD_RESULT, 2, *keys, *arguments)
             index.queue_result(pipe, job_id, name, bool(result.get("success")),
                                   self.retention)  # fmt: skip
             if also is not None:
                 also(pipe)
-            written = pipe.execute()[0]
-        return bool(written)
+            answers = pipe.execute()
+        return bool(answers[0] if written is None else written)
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:
@@ -305,11 +326,29 @@ class JobStore(JobReader):
     # No compare-and-set here: each destination's field has one writer at a time
     # (the task holding the destination's lease); the sweep's go through _transact.
 
-    def _update_entry(self, job_id: str, name: str, change: Callable[[DestinationEntry], T]) -> T:
+    def _update_entry(
+        self, job_id: str, name: str, change: Callable[[DestinationEntry], T],
+        lease: Lease | None = None,
+    ) -> T:  # fmt: skip
         field = destination_field(name)
         entry = DestinationEntry.from_json(self._read(job_id, field))
         answer = change(entry)
-        self._write(job_id, field, entry.to_json())
+        if lease is None:
+            self._write(job_id, field, entry.to_json())
+        else:
+            self._fenced_write(job_id, lease, field, entry.to_json())
+        return answer
+
+    def _fenced_write(self, job_id: str, lease: Lease, *fields: str) -> None:
+        """WRITE_FIELDS while ``lease`` holds this copy's token; else ``LeaseLostError``."""
+        answer = self.client.eval(FENCED_WRITE_FIELDS, 2, job_key(job_id), lease.key,
+                                  self.retention, lease.token, *fields)  # fmt: skip
+        self._fenced(answer, job_id, fields[0])
+
+    @staticmethod
+    def _fenced(answer: Any, job_id: str, what: str) -> Any:
+        if answer == -1:
+            raise LeaseLostError(f"{what} of job {job_id} not written: this copy lost its lease")
         return answer
 
     def _transact(

@@ -7,6 +7,14 @@ backs off and comes back later. The lease is a key set with ``NX`` and a
 lifetime, holding a random token; one thread per process renews every lease
 the process holds each third of their lifetime, so a lease outlives a slow
 export but not a dead worker, and taking one starts no thread.
+
+A lease is *lost* once Redis says another token holds it (or none), or once its
+renewals have failed for longer than its lifetime (Redis unreachable: it has
+expired there by then). ``still_held`` answers without a round trip while the
+renewals are on time, and asks Redis otherwise — so a copy that resumes after a
+pause learns it at its next call. Every write a copy makes to its destination's
+entry and call log compares the lease's token in the same script (fencing):
+a copy that lost its lease writes nothing.
 """
 
 from __future__ import annotations
@@ -34,22 +42,31 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.held = False
         self.released = False
+        self.lost = False
         self.renew_at = 0.0  # monotonic time of the next renewal
+        # Monotonic time at which Redis last confirmed it (when the command was sent).
+        self.confirmed_at = 0.0
 
     @property
     def period(self) -> float:
         """Renewed each third of its lifetime: two renewals may fail before it expires."""
         return self.ttl_ms / 3000
 
+    @property
+    def seconds(self) -> float:
+        return self.ttl_ms / 1000
+
     def acquire(self) -> bool:
         """Take the lease unless another copy holds it; renew it from now on."""
-        return self.granted(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        sent = time.monotonic()
+        return self.granted(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms), sent)
 
-    def granted(self, answer: Any) -> bool:
-        """Whether the lease was taken; if so, renew it from now on."""
+    def granted(self, answer: Any, sent: float | None = None) -> bool:
+        """Whether the lease was taken (by a command sent at ``sent``); if so, renew it."""
         if not answer:
             return False
         self.held = True
+        self.confirmed_at = time.monotonic() if sent is None else sent
         self.renew_at = time.monotonic() + self.period
         _renewer().add(self)
         return True
@@ -77,14 +94,41 @@ class Lease:
         self.released = True
 
     def renew(self) -> bool:
-        """Extend the lease if this copy still holds it; False once it was lost."""
-        self.renew_at = time.monotonic() + self.period
+        """Extend the lease if this copy still holds it; False once it was lost.
+
+        Lost too when Redis has been unreachable for longer than the lease's
+        lifetime since it last confirmed it: it has expired there.
+        """
+        sent = time.monotonic()
+        self.renew_at = sent + self.period
+        if self.lost:
+            return False
         try:
-            return bool(self.client.eval(RENEW, 1, self.key, self.token, self.ttl_ms))
+            renewed = bool(self.client.eval(RENEW, 1, self.key, self.token, self.ttl_ms))
         except redis.RedisError as error:
-            # Redis is away: the lease keeps its lifetime there; try again next time.
-            logger.warning("could not renew %s: %r", self.key, error)
+            if time.monotonic() - self.confirmed_at < self.seconds:
+                # Redis is away: the lease keeps its lifetime there; try again next time.
+                logger.warning("could not renew %s: %r", self.key, error)
+                return True
+            logger.warning("could not renew %s for longer than its lifetime: lost", self.key)
+            renewed = False
+        if renewed:
+            self.confirmed_at = max(self.confirmed_at, sent)
+        else:
+            self.lost = True
+        return renewed
+
+    def still_held(self) -> bool:
+        """Whether this copy may still act: cheap while renewals are on time, else asks Redis.
+
+        A process that was paused (SIGSTOP, a VM pause) or cut off past two
+        renewal periods asks Redis before it goes on.
+        """
+        if self.lost or not self.held:
+            return False
+        if time.monotonic() - self.confirmed_at < 2 * self.period:
             return True
+        return self.renew()
 
 
 class _Renewer:
@@ -127,7 +171,10 @@ class _Renewer:
                     continue
                 self.remove(lease)
                 if not lease.released:  # not just released by a pipeline
-                    logger.warning("lost %s (it expired): another copy may export too", lease.key)
+                    logger.warning(
+                        "lost %s (it expired): another copy may export; this one stops "
+                        "before its next call or write", lease.key,
+                    )  # fmt: skip
 
 
 _process_renewer: _Renewer | None = None

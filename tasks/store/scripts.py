@@ -83,6 +83,27 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
+# Fencing: a copy of a destination's task writes only while its lease (KEYS[2])
+# still holds its token (ARGV[2]); compared in the script that writes, so a copy
+# that lost its lease (paused, cut off) never overwrites the copy that took it.
+# WRITE_FIELDS so fenced: ARGV[1] retention, ARGV[2] token, ARGV[3..] field/value
+# pairs. Returns -1 (lease lost, nothing written), 0 (no such job) or 1.
+FENCED_WRITE_FIELDS = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+# A call log entry (KEYS[1]; ARGV[3] field, ARGV[4] value, ARGV[1] retention),
+# fenced by the lease KEYS[2] and token ARGV[2]. Returns -1 (lease lost) or 1.
+FENCED_LOG_CALL = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 # A destination task's first round trip: take its lease (KEYS[1]; ARGV token,
 # lifetime in ms); if its entry is still as created (never tried), start attempt 1
@@ -107,8 +128,15 @@ return {1, started, redis.call('HGETALL', KEYS[2])}
 # Store a destination's entry (ARGV[3], ARGV[4]) in a job that still exists; if
 # every destination of the plan now has its outcome (under first_success: one
 # succeeded), the job joins ``settled`` (KEYS[2]) at ARGV[2]: its finish is due.
-# Returns 1 when written. Field names and states are job_model's.
+# With a lease (KEYS[3], token ARGV[6]), fenced: a copy that lost it writes
+# nothing and gets -1, unless the entry is already this very one (its own write,
+# sent again after Redis came back). Returns 1 when written, 0 without a job.
+# Field names and states are job_model's.
 RECORD_RESULT = f"""
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[6] then
+    if redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[4] then return 1 end
+    return -1
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
