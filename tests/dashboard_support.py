@@ -60,7 +60,9 @@ def chromium_missing() -> str | None:
     return "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
 
 
-def headless_chromium(width: int = 1400, height: int = 900) -> Any:
+def headless_chromium(
+    width: int = 1400, height: int = 900, auth: tuple[str, str] = AUTH
+) -> Any:
     """Debian's chromium through its chromedriver, sending the dashboard's credentials."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -71,7 +73,7 @@ def headless_chromium(width: int = 1400, height: int = 900) -> Any:
                      "--disable-gpu", f"--window-size={width},{height}"):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    token = base64.b64encode(":".join(AUTH).encode()).decode()
+    token = base64.b64encode(":".join(auth).encode()).decode()
     # Every request of the page, fetch() included, carries the basic auth header.
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd(

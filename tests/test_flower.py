@@ -6,6 +6,7 @@ tasks run, because it only knows what it saw as events.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.dashboard_support import chromium_missing, headless_chromium
 from tests.samples import make_context
 from tests.support import (
     RedisServer,
@@ -142,6 +144,8 @@ def test_a_failed_destination_shows_as_a_failed_task_and_the_job_still_finishes(
         shown = task["args"]
         assert context["session_identifier"] in shown, (name, shown)
         assert f"job={job.id}" in shown and "record=record.xml" in shown, (name, shown)
+        # The session first: Flower's args column shows the start of it.
+        assert shown.startswith(f"(session={context['session_identifier']} "), (name, shown)
         assert len(shown) < 250, (name, shown)
         for hidden in (str(record), "behaviour", "metadata", "dt_from", context["dt_to"]):
             assert hidden not in shown, (name, hidden, shown)
@@ -180,4 +184,53 @@ def test_api_requires_basic_auth(flower: Flower) -> None:
 def test_the_task_list_opens_with_the_columns_an_operator_needs(flower: Flower) -> None:
     page = flower.get("/tasks").text
     headers = re.findall(r"<th[^>]*>([^<]+)</th>", page)
-    assert headers == ["Name", "args", "State", "Result", "Received", "Runtime", "Worker"]
+    assert headers == ["Name", "args", "State", "Exception", "Received", "Runtime", "Worker"]
+
+
+@pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
+def test_the_failed_list_shows_each_session_and_error_on_a_1400_px_screen(
+    flower: Flower, app: Any, record: Path, tmp_path: Path
+) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from worker import enqueue_export
+
+    context = make_context(record)
+    job = enqueue_export(context, app=app, strategy="all", destinations=["alpha", "failing"])
+    assert not job.wait(timeout=30).satisfied
+    session = context["session_identifier"]
+    _wait_until(
+        flower,
+        lambda: any(t["name"] == "export.failing" and session in t["args"]
+                    for t in flower.tasks(state="FAILURE").values()),
+        "Flower did not list the failed destination",
+    )  # fmt: skip
+    browser = headless_chromium(width=1400, height=900, auth=AUTH)
+    try:
+        browser.get(f"{flower.url}/tasks")
+        search = WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.CSS_SELECTOR, "input[type=search]")
+        )
+        search.send_keys(f"state:FAILURE {session}")
+
+        def failed_row() -> str | None:
+            try:  # the list refreshes itself: a row read may be gone the next moment
+                rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
+            except StaleElementReferenceException:
+                return None
+            return next((text for text in rows if "export.failing" in text), None)
+
+        row = WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda _: failed_row())
+        # What failed, where an operator looks: the session and the error, in the list.
+        assert f"session={session}" in row
+        assert "failing refused the record" in row
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 1400, f"the task list is {width} px wide"
+        browser.save_screenshot(str(tmp_path / "flower-failed.png"))
+        if os.environ.get("TEST_SCREENSHOTS"):
+            browser.save_screenshot(os.environ["TEST_SCREENSHOTS"] + "/flower-failed.png")
+    finally:
+        browser.quit()
+
