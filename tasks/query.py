@@ -123,11 +123,7 @@ def find_jobs(query: JobQuery, app: Celery | None = None, store: JobStore | None
     """One page of the jobs matching ``query``, newest first (from ``app``'s job store)."""
     store = store or job_store(app or current_app)
     client = store.client
-    low = time.time() - store.retention
-    if query.since is not None:
-        low = max(low, query.since.timestamp())
-    conditions = query.conditions() or [[JOB_INDEX]]
-    driver, filters = _plan(client, conditions)
+    low, driver, filters = _walk(query, store)
     position = decode_cursor(query.cursor) if query.cursor else None
     batch_size = min(MAX_LIMIT, max(100, query.limit * 2))
     found: list[ExportJob] = []
@@ -164,11 +160,34 @@ def iter_jobs(query: JobQuery, app: Celery | None = None) -> Iterator[ExportJob]
         query = JobQuery(**{**query.__dict__, "cursor": page.next_cursor})
 
 
+def count_jobs(query: JobQuery, app: Celery | None = None, store: JobStore | None = None) -> int:
+    """How many jobs the indexes hold under ``query``'s filters, without loading one.
+
+    What ``iter_jobs`` would yield unless a job moves meanwhile (its cursor is ignored).
+    """
+    store = store or job_store(app or current_app)
+    low, driver, filters = _walk(query, store)
+    position, total = None, 0
+    while batch := _after(store.client, driver, position, low, MAX_LIMIT):
+        total += len(_keep_members(store.client, batch, filters))
+        position = batch[-1]
+    return total
+
+
 def get_jobs(job_ids: list[str], app: Celery | None = None) -> list[ExportJob]:
     """The jobs of these ids that still exist, in the order asked."""
     app = app or current_app
     stored = job_store(app).load_many(job_ids)
     return [job_from_record(record, app) for record in stored if record is not None]
+
+
+def _walk(query: JobQuery, store: JobStore) -> tuple[float, str, list[list[str]]]:
+    """The oldest creation time kept, the index to walk and the indexes to check."""
+    low = time.time() - store.retention
+    if query.since is not None:
+        low = max(low, query.since.timestamp())
+    driver, filters = _plan(store.client, query.conditions() or [[JOB_INDEX]])
+    return low, driver, filters
 
 
 def _plan(client: Any, conditions: list[list[str]]) -> tuple[str, list[list[str]]]:

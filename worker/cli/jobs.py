@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,6 +22,7 @@ from worker.cli.options import (
     strategy_option,
     wait_options,
 )
+from worker.cli.retry import bulk_options, check_arguments, retry_every_failed
 
 
 @click.command()
@@ -112,14 +114,25 @@ def status(job_id: str, watch: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id")
+@click.argument("job_id", required=False)
 @destinations_option
+@bulk_options
 @wait_options
 @json_option
 def retry(
-    job_id: str, destinations: tuple[str, ...], wait: bool, timeout: float | None, as_json: bool
-) -> None:
-    """Run again the destinations of JOB_ID that failed or never ran."""
+    job_id: str | None, destinations: tuple[str, ...], wait: bool, timeout: float | None,
+    as_json: bool, **bulk: Any,
+) -> None:  # fmt: skip
+    """Run again the destinations of JOB_ID that failed or never ran.
+
+    With --failed instead of JOB_ID, every failed job the filters find (see
+    `jobs --failed`): exit 2 when one was refused, else with --wait 1 when one
+    was not satisfied, else 0.
+    """
+    check_arguments(job_id, destinations, bulk)
+    if bulk["failed"]:
+        retry_every_failed(destinations, wait, timeout, as_json, **bulk)
+    assert job_id is not None
     settings_and_redis()
     celery_app()
     show_warnings()
