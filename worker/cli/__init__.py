@@ -2,8 +2,8 @@
 
 Exit status: 0 when a job's strategy is satisfied, 1 when not, 2 for bad input.
 One module per group of commands: ``run`` (the long-running processes),
-``jobs`` (enqueue, follow, retry, list, backfill), ``operate`` (pause, resume,
-destinations); ``options`` holds what they share.
+``jobs`` (enqueue, follow, retry, list, backfill), ``retry`` (``retry --failed``),
+``operate`` (pause, resume, destinations); ``options`` holds what they share.
 """
 
 from __future__ import annotations
