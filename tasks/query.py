@@ -168,7 +168,8 @@ def count_jobs(query: JobQuery, app: Celery | None = None, store: JobStore | Non
     store = store or job_store(app or current_app)
     low, driver, filters = _walk(query, store)
     if not filters:
-        return int(store.client.zcount(driver, low, "+inf"))
+        counted: Any = store.client.zcount(driver, low, "+inf")
+        return int(counted)
     position, total = None, 0
     while batch := _after(store.client, driver, position, low, MAX_LIMIT):
         total += len(_keep_members(store.client, batch, filters))
