@@ -197,17 +197,19 @@ def replan(app: Celery, record: JobRecord, names: Sequence[str]) -> ExportPlan:
 def retry_failed(
     job_id: str, destinations: Sequence[str] | None = None, app: Celery | None = None,
     force: bool = False,
-) -> ExportJob:
+    expected_runs: int | None = None,
+) -> ExportJob:  # fmt: skip
     """Run again the destinations of a finished job that failed or never ran.
 
-    The successful results of earlier runs stay in the job, so a re-run
-    notebook still links to the CDCS record of the first run. Every attempt is
-    kept in each destination's history. Of two retries at the same moment, one
-    is accepted, the other raises ``ExportRequestError``. ``force``: see enqueue_export.
+    Earlier runs' successes stay (a re-run notebook still links to the first
+    run's CDCS record); each destination's history keeps every attempt. Of two
+    retries at once one is accepted, the other raises ``ExportRequestError``, as
+    does a job whose runs are no longer ``expected_runs`` (what its caller saw).
+    ``force``: see ``enqueue_export``.
     """
     app = app or current_app
     job = get_job(job_id, app=app)
-    if not job.finished:
+    if not job.finished or expected_runs not in (None, job.runs):
         if job.runs > 1:
             raise ExportRequestError(f"job {job_id} is already being retried (run {job.runs})")
         raise ExportRequestError(f"job {job_id} is still {job.state}; retry it once it finished")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from tasks.runtime import job_store
 from tasks.store import index as job_index
 from tasks.store.decode import text
 from tasks.store.job_store import JobStore
-from tasks.store.keys import JOB_INDEX
+from tasks.store.keys import JOB_INDEX, count_scratch_key
 from tasks.store.model import DestinationState, JobState
 
 # The dashboard's and the CLI's state filter: "failed" is finished and not satisfied.
@@ -129,11 +130,7 @@ def find_jobs(query: JobQuery, app: Celery | None = None, store: JobStore | None
     """One page of the jobs matching ``query``, newest first (from ``app``'s job store)."""
     store = store or job_store(app or current_app)
     client = store.client
-    low = time.time() - store.retention
-    if query.since is not None:
-        low = max(low, query.since.timestamp())
-    conditions = query.conditions() or [[JOB_INDEX]]
-    driver, filters = _plan(client, conditions)
+    low, driver, filters = _walk(query, store)
     position = decode_cursor(query.cursor) if query.cursor else None
     batch_size = min(MAX_LIMIT, max(100, query.limit * 2))
     found: list[ExportJob] = []
@@ -170,11 +167,63 @@ def iter_jobs(query: JobQuery, app: Celery | None = None) -> Iterator[ExportJob]
         query = JobQuery(**{**query.__dict__, "cursor": page.next_cursor})
 
 
+def count_jobs(query: JobQuery, app: Celery | None = None, store: JobStore | None = None) -> int:
+    """How many jobs the indexes hold under ``query``'s filters, without loading one.
+
+    What ``iter_jobs`` would yield unless a job moves meanwhile (its cursor is
+    ignored). Counted inside Redis: the filters' sets intersected into a scratch
+    set (Redis walks the smallest), "finished" as neither queued nor running (a
+    job is in one state set: the unfinished ones, few, are subtracted), the
+    scratch sets deleted in the same transaction.
+    """
+    store = store or job_store(app or current_app)
+    client = store.client
+    low, driver, filters = _walk(query, store)
+    finished = {job_index.state_key(job_index.FINISHED_OK),
+                job_index.state_key(job_index.FINISHED_FAILED)}  # fmt: skip
+    singles = [driver, *(c[0] for c in filters if len(c) == 1)]
+    groups = [c for c in filters if len(c) > 1]
+    if any(set(group) != finished for group in groups):
+        return _count_by_walking(client, low, driver, filters)
+    token = uuid.uuid4().hex
+    base, unfinished = count_scratch_key(token), count_scratch_key(f"{token}:unfinished")
+    with client.pipeline(transaction=True) as pipe:
+        if len(singles) > 1:
+            pipe.zinterstore(base, singles, aggregate="MIN")  # every score: the creation time
+        else:
+            base = driver
+        pipe.zcount(base, low, "+inf")
+        for state in (job_index.QUEUED, job_index.RUNNING) if groups else ():
+            pipe.zinterstore(unfinished, [job_index.state_key(state), base], aggregate="MIN")
+            pipe.zcount(unfinished, low, "+inf")
+        pipe.delete(count_scratch_key(token), unfinished)
+        answers = pipe.execute()
+    counts = answers[1:-1:2] if len(singles) > 1 else answers[0:-1:2]
+    return int(counts[0]) - sum(int(count) for count in counts[1:])
+
+
+def _count_by_walking(client: Any, low: float, driver: str, filters: list[list[str]]) -> int:
+    position, total = None, 0
+    while batch := _after(client, driver, position, low, MAX_LIMIT):
+        total += len(_keep_members(client, batch, filters))
+        position = batch[-1]
+    return total
+
+
 def get_jobs(job_ids: list[str], app: Celery | None = None) -> list[ExportJob]:
     """The jobs of these ids that still exist, in the order asked."""
     app = app or current_app
     stored = job_store(app).load_many(job_ids)
     return [job_from_record(record, app) for record in stored if record is not None]
+
+
+def _walk(query: JobQuery, store: JobStore) -> tuple[float, str, list[list[str]]]:
+    """The oldest creation time kept, the index to walk and the indexes to check."""
+    low = time.time() - store.retention
+    if query.since is not None:
+        low = max(low, query.since.timestamp())
+    driver, filters = _plan(store.client, query.conditions() or [[JOB_INDEX]])
+    return low, driver, filters
 
 
 def _plan(client: Any, conditions: list[list[str]]) -> tuple[str, list[list[str]]]:

@@ -223,14 +223,16 @@ def results_table(jobs: list[ExportJob]) -> None:
 
 
 @contextmanager
-def backfill_progress(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
+def backfill_progress(
+    total: int, quiet: bool, what: str = "enqueuing records"
+) -> Iterator[Callable[[], None]]:
     """A progress bar on a terminal (stderr); nothing elsewhere. Yields the step function."""
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
         yield lambda: None
         return
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("enqueuing records", total=total)
+        task = progress.add_task(what, total=total)
         yield lambda: progress.advance(task)
 
 

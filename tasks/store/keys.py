@@ -85,6 +85,11 @@ def destination_key(name: str) -> str:
     return f"{IDX}:dest:{name}"
 
 
+def count_scratch_key(token: str) -> str:
+    """A set a count of the indexes builds and deletes in one transaction."""
+    return f"{IDX}:count:{token}"
+
+
 def destination_failure_key(name: str) -> str:
     return f"{IDX}:dest:{name}:failure"
 

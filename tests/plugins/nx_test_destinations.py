@@ -3,7 +3,8 @@
 Each one does what the job's ``context.metadata["behaviour"][<name>]`` says:
 ``succeed`` (default), ``fail``, ``raise``, ``sleep:<seconds>`` or
 ``transient:<n>`` (ask for a retry n times, then succeed), ``fail-first:<n>``
-(fail the first n attempts, counted over every run of the job) or
+(fail the first n attempts, counted over every run of the job), ``fail-until:<path>``
+(fail while no file is at path: an outage that ends when the test says so) or
 ``barrier:<n>:<folder>`` (wait until n exports of the job reached the same
 folder, so they finish at the same moment, then succeed).
 ``NX_TEST_<NAME>_BEHAVIOUR`` in the worker's environment sets the default.
@@ -68,6 +69,8 @@ class _TestDestination:
             int(behaviour.split(":", 1)[1]) if behaviour.startswith("fail-first:") else 0
         )
         success = behaviour != "fail" and attempt > failing_attempts
+        if behaviour.startswith("fail-until:"):
+            success = Path(behaviour.split(":", 1)[1]).exists()
         self._log(context, started, "success" if success else "failure")
         return ExportResult(
             success=success,

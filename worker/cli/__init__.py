@@ -2,8 +2,9 @@
 
 Exit status: 0 when a job's strategy is satisfied, 1 when not, 2 for bad input.
 One module per group of commands: ``run`` (the long-running processes),
-``jobs`` (enqueue, follow, retry, list, backfill, forget), ``operate`` (pause, resume,
-destinations); ``options`` holds what they share.
+``jobs`` (enqueue, follow, retry, list, backfill, forget), ``retry`` (``retry --failed``),
+``operate`` (pause, resume, destinations, redis, resend-lost); ``options`` holds what they
+share.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,6 +24,7 @@ from worker.cli.options import (
     strategy_option,
     wait_options,
 )
+from worker.cli.retry import bulk_options, check_arguments, retry_every_failed
 
 
 @click.command()
@@ -117,16 +119,26 @@ def status(job_id: str, watch: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id")
+@click.argument("job_id", required=False)
 @destinations_option
+@bulk_options
 @force_option
 @wait_options
 @json_option
 def retry(
-    job_id: str, destinations: tuple[str, ...], force: bool, wait: bool, timeout: float | None,
-    as_json: bool,
-) -> None:
-    """Run again the destinations of JOB_ID that failed or never ran."""
+    job_id: str | None, destinations: tuple[str, ...], force: bool, wait: bool,
+    timeout: float | None, as_json: bool, **bulk: Any,
+) -> None:  # fmt: skip
+    """Run again the destinations of JOB_ID that failed or never ran.
+
+    With --failed instead of JOB_ID, every failed job the filters find (see
+    `jobs --failed`): exit 2 when one was refused, else with --wait 1 when one
+    was not satisfied, else 0. --force (one job) exports even what the ledger holds.
+    """
+    check_arguments(job_id, destinations, bulk)
+    if bulk["failed"]:
+        retry_every_failed(destinations, wait, timeout, as_json, **bulk)
+    assert job_id is not None
     settings_and_redis()
     celery_app()
     show_warnings()

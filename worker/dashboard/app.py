@@ -28,7 +28,7 @@ from tasks.jobs import JobNotFoundError, job_from_record, retry_failed
 from tasks.query import MAX_LIMIT, JobPage, JobQuery, QueryError, find_jobs, get_jobs
 from tasks.runtime import job_store
 from tasks.store import index as job_index
-from worker.dashboard import views
+from worker.dashboard import bulk, views
 from worker.dashboard.metrics import exposition
 from worker.dashboard.security import BasicAuth, RetryTokens
 
@@ -88,6 +88,7 @@ class Dashboard:
                 store.client, job_index.INSTRUMENT_NAMES, store.retention
             ),
             "state_link": lambda state: views.filter_link(params, state=state),
+            "bulk": None if error else bulk.offer(query, page, params, self.tokens, self.celery),
         }
         return self.templates.TemplateResponse(
             request, "jobs.html", context, status_code=400 if error else 200
@@ -127,6 +128,12 @@ class Dashboard:
         except ValueError as problem:  # still running, or nothing to retry
             return await run_in_threadpool(self.job_page, request, str(problem), 409)
         return RedirectResponse(f"/jobs/{job_id}?retried={job.runs}", status_code=303)
+
+    async def retry_all(self, request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        return await run_in_threadpool(
+            bulk.retry_all, request, form, self.tokens, self.templates, self.celery
+        )
 
     # -- JSON --------------------------------------------------------------------------
 
@@ -170,6 +177,7 @@ def create_app(celery: Celery, user: str, password: str) -> Any:
         Route("/", dashboard.jobs_page),
         Route("/jobs/{job_id}", dashboard.job_page),
         Route("/jobs/{job_id}/retry", dashboard.retry, methods=["POST"]),
+        Route("/retry-all", dashboard.retry_all, methods=["POST"]),
         Route("/api/jobs", dashboard.api_jobs),
         Route("/api/jobs/{job_id}", dashboard.api_job),
         Route("/metrics", dashboard.metrics),

@@ -1,8 +1,9 @@
 """Who may use the dashboard (basic auth) and proof that a retry was asked from its own page.
 
 A retry form carries a token: the HMAC of a key drawn at start-up and the job's
-id. Another site cannot read the page, so it cannot make a form that passes,
-even though the browser would send the operator's credentials with it.
+id (for "Retry all", the filter it retries). Another site cannot read the page,
+so it cannot make a form that passes, even though the browser would send the
+operator's credentials with it.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ class RetryTokens:
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
 
-    def token(self, job_id: str) -> str:
-        return hmac.new(self._key, f"retry:{job_id}".encode(), hashlib.sha256).hexdigest()
+    def token(self, job_id: str, purpose: str = "retry") -> str:
+        return hmac.new(self._key, f"{purpose}:{job_id}".encode(), hashlib.sha256).hexdigest()
 
-    def check(self, job_id: str, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.token(job_id), str(token))
+    def check(self, job_id: str, token: str | None, purpose: str = "retry") -> bool:
+        return bool(token) and hmac.compare_digest(self.token(job_id, purpose), str(token))
