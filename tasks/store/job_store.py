@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
@@ -22,6 +23,7 @@ import redis
 from destinations.redaction import redact_message
 from tasks.store import index
 from tasks.store.decode import text
+from tasks.store.failover import FAILOVER_ERRORS, retrying
 from tasks.store.keys import (
     ANNOUNCE,
     DEADLINES,
@@ -104,11 +106,22 @@ class JobStore(JobReader):
                 *(key for key, _ in indexes)]  # fmt: skip
         fields = [item for pair in record.to_fields().items() for item in pair]
         stamp = created.timestamp()
-        answer = self._create(
-            keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline), job_key(""),
-                   len(indexes), *(member for _, member in indexes), *fields],
+        retried: list[bool] = []
+        answer = retrying(
+            lambda: self._create(
+                keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline),
+                       job_key(""), len(indexes), *(member for _, member in indexes), *fields],
+            ),
+            "creating a job",
+            before_retry=lambda: retried.append(True),
         )  # fmt: skip
         job_id, was_created = cast(list[Any], answer)
+        if not was_created and retried:
+            # Checked: the attempt that broke may have created it; then it holds our time.
+            stored = self._read(text(job_id), JOB_FIELD)
+            was_created = stored is not None and StoredJob.from_json(
+                text(job_id), stored
+            ).created_at == record.job.created_at
         return text(job_id), record if was_created else None
 
     def begin_run(
@@ -198,10 +211,13 @@ class JobStore(JobReader):
         return ended
 
     def mark_canvas_sent(self, job_id: str, run: int) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, CANVAS_FIELD, str(run))
-            pipe.zrem(UNSENT, job_id)
-            pipe.execute()
+        def write() -> None:  # idempotent: the same field, the same value, out of a set
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, CANVAS_FIELD, str(run))
+                pipe.zrem(UNSENT, job_id)
+                pipe.execute()
+
+        retrying(write, "marking a canvas sent")
 
     def canvas_sent(self, job_id: str) -> int:
         """The last run whose canvas was sent (0: none)."""
@@ -219,12 +235,17 @@ class JobStore(JobReader):
         if entry is None:
             entry = DestinationEntry.from_json(self._read(job_id, field))
         attempt = entry.start(task_id)
-        with self.client.pipeline(transaction=False) as pipe:
-            # EVAL, not a registered script: a script in a pipeline costs a SCRIPT EXISTS first.
-            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, field, entry.to_json(),
-                      *index.attempt_started(name))  # fmt: skip
-            index.queue_attempt(pipe, job_id, self.retention)
-            pipe.execute()
+        started = index.attempt_started(name)
+
+        def write() -> None:  # idempotent: the same fields again, queued -> running once
+            with self.client.pipeline(transaction=False) as pipe:
+                # EVAL, not a registered script: in a pipeline that costs a SCRIPT EXISTS first.
+                pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, field,
+                          entry.to_json(), *started)  # fmt: skip
+                index.queue_attempt(pipe, job_id, self.retention)
+                pipe.execute()
+
+        retrying(write, "starting an attempt")
         return attempt
 
     def take_lease_and_start(
@@ -337,7 +358,10 @@ class JobStore(JobReader):
             if assumed is not None:
                 raw, assumed = [assumed[name] for name in read], None
             else:
-                raw = cast(list[bytes | str | None], self.client.hmget(job_key(job_id), read))
+                raw = cast(
+                    list[bytes | str | None],
+                    retrying(lambda: self.client.hmget(job_key(job_id), read), "reading a job"),
+                )
             if raw[0] is None:
                 raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
             writes = change(dict(zip(read, raw, strict=True)))
@@ -350,10 +374,23 @@ class JobStore(JobReader):
             arguments = [self.retention, job_id, len(read), *(v or b"" for v in checked),
                          len(writes), *written, len(scores), *scores,
                          repr(time.time())]  # fmt: skip
-            if self._compare_and_set([job_key(job_id), *schedules, *moved], arguments):
-                return True
-            # Another writer came first: read again and decide again.
+            try:
+                if self._compare_and_set([job_key(job_id), *schedules, *moved], arguments):
+                    return True
+            except FAILOVER_ERRORS:
+                # Checked: the write may have run before the connection broke. Its fields
+                # hold what it wrote (times included: no other writer writes the same) only
+                # if it did, and then all of it did: a script runs, and replicates, whole.
+                if retrying(partial(self._holds, job_id, writes), "checking a job's write"):
+                    return True
+            # Another writer came first (or the write was lost): read again and decide again.
+
+    def _holds(self, job_id: str, fields: Mapping[str, str]) -> bool:
+        found = self.client.hmget(job_key(job_id), list(fields))
+        return [value.encode() for value in fields.values()] == found
 
     def _write(self, job_id: str, field: str, value: str) -> None:
-        self._write_fields([job_key(job_id)], [self.retention, field, value])
+        # Idempotent: the same value again, in a job that still exists.
+        retrying(lambda: self._write_fields([job_key(job_id)], [self.retention, field, value]),
+                 "writing a job")  # fmt: skip
 
