@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import redis
 
@@ -39,10 +39,9 @@ class RedisNode:
 
     auth: ClassVar[dict[str, str]] = {"username": USER, "password": PASSWORD}
 
-    def client(self, **options: float) -> redis.Redis:
-        return redis.Redis(  # type: ignore[arg-type]
-            host="127.0.0.1", port=self.port, **self.auth, **options
-        )
+    def client(self, **options: Any) -> redis.Redis:
+        arguments: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, **self.auth}
+        return redis.Redis(**arguments, **options)
 
     def start(self) -> RedisNode:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -199,7 +198,7 @@ class SentinelCluster:
 
 
 def _in_sync(primary: RedisNode, replica: RedisNode) -> bool:
-    info = replica.client(socket_timeout=1).info("replication")
+    info: Any = replica.client(socket_timeout=1).info("replication")
     return bool(
         info.get("role") == "slave"
         and int(info.get("master_port", 0)) == primary.port

