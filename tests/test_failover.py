@@ -137,6 +137,9 @@ def run_through_a_failover(tmp_path: Path, failover: Any, wait: float = 45) -> d
     try:
         env = worker_env(cluster.url, install_test_plugins(tmp_path / "site"), **cluster.env(),
                          NX_EXPORT_HEARTBEAT_SECONDS="2", NX_EXPORT_BACKOFF_SECONDS="0.2",
+                         # A task delivered by the dead primary but never received, or
+                         # received and not acknowledged, is handed out again after this.
+                         NX_EXPORT_VISIBILITY_TIMEOUT="10",
                          NX_TEST_EXPORT_LOG=str(log))  # fmt: skip
         for name in DESTINATIONS:
             env[f"NX_TEST_{name.upper()}_BEHAVIOUR"] = "sleep:0.3"
