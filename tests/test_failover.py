@@ -77,6 +77,10 @@ def test_plain_redis_and_the_embedded_default_name_no_primary(
     for env in ({"NX_EXPORT_BROKER_URL": "redis://:pw@127.0.0.1:6379/0"},
                 {"NX_EXPORT_STATE_DIR": str(tmp_path)}):  # fmt: skip
         config = celery_config(settings(monkeypatch, **env))
+        # TCP keepalive for TCP only: redis-py refuses it on a unix socket.
+        tcp = config["broker_url"].startswith("redis://")
+        assert config["broker_transport_options"].get("socket_keepalive", False) is tcp
+        assert config["redis_socket_keepalive"] is tcp
         assert "master_name" not in config["broker_transport_options"]
         assert "master_name" not in config["result_backend_transport_options"]
         assert config["broker_url"].startswith(("redis://", "redis+socket://"))

@@ -66,6 +66,13 @@ REDIS_CONNECTION = {
 }
 
 
+def connection_options(url: str) -> dict[str, Any]:
+    """``REDIS_CONNECTION`` for a URL; a unix socket (the private Redis) has no TCP keepalive."""
+    if "socket://" in url.split(";")[0]:
+        return {k: v for k, v in REDIS_CONNECTION.items() if k != "socket_keepalive"}
+    return REDIS_CONNECTION
+
+
 def sentinel_options(settings: WorkerSettings) -> dict[str, Any]:
     """Transport options naming the primary, and how to talk to the Sentinels themselves.
 
@@ -86,10 +93,10 @@ def sentinel_options(settings: WorkerSettings) -> dict[str, Any]:
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     settings.check_redis()
     transport = {"visibility_timeout": settings.visibility_timeout}
-    connection = REDIS_CONNECTION
+    backend_connection = connection_options(settings.effective_result_backend)
     broker_transport = {
         **transport,
-        **connection,
+        **connection_options(settings.effective_broker_url),
         **(sentinel_options(settings) if settings.broker_uses_sentinel else {}),
         # Sweep for the unacknowledged tasks of dead workers often enough that
         # they come back soon after the visibility timeout, not minutes later.
@@ -112,10 +119,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
             **transport,
             **(sentinel_options(settings) if settings.backend_uses_sentinel else {}),
         },
-        "redis_socket_timeout": connection["socket_timeout"],
-        "redis_socket_connect_timeout": connection["socket_connect_timeout"],
-        "redis_socket_keepalive": connection["socket_keepalive"],
-        "redis_backend_health_check_interval": connection["health_check_interval"],
+        "redis_socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "redis_socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+        "redis_socket_keepalive": backend_connection.get("socket_keepalive", False),
+        "redis_backend_health_check_interval": REDIS_HEALTH_CHECK_SECONDS,
         # Never resend a command on a timeout inside redis-py: a script may have run.
         "redis_retry_on_timeout": False,
         # A result, a chord part or a state stored while Redis is away (a failover, a
