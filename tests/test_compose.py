@@ -350,3 +350,30 @@ def test_base_images_are_chosen_by_redis_image_and_python_image(
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text().splitlines()
     assert "ARG PYTHON_IMAGE=python:3.12-slim" in dockerfile
     assert [line for line in dockerfile if line.startswith("FROM")] == ["FROM ${PYTHON_IMAGE}"]
+
+
+def test_the_ha_profile_runs_workers_on_sentinel_urls(compose: Path, project: Path) -> None:
+    done = run_compose(compose, project, "--profile", "ha", "config", "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    done = run_compose(compose, project, "--profile", "ha", "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    ha = {"redis-primary", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3", "worker-ha"}
+    assert ha <= set(services)
+    worker = services["worker-ha"]["environment"]
+    urls = worker["NX_EXPORT_BROKER_URL"].split(";")
+    assert [url.rsplit("@", 1)[1] for url in urls] == [
+        f"sentinel-{n}:26379/0" for n in (1, 2, 3)
+    ]
+    assert worker["NX_EXPORT_REDIS_MASTER_NAME"] == "nxprimary"
+    assert worker["NX_EXPORT_SENTINEL_PASSWORD"] == SECRETS["REDIS_PASSWORD"]
+    replica = services["redis-replica"]["environment"]["HA_REPLICAOF"]
+    assert replica == "replicaof redis-primary 6379"
+    for name in ha - {"worker-ha"}:
+        for line in command_lines(services[name]):
+            assert SECRETS["REDIS_PASSWORD"] not in line, (name, line)
+        assert "--appendonly yes" in services[name]["command"][-1] or name.startswith("sentinel")
+    # Without the profile, none of it is started.
+    plain = run_compose(compose, project, "config", "--format", "json")
+    assert not ha & set(json.loads(plain.stdout)["services"])

@@ -36,12 +36,24 @@ class WorkerSettings(NxSettings):
     broker_url: str | None = Field(
         None,
         validation_alias="NX_EXPORT_BROKER_URL",
-        description="Redis URL of the broker; unset starts a private Redis under the state dir.",
+        description="Redis URL of the broker (redis://, rediss://, or sentinel://h1:26379;"
+        "sentinel://h2:26379;... with NX_EXPORT_REDIS_MASTER_NAME); unset starts a private Redis "
+        "under the state dir.",
     )
     result_backend: str | None = Field(
         None,
         validation_alias="NX_EXPORT_RESULT_BACKEND",
         description="Redis URL of the result backend; defaults to the broker.",
+    )
+    redis_master_name: str | None = Field(
+        None,
+        validation_alias="NX_EXPORT_REDIS_MASTER_NAME",
+        description="Name of the primary the Sentinels watch; needed with sentinel:// URLs.",
+    )
+    sentinel_password: SecretStr | None = Field(
+        None,
+        validation_alias="NX_EXPORT_SENTINEL_PASSWORD",
+        description="Password of the Sentinels themselves (their requirepass), if they have one.",
     )
     strategy: Strategy = Field(
         "all",
@@ -171,6 +183,45 @@ class WorkerSettings(NxSettings):
         url = urlsplit(self.effective_result_backend.split(";")[0])
         return f"{url.hostname or url.path}:{url.port or 6379}"
 
+    @property
+    def broker_uses_sentinel(self) -> bool:
+        return is_sentinel_url(self.effective_broker_url)
+
+    @property
+    def backend_uses_sentinel(self) -> bool:
+        return is_sentinel_url(self.effective_result_backend)
+
+    def check_redis(self) -> None:
+        """``SettingsError`` for a Sentinel URL that cannot work: no master name, mixed schemes."""
+        urls = {
+            "NX_EXPORT_BROKER_URL": self.broker_url,
+            "NX_EXPORT_RESULT_BACKEND": self.result_backend,
+        }
+        for variable, url in urls.items():
+            if not url:
+                continue
+            chunks = [chunk.strip() for chunk in url.split(";")]
+            sentinels = [chunk.startswith(SENTINEL_SCHEME) for chunk in chunks]
+            if any(sentinels) and not all(sentinels):
+                raise SettingsError(
+                    f"invalid setting: {variable}: every address of a Sentinel URL must be "
+                    f"sentinel://host:port, separated by ';'"
+                )
+            if all(sentinels) and not self.redis_master_name:
+                raise SettingsError(
+                    f"invalid setting: NX_EXPORT_REDIS_MASTER_NAME: required when {variable} "
+                    "is a sentinel:// URL (the name the Sentinels know the primary by, e.g. "
+                    "'mymaster')"
+                )
+
+
+SENTINEL_SCHEME = "sentinel://"
+
+
+def is_sentinel_url(url: str) -> bool:
+    """True for ``sentinel://host:port[;sentinel://host:port...]``."""
+    return url.strip().startswith(SENTINEL_SCHEME)
+
 
 DESTINATION_POLICY_KEYS = {
     "MAX_ATTEMPTS": ("max_attempts", int),
@@ -218,9 +269,11 @@ def destination_policy(
 def load_settings() -> WorkerSettings:
     """Read the settings, turning pydantic's report into one message per variable."""
     try:
-        return WorkerSettings()
+        settings = WorkerSettings()
     except ValidationError as error:
         raise SettingsError(describe_validation_error(error)) from None
+    settings.check_redis()
+    return settings
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -228,7 +281,8 @@ def describe_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         variable = ".".join(str(part) for part in item["loc"])
-        # URLs may carry a password; every other worker setting is harmless to echo.
-        shown = "" if "URL" in variable.upper() else f" (got {item.get('input')!r})"
+        # URLs (the result backend's too) may carry a password; every other setting is harmless.
+        secret = any(word in variable.upper() for word in ("URL", "BACKEND", "PASSWORD"))
+        shown = "" if secret else f" (got {item.get('input')!r})"
         lines.append(f"{variable}: {item['msg']}{shown}")
     return "invalid setting: " + "; ".join(lines)

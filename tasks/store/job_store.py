@@ -22,7 +22,9 @@ import redis
 from destinations.errors import LeaseLostError
 from destinations.redaction import redact_message
 from tasks.store import index
+from tasks.store.compare_and_set import CompareAndSet
 from tasks.store.decode import text
+from tasks.store.failover import retrying
 from tasks.store.keys import (
     ANNOUNCE,
     DEADLINES,
@@ -35,7 +37,6 @@ from tasks.store.keys import (
 from tasks.store.model import (
     JOB_FIELD,
     DestinationEntry,
-    JobNotFoundError,
     JobRecord,
     StoredJob,
     destination_field,
@@ -68,7 +69,7 @@ class RunConflictError(Exception):
     """Another retry (or finish) changed the job first; this one changed nothing."""
 
 
-class JobStore(JobReader):
+class JobStore(CompareAndSet, JobReader):
     """Write job records through the result backend's Redis connection (reading: ``JobReader``)."""
 
     def __init__(
@@ -106,11 +107,22 @@ class JobStore(JobReader):
                 *(key for key, _ in indexes)]  # fmt: skip
         fields = [item for pair in record.to_fields().items() for item in pair]
         stamp = created.timestamp()
-        answer = self._create(
-            keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline), job_key(""),
-                   len(indexes), *(member for _, member in indexes), *fields],
+        retried: list[bool] = []
+        answer = retrying(
+            lambda: self._create(
+                keys, [job.id, self.retention, repr(stamp), repr(stamp + self.deadline),
+                       job_key(""), len(indexes), *(member for _, member in indexes), *fields],
+            ),
+            "creating a job",
+            before_retry=lambda: retried.append(True),
         )  # fmt: skip
         job_id, was_created = cast(list[Any], answer)
+        if not was_created and retried:
+            # Checked: the attempt that broke may have created it; then it holds our time.
+            stored = self._read(text(job_id), JOB_FIELD)
+            was_created = stored is not None and StoredJob.from_json(
+                text(job_id), stored
+            ).created_at == record.job.created_at
         return text(job_id), record if was_created else None
 
     def begin_run(
@@ -200,10 +212,13 @@ class JobStore(JobReader):
         return ended
 
     def mark_canvas_sent(self, job_id: str, run: int) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, CANVAS_FIELD, str(run))
-            pipe.zrem(UNSENT, job_id)
-            pipe.execute()
+        def write() -> None:  # idempotent: the same field, the same value, out of a set
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, CANVAS_FIELD, str(run))
+                pipe.zrem(UNSENT, job_id)
+                pipe.execute()
+
+        retrying(write, "marking a canvas sent")
 
     def canvas_sent(self, job_id: str) -> int:
         """The last run whose canvas was sent (0: none)."""
@@ -226,12 +241,16 @@ class JobStore(JobReader):
         fields = (field, entry.to_json(), *index.attempt_started(name))
         if lease is not None:  # the fenced write first; the indexes only once it is written
             self._fenced_write(job_id, lease, *fields)
-        with self.client.pipeline(transaction=False) as pipe:
-            if lease is None:
-                # EVAL, not a registered script: in a pipeline that costs a SCRIPT EXISTS first.
-                pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, *fields)
-            index.queue_attempt(pipe, job_id, self.retention)
-            pipe.execute()
+
+        def write() -> None:  # idempotent: the same fields again, queued -> running once
+            with self.client.pipeline(transaction=False) as pipe:
+                if lease is None:
+                    # EVAL, not a registered script: in a pipeline it costs a SCRIPT EXISTS first.
+                    pipe.eval(WRITE_FIELDS, 1, job_key(job_id), self.retention, *fields)
+                index.queue_attempt(pipe, job_id, self.retention)
+                pipe.execute()
+
+        retrying(write, "starting an attempt")
         return attempt
 
     def take_lease_and_start(
@@ -351,48 +370,8 @@ class JobStore(JobReader):
             raise LeaseLostError(f"{what} of job {job_id} not written: this copy lost its lease")
         return answer
 
-    def _transact(
-        self,
-        job_id: str,
-        fields: Sequence[str],
-        change: Callable[[Mapping[str, bytes | str | None]], dict[str, str] | None],
-        schedules: Mapping[str, float | None] | None = None,
-        assumed: Mapping[str, str] | None = None,
-        state: str | None = None,
-    ) -> bool:
-        """Read ``fields``, write what ``change`` returns if none of them changed meanwhile.
-
-        ``change`` returns None to write nothing (then False). When written, the
-        job joins each of ``schedules`` at its score, or leaves it (None). A job
-        that does not exist raises ``JobNotFoundError``. ``assumed`` holds every
-        field as the caller read it: tried first without reading, and read only
-        if the write finds them changed. With ``state``, the job moves to that
-        state's index in the same write.
-        """
-        read = list(dict.fromkeys([JOB_FIELD, *fields]))
-        schedules = schedules or {}
-        while True:
-            raw: list[bytes | str | None]
-            if assumed is not None:
-                raw, assumed = [assumed[name] for name in read], None
-            else:
-                raw = cast(list[bytes | str | None], self.client.hmget(job_key(job_id), read))
-            if raw[0] is None:
-                raise JobNotFoundError(f"no job {job_id} (unknown, or expired)")
-            writes = change(dict(zip(read, raw, strict=True)))
-            if writes is None:
-                return False
-            checked = [item for pair in zip(read, raw, strict=True) for item in pair]
-            written = [item for pair in writes.items() for item in pair]
-            scores = ["-" if score is None else repr(score) for score in schedules.values()]
-            moved = index.state_move_keys(state) if state else []
-            arguments = [self.retention, job_id, len(read), *(v or b"" for v in checked),
-                         len(writes), *written, len(scores), *scores,
-                         repr(time.time())]  # fmt: skip
-            if self._compare_and_set([job_key(job_id), *schedules, *moved], arguments):
-                return True
-            # Another writer came first: read again and decide again.
-
     def _write(self, job_id: str, field: str, value: str) -> None:
-        self._write_fields([job_key(job_id)], [self.retention, field, value])
+        # Idempotent: the same value again, in a job that still exists.
+        retrying(lambda: self._write_fields([job_key(job_id)], [self.retention, field, value]),
+                 "writing a job")  # fmt: skip
 
