@@ -43,9 +43,9 @@ TARGETS = (0.65, 0.50)
 INSTRUMENT = "FEI-Titan-TEM-635816"
 DESTINATIONS = ["cdcs", "elabftw", "labarchives"]
 MODULES = (
-    "nexusLIMS.exporters.destinations.builtin.cdcs.destination",
-    "nexusLIMS.exporters.destinations.builtin.elabftw",
-    "nexusLIMS.exporters.destinations.builtin.labarchives.destination",
+    "nexusLIMS.exporters.destinations.cdcs",
+    "nexusLIMS.exporters.destinations.elabftw",
+    "nexusLIMS.exporters.destinations.labarchives",
 )
 Fakes = tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]
 

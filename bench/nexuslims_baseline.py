@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 CLASSES = (
-    ("nexusLIMS.exporters.destinations.builtin.cdcs.destination", "CDCSDestination"),
-    ("nexusLIMS.exporters.destinations.builtin.elabftw", "ELabFTWDestination"),
-    ("nexusLIMS.exporters.destinations.builtin.labarchives.destination", "LabArchivesDestination"),
+    ("nexusLIMS.exporters.destinations.cdcs", "CDCSDestination"),
+    ("nexusLIMS.exporters.destinations.elabftw", "ELabFTWDestination"),
+    ("nexusLIMS.exporters.destinations.labarchives", "LabArchivesDestination"),
 )
 
 
