@@ -80,6 +80,7 @@ def main() -> int:
         NX_LABARCHIVES_MIN_CALL_INTERVAL=str(options.interval),
         NX_LABARCHIVES_MAX_CALL_WAIT=str(max_wait),
         NX_EXPORT_LABARCHIVES_BACKOFF_MAX_SECONDS=str(backoff_max),
+        NX_RECORDS_PATH=str(scratch),  # where the records are written
     )
     workers = [
         WorkerProcess(

@@ -196,7 +196,7 @@ class NexusLIMSRow:
             archive = self.root / "archive"
             env = worker_env(
                 self.redis.url, None, **fake_service_settings(*fakes),
-                NX_EXPORT_LOCAL_PATH=str(archive),
+                NX_EXPORT_LOCAL_PATH=str(archive), NX_RECORDS_PATH=str(self.root),
             )  # fmt: skip
             name = f"nexuslims-{time.monotonic_ns()}"
             worker = WorkerProcess(

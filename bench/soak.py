@@ -210,6 +210,7 @@ def main() -> int:
         # A killed worker's upload may be answered until then; its redelivery looks up after.
         NX_HTTP_TOTAL_TIMEOUT=str(VISIBILITY_TIMEOUT + 10),
         NX_EXPORT_HEARTBEAT_SECONDS=str(HEARTBEAT), NX_EXPORT_JOB_DEADLINE=str(DEADLINE),
+        NX_RECORDS_PATH=str(scratch),  # where the records are written
     )  # fmt: skip
     workers = soak.workers(env)
     started = time.monotonic()
