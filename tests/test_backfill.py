@@ -69,6 +69,13 @@ def test_dry_run_and_since_enqueue_nothing_old(
     assert report["dry_run"] is True
     assert len(report["enqueued"]) == 2 and report["skipped_before_since"] == 1
     assert app.backend.client.zcard("nxexport:jobs") == jobs_before
+    # In text too, each file it would enqueue, not only how many.
+    text = nx_export("backfill", str(folder), "--destination", "alpha", "--dry-run",
+                     "--since", "2025-06-01T00:00:00+00:00", timeout=120)  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    for entry in report["enqueued"]:
+        assert f"  would enqueue {entry['file']} (session {entry['session']})" in text.stdout
+    assert "session-0.xml" not in text.stdout  # before --since
 
 
 def test_a_link_out_of_the_records_folder_is_refused_dry_run_or_not(
