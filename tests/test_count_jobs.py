@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import redis
@@ -14,16 +12,15 @@ import redis
 from tasks.query import JobQuery, count_jobs, find_jobs
 from tasks.store.job_store import JobStore
 from tasks.store.model import StoredJob
-from tests.support import RedisServer
+from tests.support import StartRedis
 
 RETENTION = 600
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server.client()
-    server.stop()
+def client(start_redis: StartRedis) -> redis.Redis:
+    """A Redis of its own: these tests write jobs no worker runs."""
+    return start_redis().client()
 
 
 def new_job(store: JobStore, instrument: str, outcomes: dict[str, bool] | None) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -32,17 +31,15 @@ from tasks.store.model import DestinationState, StoredJob
 from tests.fakes import FakeCDCS
 from tests.private_cluster import Cluster
 from tests.samples import RECORD, make_context
-from tests.support import RedisServer, WorkerProcess, wait_for
+from tests.support import StartRedis, WorkerProcess, wait_for
 
 RETENTION = 600
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
+def client(start_redis: StartRedis) -> redis.Redis:
     """A Redis of its own: these tests write jobs no worker runs."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server.client()
-    server.stop()
+    return start_redis().client()
 
 
 def _job(store: JobStore) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,15 @@ from tasks.store.job_store import JobStore
 from tasks.store.keys import JOB_INDEX, job_key
 from tasks.store.model import StoredJob
 from tests.samples import make_context
-from tests.support import RedisServer, wait_for
+from tests.support import StartRedis, wait_for
 
 RETENTION = 600
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
+def client(start_redis: StartRedis) -> redis.Redis:
     """A Redis of its own: these tests write jobs no worker will run."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server.client()
-    server.stop()
+    return start_redis().client()
 
 
 def new_job(store: JobStore, destinations: list[str], **context: str) -> str:

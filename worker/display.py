@@ -246,11 +246,11 @@ def print_backfill(report: BackfillReport, as_json: bool) -> None:
           + (f", before --since: {report.skipped_before_since}"
              if report.skipped_before_since else ""))  # fmt: skip
     # Every file, not only counts: what a dry run would do is what an operator checks.
-    for entry in report.enqueued:
-        job = f", job {entry['job_id']}" if entry.get("job_id") else ""
-        print(f"  {verb} {entry['file']} (session {entry['session']}{job})")
-    for entry in report.already_done:
-        print(f"  already done {entry['file']} (session {entry['session']})")
+    for sent in report.enqueued:
+        job = f", job {sent['job_id']}" if sent.get("job_id") else ""
+        print(f"  {verb} {sent['file']} (session {sent['session']}{job})")
+    for done in report.already_done:
+        print(f"  already done {done['file']} (session {done['session']})")
     for entry in report.already_exported:
         held = ", ".join(f"{name} {shown.get('record_id')} (job {shown.get('job_id')})"
                          for name, shown in entry["destinations"].items())  # fmt: skip
