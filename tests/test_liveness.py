@@ -71,6 +71,41 @@ def test_a_job_ends_at_its_deadline_when_no_live_worker_serves_a_destination(
     assert json.loads(retried.stdout)["runs"] == 2
 
 
+def test_a_run_ended_by_its_deadline_stays_ended_when_a_worker_comes_back(
+    cluster: Cluster, record: Path
+) -> None:
+    with FakeCDCS() as cdcs:
+        settings = {"NX_CDCS_URL": cdcs.root_url, "NX_CDCS_TOKEN": cdcs.token}
+        # The only worker with CDCS enabled publishes it, then stops: the task waits.
+        cluster.worker("cdcs", **settings).stop()
+        cluster.worker("plugins")
+        time.sleep(3)  # more than two of the stopped worker's heartbeats
+        done = cluster.cli(
+            *enqueue_arguments(record, "ended", "--destination", "cdcs"), "--wait", "--json",
+            NX_EXPORT_JOB_DEADLINE="3", timeout=90,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        job_id = json.loads(done.stdout)["id"]
+
+        def told() -> dict[str, Any]:
+            shown = json.loads(cluster.cli("status", job_id, "--json").stdout)
+            listed = json.loads(cluster.cli("jobs", "--failed", "--json").stdout)
+            return {"satisfied": shown["satisfied"], "cdcs": shown["destinations"]["cdcs"]["state"],
+                    "listed": job_id in [job["id"] for job in listed]}  # fmt: skip
+
+        ended = {"satisfied": False, "cdcs": "FAILURE", "listed": True}
+        assert told() == ended
+        # A worker serving CDCS comes back and takes the task its queue still held.
+        back = cluster.worker("cdcs-back", **settings)
+        wait_for(lambda: "not exported" in back.log(), timeout=60)
+        assert cdcs.records == {}  # nothing exported after the run ended
+        assert told() == ended  # the job, its list and its verdict say the same
+        retried = cluster.cli("retry", job_id, "--wait", "--json", timeout=90)
+        assert retried.returncode == 0, retried.stderr
+        assert json.loads(retried.stdout)["satisfied"] is True
+        assert len(cdcs.records) == 1
+
+
 def test_a_job_whose_canvas_was_never_sent_still_runs(
     cluster: Cluster, record: Path, tmp_path: Path
 ) -> None:

@@ -134,7 +134,19 @@ def run_destination(
     if phase == PREPARE:
         return _prepare(self, name, this_run)
     try:
-        result = _run_once(self, name, job_id, context, export_plan)
+        result = _run_once(self, name, job_id, context, export_plan, run)
+    except RunEndedError as ended:
+        # Its run ended (the deadline) before this task started: it stays ended. Neither
+        # an export nor its dependents start; ``nx-export retry`` runs it again.
+        logger.warning(
+            "export.%s of job %s: run %d ended before this task started; not exported",
+            name, job_id, run,
+        )  # fmt: skip
+        if not ended.result.get("success"):
+            raise DestinationFailedError(
+                failure_summary(name, ended.result.get("error_message"))
+            ) from None
+        return ended.result
     except (Retry, Reject, Ignore, *REDIS_DOWN):
         raise
     except Exception as error:
@@ -194,8 +206,21 @@ def _prepare(self: DestinationTask, name: str, job_run: JobRun) -> dict[str, Any
     return {"prepared": sorted(prepared)}
 
 
+class RunEndedError(Exception):
+    """The task's run was ended by the sweep before the task started; ``result`` is its outcome."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("the run ended before this task started")
+        self.result = result
+
+
 def _run_once(
-    self: DestinationTask, name: str, job_id: str, context: dict[str, Any], export_plan: ExportPlan
+    self: DestinationTask,
+    name: str,
+    job_id: str,
+    context: dict[str, Any],
+    export_plan: ExportPlan,
+    run: int = 1,
 ) -> dict[str, Any]:
     store = job_store(self.app)
     seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
@@ -219,6 +244,8 @@ def _run_once(
             # This task ran to its result already (delivered again after Redis or its
             # worker went away), or an earlier run succeeded: the same result again.
             return dict(entry.result)
+        elif entry.result and stored.job.finished_at is not None and stored.job.runs == run:
+            raise RunEndedError(dict(entry.result))
         else:
             attempt = store.start_attempt(job_id, name, self.request.id, entry, lease)
         check = LedgerCheck(store.client, name, job_id, context)
