@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.samples import enqueue_arguments, make_context, record_text
-from tests.support import PROJECT_ROOT, StartWorker, WorkerProcess, nx_export, worker_env
+from tests.support import PROJECT_ROOT, StartWorker, WorkerProcess, nx_export, wait_for, worker_env
 
 
 def test_enqueue_wait_exits_0_when_satisfied(session_worker: Any, record: Path) -> None:
@@ -230,3 +230,29 @@ def test_a_paused_destination_waits_while_the_others_complete(app: Any, record: 
     assert resumed.returncode == 0 and "add consumer" in resumed.stdout
     finished = job.wait(timeout=30)
     assert finished.satisfied and finished.destinations["beta"].state == "SUCCESS"
+
+
+def test_a_failed_destination_is_one_error_line_in_the_worker_log(
+    session_worker: WorkerProcess, app: Any, record: Path
+) -> None:
+    from tasks.canvas import chord_group_id, step_task_id
+    from worker import enqueue_export
+
+    context = make_context(record)
+    job = enqueue_export(context, destinations=["alpha", "failing"], app=app)
+    assert not job.wait(timeout=30).satisfied
+    ids = (step_task_id(job.id, 1, "failing"), chord_group_id(job.id, 1), job.finish_task_id)
+
+    def errors() -> list[str]:
+        return [line for line in session_worker.log().splitlines()
+                if "ERROR/" in line and any(str(i) in line for i in ids)]  # fmt: skip
+
+    # Both tasks' lines are written just after the job finished.
+    wait_for(lambda: all(f"[{i}] raised" in session_worker.log() for i in (ids[0], ids[2])))
+    only = errors()
+    assert len(only) == 1, [line for line in session_worker.log().splitlines()
+                            if any(str(i) in line for i in ids)]  # fmt: skip
+    (only,) = only
+    assert f"export.failing[{ids[0]}] raised" in only and "failing refused the record" in only
+    # The job's failure and the chord's are still told, below ERROR.
+    assert f"export.finish[{job.finish_task_id}] raised expected" in session_worker.log()

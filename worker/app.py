@@ -26,7 +26,7 @@ from tasks.export.destination_task import declare_destination_task
 from tasks.nexuslims.bridge import BRIDGE_QUEUE
 from tasks.nexuslims.database import bridge_available
 from tasks.runtime import local_registry
-from worker import broker_close, log_safety
+from worker import broker_close, failure_log, log_safety
 from worker.housekeeping import Housekeeping
 from worker.settings import WorkerSettings, destination_policy, load_settings
 
@@ -172,6 +172,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or load_settings()
     broker_close.install()
     log_safety.install()
+    failure_log.install()
     app = Celery("nexuslims_export", set_as_current=True)
     app.conf.update(celery_config(settings))
     policies = {

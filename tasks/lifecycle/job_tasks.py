@@ -61,7 +61,10 @@ class FinishTask(Task):
 
 
 @shared_task(
-    name=FINISH_TASK, bind=True, base=FinishTask, acks_late=True, reject_on_worker_lost=True
+    name=FINISH_TASK, bind=True, base=FinishTask, acks_late=True, reject_on_worker_lost=True,
+    # Expected: each failed destination's own task is the ERROR line in the worker log;
+    # the job's FAILURE (Flower, the result) says it again, logged at INFO.
+    throws=(JobFailedError,),
 )
 def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     """Decide the job's outcome once every destination that will run has run.
@@ -102,7 +105,10 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     failed = {name: entries[name].error for name, ok in outcomes.items() if not ok}
     if failed:
         verdict = "satisfied" if satisfied else "not satisfied"
-        details = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        details = "; ".join(
+            str(error) if str(error).startswith(f"{name}: ") else f"{name}: {error}"
+            for name, error in failed.items()
+        )
         about = for_log(record.job.summary or describe_context(record.job.context))
         raise JobFailedError(
             f"{len(failed)} of {len(planned)} destinations failed "
