@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,30 @@ def test_a_failed_destination_is_one_error_line_in_the_worker_log(
     assert f"export.failing[{ids[0]}] raised" in only and "failing refused the record" in only
     # The job's failure and the chord's are still told, below ERROR.
     assert f"export.finish[{job.finish_task_id}] raised expected" in session_worker.log()
+
+
+def test_a_follower_waits_out_redis_going_away() -> None:
+    import redis
+
+    from worker.cli import options
+
+    class Job:
+        id, answers = "job-away", ["gone", "gone", "back"]
+
+        def wait(self, timeout: float) -> Any:
+            raise TimeoutError
+
+        def refresh(self) -> Any:
+            if self.answers.pop(0) == "gone":
+                raise redis.ConnectionError("Connection reset by peer")
+            return "the job as it now stands"
+
+    job = Job()
+    # Redis away: the job as last seen, twice; back: the job as it now stands.
+    assert options.step(job) is job and options.step(job) is job
+    assert options.step(job) == "the job as it now stands"
+    # Away for longer than the patience: the error, not an endless wait.
+    job.answers = ["gone"]
+    options._redis_away_since[job.id] = time.monotonic() - 1000
+    with pytest.raises(redis.ConnectionError):
+        options.step(job)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.settings import SettingsError, WorkerSettings, load_settings
 
 BAD_INPUT = 2
+# What Redis restarting or failing over looks like to a client.
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 
 def fail(message: str) -> NoReturn:
@@ -63,12 +69,30 @@ def show_warnings() -> None:
     logger.propagate = False
 
 
+# How long a follower waits for Redis to come back (a restart, a failover) before it gives up.
+REDIS_PATIENCE_SECONDS = 120.0
+_redis_away_since: dict[str, float] = {}
+
+
 def step(job: Any) -> Any:
-    """Wait briefly for progress, then return the job as it now stands."""
+    """Wait briefly for progress, then return the job as it now stands.
+
+    Redis away (restarting, failing over) is waited out, not a traceback: the job
+    as last seen is returned until Redis answers again, for ``REDIS_PATIENCE_SECONDS``.
+    """
     try:
-        return job.wait(timeout=0.25)
-    except TimeoutError:
-        return job.refresh()
+        try:
+            current = job.wait(timeout=0.25)
+        except TimeoutError:
+            current = job.refresh()
+    except REDIS_AWAY:
+        away = _redis_away_since.setdefault(job.id, time.monotonic())
+        if time.monotonic() - away > REDIS_PATIENCE_SECONDS:
+            raise
+        time.sleep(0.5)
+        return job
+    _redis_away_since.pop(job.id, None)
+    return current
 
 
 def follow_to_the_end(job: Any, as_json: bool, timeout: float | None) -> NoReturn:
