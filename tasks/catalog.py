@@ -97,8 +97,7 @@ def workers_with_other_settings(app: Celery, registry: Registry) -> list[tuple[s
     raw = app.backend.client.hgetall(CATALOG_KEY)
     now, found = time.time(), []
     for worker, document in sorted((text(k), _document(v)) for k, v in raw.items()):
-        heartbeat = float(document.get("heartbeat") or DEFAULT_HEARTBEAT_SECONDS)
-        if now - float(document.get("published_at", 0)) > MISSED_HEARTBEATS * heartbeat:
+        if not _is_live(document, now):
             continue
         for name, entry in sorted(document.get("entries", {}).items()):
             theirs = entry.get("fingerprint")
@@ -137,10 +136,15 @@ def _live(documents: list[dict[str, Any]]) -> set[str]:
     now = time.time()
     live: set[str] = set()
     for document in documents:
-        heartbeat = float(document.get("heartbeat") or DEFAULT_HEARTBEAT_SECONDS)
-        if now - float(document.get("published_at", 0)) <= MISSED_HEARTBEATS * heartbeat:
+        if _is_live(document, now):
             live.update(document.get("entries", {}))
     return live
+
+
+def _is_live(document: dict[str, Any], now: float) -> bool:
+    """The worker that published ``document`` missed fewer than two heartbeats."""
+    heartbeat = float(document.get("heartbeat") or DEFAULT_HEARTBEAT_SECONDS)
+    return now - float(document.get("published_at", 0)) <= MISSED_HEARTBEATS * heartbeat
 
 
 def _published(app: Celery, fresh: bool = False) -> dict[str, DestinationInfo]:

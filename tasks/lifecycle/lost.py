@@ -28,6 +28,7 @@ from typing import Any, cast
 from celery import Celery
 
 from destinations.names import destination_of, queue_name
+from destinations.plan import ExportPlan
 from tasks.canvas import EXPORT, PREPARE, chord_options, destination_step, step_task_id
 from tasks.jobs import replan
 from tasks.runtime import job_store
@@ -51,20 +52,24 @@ BATCH = 100
 def resend_lost(app: Celery, grace: float, now: float | None = None) -> list[tuple[str, str]]:
     """Send again every lost destination task of the unfinished jobs; return (job, destination).
 
-    ``grace`` 0 (``nx-export retry --stuck``) sends what is lost now.
+    ``grace`` 0 (``nx-export resend-lost``) sends what is lost now.
     """
     store = job_store(app)
     now = time.time() if now is None else now
-    candidates = _unfinished_older_than(store, now - grace)
-    if not candidates:
+    records = [
+        record
+        for record in store.load_many(_unfinished_older_than(store, now - grace))
+        if record is not None and record.job.finished_at is None
+    ]
+    if not records:
         return []
-    in_flight = messages_in_flight(app, _queues_of(store, candidates))
+    queues = {queue_name(name) for record in records for name in record.planned()}
+    in_flight = messages_in_flight(app, queues)
     sent = []
-    for record in store.load_many(candidates):
-        if record is None or record.job.finished_at is not None:
-            continue
-        for name, phase in _lost(app, store, record, in_flight, now - grace):
-            _send_again(app, record, name, phase)
+    for record in records:
+        plan = replan(app, record, list(record.planned()))
+        for name, phase in _lost(store, record, plan, in_flight, now - grace):
+            _send_again(app, record, plan, name, phase)
             sent.append((record.job.id, name if phase == EXPORT else f"{name} ({phase})"))
     return sent
 
@@ -95,16 +100,8 @@ def _unfinished_older_than(store: JobStore, created_before: float) -> list[str]:
     return found[:BATCH]
 
 
-def _queues_of(store: JobStore, job_ids: list[str]) -> set[str]:
-    names: set[str] = set()
-    for record in store.load_many(job_ids):
-        if record is not None:
-            names.update(record.planned())
-    return {queue_name(name) for name in names}
-
-
 def _lost(
-    app: Celery, store: JobStore, record: JobRecord, in_flight: set[str], quiet_since: float
+    store: JobStore, record: JobRecord, plan: ExportPlan, in_flight: set[str], quiet_since: float
 ) -> list[tuple[str, str]]:
     """(destination, phase) of each task of the run that is due, not running, and nowhere."""
     job_id, run = record.job.id, record.job.runs
@@ -122,7 +119,6 @@ def _lost(
             pipe.exists(lease_key(job_id, name))
             pipe.get(started_key(job_id, run, name))
         answers = pipe.execute()
-    plan = replan(app, record, list(record.planned()))
     lost = []
     for name, leased, started in zip(waiting, answers[::2], answers[1::2], strict=True):
         if leased:
@@ -141,9 +137,8 @@ def _lost(
     return lost
 
 
-def _send_again(app: Celery, record: JobRecord, name: str, phase: str) -> None:
+def _send_again(app: Celery, record: JobRecord, plan: ExportPlan, name: str, phase: str) -> None:
     job, run = record.job, record.job.runs
-    plan = replan(app, record, list(record.planned()))
     step = destination_step(app, name, job.id, job.context, plan, run, phase)
     finish_id = job.finish_task_id or ""
     step.set(**chord_options(app, job.id, run, finish_id, job.summary or "", job.strategy))
