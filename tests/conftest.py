@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests import support
+from tests.dashboard_support import Dashboard, running_dashboard
 from tests.samples import write_record
 from tests.support import (
     PROJECT_ROOT,
@@ -169,6 +170,17 @@ def start_worker(
             )  # fmt: skip
 
         yield start
+
+
+@pytest.fixture(scope="module")
+def dashboard(
+    redis_server: RedisServer,
+    session_worker: WorkerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Dashboard]:
+    """``nx-export dashboard`` on the session Redis, for a module's tests."""
+    with running_dashboard(redis_server.url, tmp_path_factory.mktemp("dashboard")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ import httpx
 import psutil
 import redis
 
+from tests.samples import make_context
 from worker.embedded_redis import redis_server_binary
 
 PLUGIN_DIR = Path(__file__).parent / "plugins"
@@ -327,3 +329,19 @@ def serving(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def failed_gamma_jobs(app: Any, record: Path, log: Path, flag: Path, count: int = 5) -> list[Any]:
+    """``count`` jobs of a fresh instrument: alpha succeeds, gamma fails until ``flag`` exists."""
+    from worker import enqueue_export
+
+    instrument = f"TEST-{uuid.uuid4().hex[:8]}"
+    jobs = [
+        enqueue_export({**make_context(record, log, gamma=f"fail-until:{flag}"),
+                        "instrument_pid": instrument}, destinations=["alpha", "gamma"], app=app)
+        for _ in range(count)
+    ]  # fmt: skip
+    jobs = [job.wait(timeout=30) for job in jobs]
+    assert all(not job.satisfied and job.destinations["gamma"].state == "FAILURE" for job in jobs)
+    assert all(job.destinations["alpha"].succeeded for job in jobs)
+    return jobs

@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.samples import make_context
-from tests.support import nx_export, nx_export_in_background, read_log, worker_env
-
-
-def failed_jobs(app: Any, record: Path, log: Path, flag: Path, count: int = 5) -> list[Any]:
-    """``count`` jobs of a fresh instrument: alpha succeeds, gamma fails until ``flag`` exists."""
-    from worker import enqueue_export
-
-    instrument = f"TEST-{uuid.uuid4().hex[:8]}"
-    jobs = [
-        enqueue_export({**make_context(record, log, gamma=f"fail-until:{flag}"),
-                        "instrument_pid": instrument}, destinations=["alpha", "gamma"], app=app)
-        for _ in range(count)
-    ]  # fmt: skip
-    jobs = [job.wait(timeout=30) for job in jobs]
-    assert all(not job.satisfied and job.destinations["gamma"].state == "FAILURE" for job in jobs)
-    assert all(job.destinations["alpha"].succeeded for job in jobs)
-    return jobs
+from tests.support import (
+    failed_gamma_jobs,
+    nx_export,
+    nx_export_in_background,
+    read_log,
+    worker_env,
+)
 
 
 def exports(log: Path) -> Counter[tuple[str, str]]:
@@ -46,9 +34,9 @@ def test_one_command_retries_every_failed_job_of_the_filter(
     from tasks.jobs import get_job
 
     flag = tmp_path / "gamma-is-back"
-    jobs = failed_jobs(app, record, export_log, flag)
+    jobs = failed_gamma_jobs(app, record, export_log, flag)
     # Another instrument's failed job: outside the filter, left alone.
-    other = failed_jobs(app, record, export_log, flag, count=1)[0]
+    other = failed_gamma_jobs(app, record, export_log, flag, count=1)[0]
     flag.touch()  # the outage is over
 
     instrument = jobs[0].instrument_pid
@@ -78,7 +66,7 @@ def test_dry_run_lists_what_jobs_failed_lists_and_changes_nothing(
     from tasks.jobs import get_job
 
     flag = tmp_path / "gamma-is-back"
-    jobs = failed_jobs(app, record, export_log, flag, count=3)
+    jobs = failed_gamma_jobs(app, record, export_log, flag, count=3)
     flag.touch()
     instrument = jobs[0].instrument_pid
     before = read_log(export_log)
@@ -108,7 +96,7 @@ def test_two_bulk_retries_at_once_retry_each_job_once(
     from tasks.jobs import get_job
 
     flag = tmp_path / "gamma-is-back"
-    jobs = failed_jobs(app, record, export_log, flag)
+    jobs = failed_gamma_jobs(app, record, export_log, flag)
     flag.touch()
     arguments = ("retry", "--failed", "--instrument", jobs[0].instrument_pid, "--json")
     env = worker_env(os.environ["NX_EXPORT_BROKER_URL"], None)
@@ -143,7 +131,7 @@ def test_a_job_retried_since_it_was_found_is_skipped_and_counted(
     from tasks.jobs import get_job, retry_failed
 
     flag = tmp_path / "gamma-is-back"
-    jobs = failed_jobs(app, record, export_log, flag, count=3)
+    jobs = failed_gamma_jobs(app, record, export_log, flag, count=3)
     found = find_failed(failed_query(instrument=jobs[0].instrument_pid), app)
     assert [candidate.job_id for candidate in found] == [job.id for job in jobs]  # oldest first
     # Someone retries one job by hand between the listing and the bulk retry, and it
@@ -162,7 +150,7 @@ def test_a_job_that_cannot_be_retried_is_refused_with_its_reason(
     from tasks.bulk_retry import failed_query, find_failed, retry_found
 
     flag = tmp_path / "gamma-is-back"
-    jobs = failed_jobs(app, record, export_log, flag, count=2)
+    jobs = failed_gamma_jobs(app, record, export_log, flag, count=2)
     found = find_failed(failed_query(instrument=jobs[0].instrument_pid), app)
     report = retry_found(found, destination="beta", app=app)  # not a destination of these jobs
     assert report.retried == report.skipped == []

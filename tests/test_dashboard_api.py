@@ -5,27 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.dashboard_support import Dashboard, running_dashboard
+from tests.dashboard_support import Dashboard
 from tests.samples import make_context
-from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, wait_for, worker_env
-
-
-@pytest.fixture(scope="module")
-def dashboard(
-    redis_server: RedisServer,
-    session_worker: WorkerProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Dashboard]:
-    with running_dashboard(redis_server.url, tmp_path_factory.mktemp("dashboard")) as server:
-        yield server
+from tests.support import PROJECT_ROOT, wait_for, worker_env
 
 
 def enqueue(app: Any, context: dict[str, Any], destinations: list[str]) -> Any:

@@ -13,24 +13,13 @@ from tests.dashboard_support import (
     Dashboard,
     chromium_missing,
     headless_chromium,
-    running_dashboard,
 )
 from tests.samples import make_context
-from tests.support import RedisServer, WorkerProcess, wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
 WAIT = 30
-
-
-@pytest.fixture(scope="module")
-def dashboard(
-    redis_server: RedisServer,
-    session_worker: WorkerProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Dashboard]:
-    with running_dashboard(redis_server.url, tmp_path_factory.mktemp("dashboard")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import html
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +17,11 @@ from tests.dashboard_support import (
     Dashboard,
     chromium_missing,
     headless_chromium,
-    running_dashboard,
 )
-from tests.samples import make_context
-from tests.support import RedisServer, WorkerProcess, read_log, wait_for
+from tests.support import failed_gamma_jobs, read_log, wait_for
 
 WAIT = 30
 FORM = re.compile(r'<form class="retry retry-all"(.*?)</form>', re.DOTALL)
-
-
-@pytest.fixture(scope="module")
-def dashboard(
-    redis_server: RedisServer,
-    session_worker: WorkerProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Dashboard]:
-    with running_dashboard(redis_server.url, tmp_path_factory.mktemp("dashboard")) as server:
-        yield server
-
-
-def failed_jobs(app: Any, record: Path, log: Path, flag: Path, count: int = 5) -> list[Any]:
-    from worker import enqueue_export
-
-    instrument = f"TEST-{uuid.uuid4().hex[:8]}"
-    jobs = [
-        enqueue_export({**make_context(record, log, gamma=f"fail-until:{flag}"),
-                        "instrument_pid": instrument}, destinations=["alpha", "gamma"], app=app)
-        for _ in range(count)
-    ]  # fmt: skip
-    jobs = [job.wait(timeout=WAIT) for job in jobs]
-    assert not any(job.satisfied for job in jobs)
-    return jobs
 
 
 def retry_all_form(dashboard: Dashboard, **params: str) -> dict[str, str] | None:
@@ -72,7 +44,7 @@ def test_retry_all_needs_the_token_of_its_own_filter(
     from tasks.jobs import get_job
 
     flag = tmp_path / "gamma-is-back"
-    jobs = failed_jobs(app, record, export_log, flag)
+    jobs = failed_gamma_jobs(app, record, export_log, flag)
     instrument = jobs[0].instrument_pid
     form = retry_all_form(dashboard, state="failed", instrument=instrument)
     assert form is not None and form.pop("button") == "Retry all 5 shown"
@@ -124,7 +96,7 @@ def test_retry_all_asks_with_the_count_and_filter_then_shows_the_summary(
     from tasks.jobs import get_job
 
     flag = tmp_path / "gamma-is-back"
-    jobs = failed_jobs(app, record, export_log, flag)
+    jobs = failed_gamma_jobs(app, record, export_log, flag)
     instrument = jobs[0].instrument_pid
     browser = headless_chromium()
     try:
