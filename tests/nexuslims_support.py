@@ -137,8 +137,13 @@ def run_client(
 ) -> dict[str, Any]:
     """Run ``export_records`` in a client process like NexusLIMS's record builder."""
     options = {"timeout": timeout, "wait": wait}
+    return run_script(CLIENT, env, json.dumps(spec), json.dumps(options))
+
+
+def run_script(script: str, env: dict[str, str], *arguments: str) -> dict[str, Any]:
+    """Run ``script`` in a Python process of its own; the JSON of its last output line."""
     done = subprocess.run(
-        [sys.executable, "-c", CLIENT, json.dumps(spec), json.dumps(options)],
+        [sys.executable, "-c", script, *arguments],
         capture_output=True,
         text=True,
         env=env,

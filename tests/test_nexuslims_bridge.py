@@ -35,6 +35,7 @@ from tests.nexuslims_support import (
     record_status,
     require_nexuslims,
     run_client,
+    run_script,
     upload_log,
 )
 from tests.samples import make_context
@@ -314,17 +315,7 @@ ATTACKER_URL = "https://attacker.example/records/1"
 
 
 def forge(env: dict[str, str], *args: Any) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", FORGE, env["NX_EXPORT_BROKER_URL"], json.dumps(list(args))],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=PROJECT_ROOT,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return answer
+    return run_script(FORGE, env, env["NX_EXPORT_BROKER_URL"], json.dumps(list(args)))
 
 
 def test_a_forged_outcome_writes_nothing(bridge: Bridge, tmp_path: Path) -> None:
