@@ -231,9 +231,12 @@ def test_a_worker_holding_retries_survives_a_redis_restart(
     cluster: Cluster, record: Path, tmp_path: Path
 ) -> None:
     # Retries wait for their countdown in the worker, unacknowledged, when Redis goes.
+    # Held retries come back by the visibility timeout; a message the restart lost
+    # anyway is the lost-task sweep's, here within 20 s (5 minutes by default).
     worker = cluster.worker(
-        "holding", NX_EXPORT_BACKOFF_SECONDS="2", NX_EXPORT_VISIBILITY_TIMEOUT="12"
-    )
+        "holding", NX_EXPORT_BACKOFF_SECONDS="2", NX_EXPORT_VISIBILITY_TIMEOUT="12",
+        NX_EXPORT_LOST_TASK_SECONDS="20",
+    )  # fmt: skip
     log = tmp_path / "exports.jsonl"
     contexts = [make_context(record, log, alpha="transient:3") for _ in range(10)]
     job_ids = cluster.enqueue([{"context": c, "destinations": ["alpha"]} for c in contexts])
@@ -242,7 +245,10 @@ def test_a_worker_holding_retries_survives_a_redis_restart(
     cluster.redis.stop()
     time.sleep(3.0)
     cluster.redis.start()
-    assert cluster.wait_finished(job_ids, timeout=120) == []
+    unfinished = cluster.wait_finished(job_ids, timeout=120)
+    assert unfinished == [], (
+        [cluster.record(job_id).destinations for job_id in unfinished], worker.log()[-3000:]
+    )
     assert worker.process is not None and worker.process.poll() is None, worker.log()[-3000:]
     assert "Unrecoverable error" not in worker.log()
     assert all(cluster.record(job_id).outcomes() == {"alpha": True} for job_id in job_ids)
