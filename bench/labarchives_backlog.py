@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes import FakeLabArchives
+from worker.sandbox import FakeLabArchives
 from tests.support import RedisServer, WorkerProcess, worker_env
 
 RECORD = """<?xml version="1.0" encoding="UTF-8"?>

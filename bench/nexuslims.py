@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
 
 CREATE_LATENCY = 0.3
@@ -136,7 +136,7 @@ class NexusLIMSRow:
         }
 
     def nexuslims_env(self, fakes: Fakes | None) -> dict[str, str]:
-        from tests.fakes.settings import fake_service_settings
+        from worker.sandbox.settings import fake_service_settings
         from tests.nexuslims_support import nexuslims_settings
 
         settings = nexuslims_settings(self.root / f"nx-{uuid.uuid4().hex[:8]}")
@@ -189,7 +189,7 @@ class NexusLIMSRow:
 
     def ours_run(self, side: Side) -> None:
         from tasks.jobs import enqueue_export
-        from tests.fakes.settings import fake_service_settings
+        from worker.sandbox.settings import fake_service_settings
 
         with fresh_fakes() as fakes:
             self.redis.client().flushall()

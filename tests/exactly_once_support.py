@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from destinations.builtin.labarchives.folders import account_hash
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.samples import RECORD
 from tests.support import WorkerProcess, worker_env
 

@@ -13,7 +13,7 @@ from destinations.builtin.cdcs import destination as cdcs_module
 from destinations.builtin.cdcs.destination import CDCSDestination
 from destinations.contract import ExportContext, ReservationEvent
 from destinations.errors import TransientExportError
-from tests.fakes import FakeCDCS
+from worker.sandbox import FakeCDCS
 
 pytest_plugins = ["tests.fakes.fixtures"]
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
-from tests.fakes.settings import fake_service_settings
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 from tests.file_opens import FileOpens
 from tests.samples import RECORD, make_context
 from tests.support import RedisServer, WorkerProcess, every_redis_value, worker_env

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.fakes import FakeCDCS, FakeELabFTW
+from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.samples import make_context, write_record
 from tests.support import StartWorker, wait_for
 

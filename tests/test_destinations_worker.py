@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
-from tests.fakes.settings import fake_service_settings
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 from tests.samples import make_context
 from tests.support import StartWorker, WorkerProcess, nx_export, worker_env
 

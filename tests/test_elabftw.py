@@ -11,7 +11,7 @@ import pytest
 from destinations.builtin.elabftw import ELabFTWDestination
 from destinations.contract import ExportContext, ExportResult
 from destinations.errors import TransientExportError
-from tests.fakes import FakeELabFTW
+from worker.sandbox import FakeELabFTW
 
 pytest_plugins = ["tests.fakes.fixtures"]
 

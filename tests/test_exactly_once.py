@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from destinations.plan import ExportRequestError
-from tests.fakes import FakeCDCS
+from worker.sandbox import FakeCDCS
 from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
 from tests.support import PROJECT_ROOT, read_log, worker_env

@@ -28,7 +28,7 @@ from tasks.store.job_store import JobStore
 from tasks.store.keys import METRICS_EXPORTS, SETTLED, lease_key
 from tasks.store.lease import Lease
 from tasks.store.model import DestinationState, StoredJob
-from tests.fakes import FakeCDCS
+from worker.sandbox import FakeCDCS
 from tests.private_cluster import Cluster
 from tests.samples import RECORD, make_context
 from tests.support import StartRedis, WorkerProcess, wait_for

@@ -26,7 +26,7 @@ from destinations.toolkit.http import (
     parse_xml,
     request,
 )
-from tests.fakes.server import FakeService
+from worker.sandbox.server import FakeService
 
 pytest_plugins = ["tests.fakes.fixtures"]
 

@@ -19,7 +19,7 @@ from destinations.builtin.labarchives.destination import LabArchivesDestination,
 from destinations.contract import Activity, ExportContext, ExportResult
 from destinations.errors import TransientExportError
 from destinations.toolkit.rate_limit import MinIntervalLimiter
-from tests.fakes import FakeLabArchives
+from worker.sandbox import FakeLabArchives
 
 pytest_plugins = ["tests.fakes.fixtures"]
 

@@ -21,7 +21,7 @@ from tests.exactly_once_support import (
     start_worker,
     write_record,
 )
-from tests.fakes import FakeLabArchives
+from worker.sandbox import FakeLabArchives
 from tests.samples import make_context
 from tests.support import RedisServer, wait_for
 

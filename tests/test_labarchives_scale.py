@@ -23,7 +23,7 @@ from destinations.builtin.labarchives.destination import LabArchivesDestination
 from destinations.contract import ExportContext
 from destinations.errors import TransientExportError
 from destinations.toolkit.rate_limit import RedisCallLimiter
-from tests.fakes import FakeLabArchives
+from worker.sandbox import FakeLabArchives
 from tests.samples import INSTRUMENT
 from tests.support import PROJECT_ROOT, RedisServer, StartWorker
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.exactly_once_support import service_env, start_worker
-from tests.fakes import FakeCDCS, FakeELabFTW
+from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.samples import session_record_text
 from tests.support import RedisServer, WorkerProcess, nx_export
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tasks.store.model import StoredJob
-from tests.fakes import FakeCDCS
+from worker.sandbox import FakeCDCS
 from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
 from tests.support import read_log, wait_for

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import redis
 
-from tests.fakes import FakeCDCS, FakeELabFTW
+from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.nexuslims_support import (
     nexuslims_settings,
     nx_export,

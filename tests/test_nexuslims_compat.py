@@ -18,8 +18,8 @@ import pytest
 from destinations.contract import ExportResult
 from destinations.plan import plan_export
 from destinations.registry import Registry
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
-from tests.fakes.settings import fake_service_settings
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 from tests.nexuslims_support import (
     INSTRUMENT,
     PLUGINS,

@@ -13,7 +13,7 @@ import pytest
 from destinations.toolkit.http import redact, snippet
 from tasks.messages import redact_message
 from tasks.store.job_store import job_key
-from tests.fakes import FakeCDCS
+from worker.sandbox import FakeCDCS
 from tests.samples import enqueue_arguments
 from tests.support import StartRedis, StartWorker, every_redis_value, nx_export, worker_env
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from celery import Celery
 
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
-from tests.fakes.settings import fake_service_settings
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 from tests.samples import enqueue_arguments, make_context
 from tests.support import (
     WEBHOOK_SECRET,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.exactly_once_support import service_env, start_worker, write_record
-from tests.fakes import FakeCDCS, FakeELabFTW
+from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.samples import make_context
 from tests.support import RedisServer, wait_for
 

@@ -13,7 +13,7 @@ from typing import Any
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import ServerThread
+from worker.sandbox.server import ServerThread
 
 
 def verify_signature(

@@ -1,7 +1,10 @@
 """``nx-export demo``: the whole flow on one machine with nothing installed but this package.
 
 Starts (or reuses) the private Redis and a worker, exports the bundled sample
-records to a local archive, prints the results, and stops what it started.
+records to a local archive, prints the results, and stops what it started. With
+``services``, local stand-ins of CDCS, eLabFTW and LabArchives (``worker.sandbox``)
+run too and the samples go to all four with the real destination code: no account
+needed, and no test of the real services either.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from importlib.resources import files
 from pathlib import Path
 
@@ -27,7 +31,20 @@ SAMPLES = [
 ]  # fmt: skip
 
 
-def run_demo(as_json: bool = False) -> int:
+def run_demo(as_json: bool = False, services: bool = False, stay: bool = False) -> int:
+    """Export the samples; with ``stay``, serve until Ctrl-C so the printed addresses open."""
+    with ExitStack() as stack:
+        destinations = ["local"]
+        if services:
+            from worker.sandbox.settings import running_stand_ins
+
+            # Before the app is imported: the client plans over what its environment enables.
+            os.environ.update(stack.enter_context(running_stand_ins()))
+            destinations += ["cdcs", "elabftw", "labarchives"]
+        return _run(destinations, as_json, stay)
+
+
+def _run(destinations: list[str], as_json: bool, stay: bool) -> int:
     from worker import embedded_redis
     from worker.settings import load_settings
 
@@ -53,8 +70,12 @@ def run_demo(as_json: bool = False) -> int:
         )  # fmt: skip
     console.print(f"worker: started, log in {log_path}")
     try:
-        _wait_for_the_worker(worker)
-        return _export_samples(archive, as_json, console)
+        _wait_for_the_worker(worker, destinations)
+        code = _export_samples(archive, destinations, as_json, console)
+        _where_to_look(console, stay)
+        if stay:
+            _serve_until_interrupted(worker)
+        return code
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -65,24 +86,51 @@ def run_demo(as_json: bool = False) -> int:
             embedded_redis.stop(settings.state_dir)
 
 
+def _where_to_look(console: Console, stay: bool) -> None:
+    console.print(
+        "look at the jobs:\n"
+        "  nx-export jobs        the jobs in a table\n"
+        "  nx-export dashboard   http://127.0.0.1:5556 (NX_EXPORT_DASHBOARD_AUTH=user:password)\n"
+        "  nx-export flower      http://127.0.0.1:5555 (FLOWER_BASIC_AUTH=user:password)",
+        highlight=False, soft_wrap=True,
+    )
+    if os.environ.get("NX_CDCS_URL") and not stay:
+        console.print("the stand-ins stopped with the demo: run it with --stay to open the "
+                      "records' addresses in a browser", soft_wrap=True)  # fmt: skip
+
+
+def _serve_until_interrupted(worker: subprocess.Popen[bytes]) -> None:
+    """Keep the stand-ins and the worker up until Ctrl-C (or the worker ends)."""
+    Console(stderr=True).print("serving until Ctrl-C…")
+    try:
+        while worker.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
 def _samples_folder() -> Path:
     """The folder of the bundled sample records (a real folder: the package is installed)."""
     return Path(str(files("worker") / "samples"))
 
 
-def _wait_for_the_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Until the worker publishes the local archive, so the jobs do not wait for one."""
+def _wait_for_the_worker(
+    worker: subprocess.Popen[bytes], destinations: list[str], timeout: float = 60
+) -> None:
+    """Until the worker publishes the destinations, so the jobs do not wait for one."""
     from tasks import catalog
     from worker.app import app
 
     deadline = time.monotonic() + timeout
-    while catalog.unserved(app, ["local"]) and worker.poll() is None:
+    while catalog.unserved(app, destinations) and worker.poll() is None:
         if time.monotonic() > deadline:
             return  # the jobs wait in their queue; the report says how they ended
         time.sleep(0.1)
 
 
-def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
+def _export_samples(
+    archive: Path, destinations: list[str], as_json: bool, console: Console
+) -> int:
     from worker import enqueue_export
     from worker.display import results_table
 
@@ -100,7 +148,7 @@ def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
                     "user": user,
                 },
                 strategy="all",
-                destinations=["local"],
+                destinations=destinations,
             )
         )
     console.print(f"enqueued {len(jobs)} jobs; waiting for the worker…")
@@ -109,7 +157,8 @@ def _export_samples(archive: Path, as_json: bool, console: Console) -> int:
         print(
             json.dumps(
                 {"archive": str(archive), "jobs": [job.to_dict() for job in finished]}, indent=2
-            )
+            ),
+            flush=True,  # before --stay serves: a caller reads it while the demo runs
         )
     else:
         results_table(finished)

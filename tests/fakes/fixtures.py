@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from destinations.contract import Activity, ExportContext, ExportResult
-from tests.fakes import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.samples import INSTRUMENT, PNG_BYTES, write_record
 
 SESSION_ID = "2026-03-04_FEI-Titan-TEM-635816_0001"

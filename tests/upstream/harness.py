@@ -22,7 +22,7 @@ import pytest
 import redis
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import ServerThread
+from worker.sandbox.server import ServerThread
 from tests.support import RedisServer, WorkerProcess, free_port, worker_env
 from tests.upstream.relay import RELAY_URL
 

@@ -99,8 +99,13 @@ def dashboard(port: int, address: str) -> None:
 
 @click.command()
 @json_option
-def demo(as_json: bool) -> None:
+@click.option("--services", is_flag=True,
+              help="Also export to local stand-ins of CDCS, eLabFTW and LabArchives "
+              "(no account needed; not a test of the real services).")  # fmt: skip
+@click.option("--stay", is_flag=True,
+              help="Keep the worker (and stand-ins) up until Ctrl-C, to open what it printed.")
+def demo(as_json: bool, services: bool, stay: bool) -> None:
     """Export the bundled sample records to a local archive, end to end."""
     from worker.demo import run_demo
 
-    sys.exit(run_demo(as_json))
+    sys.exit(run_demo(as_json, services, stay))

@@ -17,7 +17,7 @@ from xml.etree.ElementTree import ParseError
 from defusedxml.ElementTree import fromstring
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeService
+from worker.sandbox.server import STAND_IN_NOTE, FakeService, html_page
 
 NEXUS_ROOT = "{https://data.nist.gov/od/dm/nexus/experiment/v1.0}Experiment"
 
@@ -101,6 +101,16 @@ class FakeCDCS(FakeService):
         if method == "PATCH" and match:
             return self._patch_record(*match.groups())
         return _json({"detail": "Not found."}, 404)
+
+    def browse(self, request: Request) -> Response | None:
+        if request.path not in ("/", "/data"):
+            return None
+        with self._lock:
+            records = [r for r in self.records.values()
+                       if request.path == "/" or r["id"] == request.args.get("id")]  # fmt: skip
+        items = [(f"{r['title']} (id {r['id']}, workspace {r['workspace']})", r["xml_content"])
+                 for r in records]  # fmt: skip
+        return html_page(f"CDCS stand-in: {len(items)} record(s)", items, STAND_IN_NOTE)
 
     def _create_record(self, request: Request) -> Response:
         self.create_delay()

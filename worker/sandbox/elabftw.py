@@ -15,7 +15,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeService
+from worker.sandbox.server import STAND_IN_NOTE, FakeService, html_page
 
 API = "/api/v2/experiments"
 
@@ -91,6 +91,19 @@ class FakeELabFTW(FakeService):
                 del self.experiments[experiment_id]
             return Response(status=204)
         return _error(400, "Unsupported call")
+
+    def browse(self, request: Request) -> Response | None:
+        if request.path not in ("/", "/experiments.php"):
+            return None
+        with self._lock:
+            shown = [e for e in self.experiments.values()
+                     if request.path == "/" or str(e["id"]) == request.args.get("id")]  # fmt: skip
+            items = [(f"{e['title']} (experiment {e['id']})",
+                      "\n".join([f"tags: {', '.join(e['tags'])}",
+                                  *(f"attached: {u['real_name']}" for u in e["uploads"]),
+                                  "", e["body"]]))
+                     for e in shown]  # fmt: skip
+        return html_page(f"eLabFTW stand-in: {len(items)} experiment(s)", items, STAND_IN_NOTE)
 
     def _create(self, request: Request) -> Response:
         self.create_delay()

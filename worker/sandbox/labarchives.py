@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeService
+from worker.sandbox.server import STAND_IN_NOTE, FakeService, html_page
 
 INBOX = "0"
 
@@ -156,6 +156,18 @@ class FakeLabArchives(FakeService):
     def _user_info(self, request: Request) -> Response:
         books = "".join(f"<notebook><id>{escape(n)}</id></notebook>" for n in self.notebooks)
         return _xml(f"<users><id>{escape(self.uid)}</id><notebooks>{books}</notebooks></users>")
+
+    def browse(self, request: Request) -> Response | None:
+        # A page's address is the notebook's root with the page in its fragment.
+        if request.path != "/":
+            return None
+        with self._lock:
+            pages = [n for n in self.nodes.values() if not n["is_folder"]]
+            items = [(f"{page['display_text']} (notebook {page['nbid']}, page {page['tree_id']})",
+                      "\n".join(e.get("entry_data") or f"attached: {e['filename']}"
+                                for e in self.entries if e["pid"] == page["tree_id"]))
+                     for page in pages]  # fmt: skip
+        return html_page(f"LabArchives stand-in: {len(items)} page(s)", items, STAND_IN_NOTE)
 
     def _tree_level(self, request: Request) -> Response:
         nbid = request.args.get("nbid", "")

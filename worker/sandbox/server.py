@@ -10,6 +10,7 @@ start a fake from a plain script.
 
 from __future__ import annotations
 
+import html
 import socket
 import threading
 import time
@@ -112,6 +113,22 @@ class Failure:
 
 class _DropConnection(Exception):
     """Raised after the action is done to cut the connection without an answer."""
+
+
+def html_page(title: str, items: Iterable[tuple[str, str]], note: str = "") -> Response:
+    """A plain page of ``(heading, text)`` items, every value escaped, for a browser."""
+    body = "".join(
+        f"<h2>{html.escape(heading)}</h2><pre>{html.escape(text)}</pre>" for heading, text in items
+    )
+    return Response(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"</head><body><h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>{body}"
+        f"</body></html>",
+        content_type="text/html; charset=utf-8",
+    )
+
+
+STAND_IN_NOTE = "A local stand-in of the service, not the service itself."
 
 
 HTML_ERROR_PAGE = (
@@ -252,6 +269,14 @@ class FakeService:
         """Answer an authenticated request."""
         raise NotImplementedError
 
+    def browse(self, request: Request) -> Response | None:
+        """The page a person's browser gets for a ``GET`` of a record's web address, or None.
+
+        Stand-ins show what they hold without credentials, so the addresses a demo
+        prints open in a browser.
+        """
+        return None
+
     def create_delay(self) -> None:
         """Wait ``create_latency`` seconds (create calls call this first)."""
         if self.create_latency > 0:
@@ -289,6 +314,9 @@ class FakeService:
             with self._lock:
                 self.double_slash_paths.append(raw_path)
             return Response(f"'//' in path {raw_path}\n", status=400)
+        page = self.browse(request) if request.method == "GET" else None
+        if page is not None:
+            return page
         if self.redirect_to is not None:
             query = request.query_string.decode()
             location = self.redirect_to.rstrip("/") + raw_path + (f"?{query}" if query else "")
