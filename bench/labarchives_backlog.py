@@ -33,8 +33,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker.sandbox import FakeLabArchives
 from tests.support import RedisServer, WorkerProcess, worker_env
+from worker.sandbox import FakeLabArchives
 
 RECORD = """<?xml version="1.0" encoding="UTF-8"?>
 <nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">

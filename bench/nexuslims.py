@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, worker_env
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 
 CREATE_LATENCY = 0.3
 PAUSE = 1.1
@@ -136,8 +136,8 @@ class NexusLIMSRow:
         }
 
     def nexuslims_env(self, fakes: Fakes | None) -> dict[str, str]:
-        from worker.sandbox.settings import fake_service_settings
         from tests.nexuslims_support import nexuslims_settings
+        from worker.sandbox.settings import fake_service_settings
 
         settings = nexuslims_settings(self.root / f"nx-{uuid.uuid4().hex[:8]}")
         if fakes is not None:

@@ -33,10 +33,10 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+from tests.support import RedisServer, WorkerProcess, worker_env
 from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 from worker.sandbox.server import Failure
 from worker.sandbox.settings import fake_service_settings
-from tests.support import RedisServer, WorkerProcess, worker_env
 
 RECORD = """<?xml version="1.0" encoding="UTF-8"?>
 <nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">

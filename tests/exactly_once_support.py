@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from destinations.builtin.labarchives.folders import account_hash
-from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.samples import RECORD
 from tests.support import WorkerProcess, worker_env
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 
 NEXUS_RECORD = """<?xml version="1.0" encoding="UTF-8"?>
 <nx:Experiment xmlns:nx="https://data.nist.gov/od/dm/nexus/experiment/v1.0">

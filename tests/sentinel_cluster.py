@@ -1,4 +1,4 @@
-"""A Redis primary, its replica and three Sentinels on 127.0.0.1, from the bundled redis-server.
+"""A Redis primary, two replicas and three Sentinels on 127.0.0.1, from the bundled redis-server.
 
 For the failover tests and ``bench.failover``: the primary can be killed (SIGKILL) or
 paused (SIGSTOP, then SIGCONT) and started again on its port and data, where the
@@ -27,6 +27,8 @@ USER, PASSWORD, SENTINEL_PASSWORD = "nxexport", "primary-secret", "sentinel-secr
 # quorum of 2 then elects one of them to promote the replica). Two seconds, not one:
 # a server stalled a second by a loaded machine is not a reason to fail over.
 DOWN_AFTER_MS = 2000
+# A replica silent this long no longer counts for the primary's min-replicas-to-write.
+MIN_REPLICAS_MAX_LAG = 2
 
 
 class RedisNode:
@@ -52,7 +54,11 @@ class RedisNode:
                    "--logfile", str(self.directory / "redis.log"),
                    "--user", "default", "off",
                    "--user", USER, "on", f">{PASSWORD}", "~*", "allchannels", "+@all",
-                   "--masteruser", USER, "--masterauth", PASSWORD]  # fmt: skip
+                   "--masteruser", USER, "--masterauth", PASSWORD,
+                   # As deploy/ha configures it: a primary that lost its replicas (paused
+                   # while one was promoted) refuses writes instead of keeping them.
+                   "--min-replicas-to-write", "1",
+                   "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG)]  # fmt: skip
         if self.replica_of is not None:
             command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(
@@ -114,7 +120,7 @@ class SentinelNode(RedisNode):
 
 
 class SentinelCluster:
-    """Primary, replica and three Sentinels; ``close`` stops them all."""
+    """Primary, two replicas and three Sentinels; ``close`` stops them all."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -123,13 +129,15 @@ class SentinelCluster:
         try:
             primary = RedisNode(directory / "primary").start()
             self.nodes.append(primary)
-            replica = RedisNode(directory / "replica", replica_of=primary.port).start()
-            self.nodes.append(replica)
-            _wait(lambda: _in_sync(primary, replica), "the replica's first sync")
+            for name in ("replica-1", "replica-2"):
+                replica = RedisNode(directory / name, replica_of=primary.port).start()
+                self.nodes.append(replica)
+            for replica in self.nodes[1:]:
+                _wait(lambda r=replica: _in_sync(primary, r), "the replicas' first sync")
             for number in range(3):
                 sentinel = SentinelNode(directory / f"sentinel-{number}", primary.port)
                 self.sentinels.append(sentinel.start())
-            _wait(self._sentinels_see_the_replica, "the Sentinels to find the replica")
+            _wait(self._sentinels_see_the_replicas, "the Sentinels to find the replicas")
         except BaseException:
             self.close()
             raise
@@ -199,8 +207,8 @@ class SentinelCluster:
 
         _wait(whole, "the rejoin", timeout)
 
-    def _sentinels_see_the_replica(self) -> bool:
-        return all(_sentinels_see(sentinel, 1) for sentinel in self.sentinels)
+    def _sentinels_see_the_replicas(self) -> bool:
+        return all(_sentinels_see(sentinel, 2) for sentinel in self.sentinels)
 
     def close(self) -> None:
         for node in [*self.sentinels, *self.nodes]:

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
-from worker.sandbox.settings import fake_service_settings
 from tests.file_opens import FileOpens
 from tests.samples import RECORD, make_context
 from tests.support import RedisServer, WorkerProcess, every_redis_value, worker_env
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes

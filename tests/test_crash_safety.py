@@ -12,9 +12,9 @@ from typing import Any
 import psutil
 import pytest
 
-from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.samples import make_context, write_record
 from tests.support import StartWorker, wait_for
+from worker.sandbox import FakeCDCS, FakeELabFTW
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes

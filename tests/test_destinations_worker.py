@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
-from worker.sandbox.settings import fake_service_settings
 from tests.samples import make_context
 from tests.support import StartWorker, WorkerProcess, nx_export, worker_env
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes

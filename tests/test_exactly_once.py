@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from destinations.plan import ExportRequestError
-from worker.sandbox import FakeCDCS
 from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
 from tests.support import PROJECT_ROOT, read_log, worker_env
+from worker.sandbox import FakeCDCS
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes

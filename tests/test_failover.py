@@ -235,12 +235,6 @@ def test_jobs_survive_the_primary_killed(tmp_path: Path) -> None:
 
 
 @pytest.mark.processes
-@pytest.mark.xfail(
-    reason="split brain: a paused primary that wakes keeps serving the connections it had "
-    "for about 10 s, until Sentinel demotes it, and its resync then discards what it took "
-    "(see README, High availability); passes when no write lands in that window",
-    strict=False,
-)
 def test_jobs_survive_the_primary_paused(tmp_path: Path) -> None:
     check(run_through_a_failover(tmp_path, pause_the_primary))
 

@@ -28,10 +28,10 @@ from tasks.store.job_store import JobStore
 from tasks.store.keys import METRICS_EXPORTS, SETTLED, lease_key
 from tasks.store.lease import Lease
 from tasks.store.model import DestinationState, StoredJob
-from worker.sandbox import FakeCDCS
 from tests.private_cluster import Cluster
 from tests.samples import RECORD, make_context
 from tests.support import StartRedis, WorkerProcess, wait_for
+from worker.sandbox import FakeCDCS
 
 RETENTION = 600
 

@@ -21,9 +21,9 @@ from tests.exactly_once_support import (
     start_worker,
     write_record,
 )
-from worker.sandbox import FakeLabArchives
 from tests.samples import make_context
 from tests.support import RedisServer, wait_for
+from worker.sandbox import FakeLabArchives
 
 ERROR_4000 = (
     "<error><error-code>4000</error-code>"

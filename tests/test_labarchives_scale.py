@@ -23,9 +23,9 @@ from destinations.builtin.labarchives.destination import LabArchivesDestination
 from destinations.contract import ExportContext
 from destinations.errors import TransientExportError
 from destinations.toolkit.rate_limit import RedisCallLimiter
-from worker.sandbox import FakeLabArchives
 from tests.samples import INSTRUMENT
 from tests.support import PROJECT_ROOT, RedisServer, StartWorker
+from worker.sandbox import FakeLabArchives
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes

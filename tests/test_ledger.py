@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from tests.exactly_once_support import service_env, start_worker
-from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.samples import session_record_text
 from tests.support import RedisServer, WorkerProcess, nx_export
+from worker.sandbox import FakeCDCS, FakeELabFTW
 
 BOTH = ("--destination", "cdcs", "--destination", "elabftw")
 

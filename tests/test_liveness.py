@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from tasks.store.model import StoredJob
-from worker.sandbox import FakeCDCS
 from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
 from tests.support import read_log, wait_for
+from worker.sandbox import FakeCDCS
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes

@@ -25,7 +25,6 @@ import psutil
 import pytest
 import redis
 
-from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.nexuslims_support import (
     nexuslims_settings,
     nx_export,
@@ -47,6 +46,7 @@ from tests.support import (
     wait_for,
     worker_env,
 )
+from worker.sandbox import FakeCDCS, FakeELabFTW
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes

@@ -18,8 +18,6 @@ import pytest
 from destinations.contract import ExportResult
 from destinations.plan import plan_export
 from destinations.registry import Registry
-from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
-from worker.sandbox.settings import fake_service_settings
 from tests.nexuslims_support import (
     INSTRUMENT,
     PLUGINS,
@@ -38,6 +36,8 @@ from worker.compat import (
     session_context,
     was_successfully_exported,
 )
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 
 Services = tuple[FakeCDCS, FakeELabFTW, FakeLabArchives]
 

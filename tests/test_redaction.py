@@ -13,9 +13,9 @@ import pytest
 from destinations.toolkit.http import redact, snippet
 from tasks.messages import redact_message
 from tasks.store.job_store import job_key
-from worker.sandbox import FakeCDCS
 from tests.samples import enqueue_arguments
 from tests.support import StartRedis, StartWorker, every_redis_value, nx_export, worker_env
+from worker.sandbox import FakeCDCS
 
 # The longest part of a secret that may be shown: shorter runs match too much text.
 MIN_RUN = 8

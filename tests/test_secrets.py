@@ -9,8 +9,6 @@ from typing import Any
 
 from celery import Celery
 
-from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
-from worker.sandbox.settings import fake_service_settings
 from tests.samples import enqueue_arguments, make_context
 from tests.support import (
     WEBHOOK_SECRET,
@@ -21,6 +19,8 @@ from tests.support import (
     nx_export,
     wait_for,
 )
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
+from worker.sandbox.settings import fake_service_settings
 
 
 def test_pickle_messages_are_refused(

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from tests.exactly_once_support import service_env, start_worker, write_record
-from worker.sandbox import FakeCDCS, FakeELabFTW
 from tests.samples import make_context
 from tests.support import RedisServer, wait_for
+from worker.sandbox import FakeCDCS, FakeELabFTW
 
 
 @pytest.fixture

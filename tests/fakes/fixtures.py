@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from destinations.contract import Activity, ExportContext, ExportResult
-from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 from tests.samples import INSTRUMENT, PNG_BYTES, write_record
+from worker.sandbox import FakeCDCS, FakeELabFTW, FakeLabArchives
 
 SESSION_ID = "2026-03-04_FEI-Titan-TEM-635816_0001"
 

@@ -22,9 +22,9 @@ import pytest
 import redis
 from werkzeug.wrappers import Request, Response
 
-from worker.sandbox.server import ServerThread
 from tests.support import RedisServer, WorkerProcess, free_port, worker_env
 from tests.upstream.relay import RELAY_URL
+from worker.sandbox.server import ServerThread
 
 WORK_DIR = Path(os.environ["NEXUSLIMS_UPSTREAM_DIR"])
 REPORT = os.environ.get("NEXUSLIMS_UPSTREAM_REPORT")
