@@ -132,8 +132,8 @@ class SentinelCluster:
             for name in ("replica-1", "replica-2"):
                 replica = RedisNode(directory / name, replica_of=primary.port).start()
                 self.nodes.append(replica)
-            for replica in self.nodes[1:]:
-                _wait(lambda r=replica: _in_sync(primary, r), "the replicas' first sync")
+            _wait(lambda: all(_in_sync(primary, r) for r in self.nodes[1:]),
+                  "the replicas' first sync")  # fmt: skip
             for number in range(3):
                 sentinel = SentinelNode(directory / f"sentinel-{number}", primary.port)
                 self.sentinels.append(sentinel.start())

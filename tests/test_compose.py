@@ -359,7 +359,8 @@ def test_the_ha_profile_runs_workers_on_sentinel_urls(compose: Path, project: Pa
     done = run_compose(compose, project, "--profile", "ha", "config", "--format", "json")
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
-    ha = {"redis-primary", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3", "worker-ha"}
+    ha = {"redis-primary", "redis-replica", "redis-replica-2", "sentinel-1", "sentinel-2",
+          "sentinel-3", "worker-ha"}  # fmt: skip
     assert ha <= set(services)
     worker = services["worker-ha"]["environment"]
     urls = worker["NX_EXPORT_BROKER_URL"].split(";")
@@ -368,8 +369,13 @@ def test_the_ha_profile_runs_workers_on_sentinel_urls(compose: Path, project: Pa
     ]
     assert worker["NX_EXPORT_REDIS_MASTER_NAME"] == "nxprimary"
     assert worker["NX_EXPORT_SENTINEL_PASSWORD"] == SECRETS["REDIS_PASSWORD"]
-    replica = services["redis-replica"]["environment"]["HA_REPLICAOF"]
-    assert replica == "replicaof redis-primary 6379"
+    for name in ("redis-replica", "redis-replica-2"):
+        assert services[name]["environment"]["HA_REPLICAOF"] == "replicaof redis-primary 6379"
+        assert services[name]["environment"]["HA_NAME"] == name
+    # Every node refuses writes without a replica in sync, whichever is primary.
+    for name in ("redis-primary", "redis-replica", "redis-replica-2"):
+        assert "min-replicas-to-write 1" in services[name]["command"][-1], name
+    assert "$(hostname)" in services["worker-ha"]["healthcheck"]["test"][-1]
     for name in ha - {"worker-ha"}:
         for line in command_lines(services[name]):
             assert SECRETS["REDIS_PASSWORD"] not in line, (name, line)

@@ -144,6 +144,9 @@ def run_through_a_failover(tmp_path: Path, failover: Any, wait: float = 45) -> d
                          # A task delivered by the dead primary but never received, or
                          # received and not acknowledged, is handed out again after this.
                          NX_EXPORT_VISIBILITY_TIMEOUT="10",
+                         # A task message the dead primary had not replicated is gone:
+                         # the lost-task sweep sends it again (5 minutes by default).
+                         NX_EXPORT_LOST_TASK_SECONDS="10",
                          NX_TEST_EXPORT_LOG=str(log))  # fmt: skip
         for name in DESTINATIONS:
             env[f"NX_TEST_{name.upper()}_BEHAVIOUR"] = "sleep:0.3"
@@ -186,7 +189,8 @@ def enqueue(client: dict[str, str], record: Path, count: int) -> list[str]:
 def wait_finished(
     client: dict[str, str], job_ids: list[str], timeout: float
 ) -> tuple[list[str], dict[str, bool | None]]:
-    """The jobs still unfinished after ``timeout``, and whether each finished one is satisfied.
+    """The jobs still unfinished after ``timeout`` (with their destinations' states), and
+    whether each finished one is satisfied.
 
     Read through the Sentinels, as a client would.
     """
@@ -205,6 +209,7 @@ def wait_finished(
     store = JobStore(sentinel.master_for(MASTER_NAME, username=user, password=password), 3600)
     deadline = time.monotonic() + timeout
     pending, satisfied = list(job_ids), {}
+    states: dict[str, Any] = {}
     while pending and time.monotonic() < deadline:
         try:
             records = store.load_many(pending)
@@ -214,8 +219,10 @@ def wait_finished(
             if record is not None and record.job.finished_at is not None:
                 satisfied[job_id] = record.job.satisfied
                 pending.remove(job_id)
+            elif record is not None:  # what a failure names: each destination's state
+                states[job_id] = {n: e.state for n, e in record.destinations.items()}
         time.sleep(0.2)
-    return pending, satisfied
+    return [f"{job_id} {states.get(job_id)}" for job_id in pending], satisfied
 
 
 def check(outcome: dict[str, Any]) -> None:
@@ -267,3 +274,57 @@ def test_the_sweep_finishes_a_job_whose_chord_count_was_lost(tmp_path: Path) -> 
         assert "every destination ended, its finish did not" in worker.log()
     finally:
         cluster.close()
+
+
+@pytest.mark.processes
+def test_a_write_a_non_primary_refuses_is_a_failover_to_every_client(tmp_path: Path) -> None:
+    """NOREPLICAS (a primary without replicas) and READONLY, also inside a script."""
+    import redis
+
+    from tasks.store.failover import FAILOVER_ERRORS
+    from tests.sentinel_cluster import RedisNode
+
+    lonely = RedisNode(tmp_path / "lonely").start()  # min-replicas-to-write 1, no replica
+    replica = RedisNode(tmp_path / "replica", replica_of=lonely.port).start()
+    try:
+        client = lonely.client(socket_timeout=2)
+        client.config_set("min-replicas-to-write", "1")
+        replica.stop()
+        time.sleep(0.2)
+        writes = {
+            "command": lambda c: c.set("k", "v"),
+            "script": lambda c: c.eval("return redis.call('set', KEYS[1], 'v')", 1, "k"),
+            "transaction": lambda c: c.pipeline().set("k", "v").incr("n").execute(),
+        }
+        for name, write in writes.items():
+            with pytest.raises(redis.ReadOnlyError, match="NOREPLICAS"):
+                write(client)
+            assert isinstance(redis.ReadOnlyError("x"), FAILOVER_ERRORS), name
+        assert client.get("k") is None  # refused writes did not happen
+        # A demoted primary says READONLY; inside a script too.
+        replica.replica_of = lonely.port
+        replica.start()
+        with pytest.raises(redis.ReadOnlyError, match="READONLY"):
+            writes["script"](replica.client(socket_timeout=2))
+        assert client.get("missing") is None  # reads and other errors are unchanged
+        with pytest.raises(redis.ResponseError) as other:
+            client.execute_command("NOSUCHCOMMAND")
+        assert type(other.value) is redis.ResponseError
+    finally:
+        replica.stop()
+        lonely.stop()
+
+
+def test_a_retry_that_could_not_be_sent_requeues_its_task_instead_of_dropping_it() -> None:
+    import redis
+    from celery.exceptions import Reject
+    from kombu.exceptions import OperationalError
+
+    from tasks.export.retry_policy import unsent_retry_requeued
+
+    for reason in (OperationalError("The previous master is now a slave"),
+                   redis.ConnectionError("reset"), redis.TimeoutError("timed out")):  # fmt: skip
+        kept = unsent_retry_requeued(Reject(reason, requeue=False))
+        assert kept.requeue is True and kept.reason is reason
+    other = Reject(ValueError("a bug"), requeue=False)
+    assert unsent_retry_requeued(other) is other  # anything else is Celery's to decide

@@ -92,6 +92,22 @@ def test_the_broker_patch_refuses_a_kombu_whose_method_changed(
     broker_close.install()  # the kombu installed is the one it was made for
 
 
+def test_a_channel_that_lost_its_connection_reports_a_lost_connection() -> None:
+    """Not an AttributeError: Celery rejects (drops) a retry whose publish raised one."""
+    from types import SimpleNamespace
+
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    from worker import broker_close
+
+    broker_close.install()
+    for channel in (SimpleNamespace(connection=None),
+                    SimpleNamespace(connection=SimpleNamespace(client=None))):  # fmt: skip
+        with pytest.raises(redis.ConnectionError, match="broker connection was closed"):
+            kombu_redis.Channel._connparams(channel)
+
+
 @pytest.mark.processes
 def test_the_check_names_a_worker_still_running_with_settings_changed_since_it_started(
     start_redis: StartRedis, start_worker: StartWorker, tmp_path: Path

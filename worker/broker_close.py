@@ -31,7 +31,12 @@ class IncompatibleKombuError(RuntimeError):
 
 
 def _connparams_of_a_live_connection(self: Any, asynchronous: bool = False) -> Any:
-    if self.connection.client is None:
+    # Closed half-way, the channel may have lost its transport too (``connection`` is
+    # None): a task's retry publishing on it then must see a lost connection, which
+    # kombu's publish retries on a new one, not an AttributeError, which Celery turns
+    # into a rejected task.
+    connection = getattr(self, "connection", None)
+    if connection is None or connection.client is None:
         raise redis.ConnectionError("the broker connection was closed")
     return _connparams(self, asynchronous=asynchronous)
 

@@ -9,19 +9,17 @@ records it as the destination's failure. Only an unreachable Redis makes the
 task come back later instead, since nothing could be recorded. The same task
 runs a destination's optional ``prepare`` step (``phase="prepare"``).
 
-One copy of a destination's export runs at a time (``tasks.store.lease``); a copy of
-a task whose outcome is stored ends with that outcome again without exporting,
-so the chord counts it once (Celery keeps one part per task id) and nothing
-runs twice.
+One copy of a destination's export runs at a time (``tasks.store.lease``); a copy of a
+task whose outcome is stored ends with it again without exporting, so the chord
+counts it once (Celery keeps one part per task id) and nothing runs twice.
 
 Every write of a copy to its destination's entry and call log is fenced by its
 lease. A copy that finds it lost the lease (paused or cut off past its lifetime)
-makes no further call, stores nothing and logs a warning. If another copy took
-over — the entry has an outcome, or more attempts than this copy knew — its task
-ends in Celery's ``Ignore``: acknowledged, no state stored, no chord part, since
-the copies share the task id and the chord must count the one that stores the
-result. If none did (the lease merely expired), it comes back later, costing no
-attempt, as a copy that found the lease taken does.
+makes no further call, stores nothing and logs a warning. If another copy took over
+(the entry has an outcome, or more attempts than this copy knew) its task ends in
+Celery's ``Ignore``: acknowledged, no state, no chord part, since the copies share
+the task id and the chord must count the one that stores the result. If none did
+(the lease merely expired), it comes back later, costing no attempt.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from destinations.toolkit.call_deadline import calls_guarded_by
 from tasks.canvas import EXPORT, PREPARE
 from tasks.export.followers import JobRun, start_followers, start_if_ready
 from tasks.export.ledger_check import LedgerCheck
-from tasks.export.retry_policy import RetryPolicy, retry_delay
+from tasks.export.retry_policy import RetryPolicy, retry_delay, unsent_retry_requeued
 from tasks.export.slot_waits import slot_waits, wait_for_slots
 from tasks.messages import (
     InvalidContextError,
@@ -81,7 +79,6 @@ def failure_summary(name: str, error: str | None) -> str:
 
 
 T = TypeVar("T")
-
 # Redis unreachable: nothing can be recorded, so the task is retried once it is back.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # How long a finished export waits for Redis to store its result, rather than run again.
@@ -97,10 +94,13 @@ class DestinationTask(Task):
     destination = ""  # the destination's name, set by declare_destination_task
 
     def retry(self, *args: Any, **options: Any) -> Any:
-        """Celery's retry, keeping the one-line summary Flower shows instead of the context."""
+        """Celery's retry, keeping the one-line summary Flower shows, not the context."""
         options.setdefault("argsrepr", self.request.argsrepr)
         options.setdefault("kwargsrepr", self.request.kwargsrepr)
-        return super().retry(*args, **options)
+        try:
+            return super().retry(*args, **options)
+        except Reject as refused:  # unsent (a failover): Celery would drop the task
+            raise unsent_retry_requeued(refused) from None
 
     autoretry_for = REDIS_DOWN
     retry_backoff = 1

@@ -14,6 +14,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import redis
+from celery.exceptions import Reject
+from kombu.exceptions import OperationalError
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -48,3 +52,17 @@ def retry_delay(
         honoured = maximum if retry_after_max is None else retry_after_max
         delay = max(delay, min(retry_after, honoured))
     return delay
+
+
+def unsent_retry_requeued(refused: Reject) -> Reject:
+    """The task back in its queue when its retry could not be sent for want of Redis.
+
+    Celery rejects (drops) a task whose retry message it could not publish. A
+    publish that met a failover (kombu wraps the old primary's refusal while it
+    declares the queue: an ``OperationalError`` its own retry does not catch) must
+    not lose the task: requeued, it runs again, and its lease and stored outcome
+    keep the export single if the retry was sent after all.
+    """
+    if isinstance(refused.reason, (redis.ConnectionError, redis.TimeoutError, OperationalError)):
+        return Reject(refused.reason, requeue=True)
+    return refused

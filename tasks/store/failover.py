@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from redis._parsers.base import BaseParser
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,40 @@ T = TypeVar("T")
 # What a failover looks like to a client: the connection broke, timed out, found no
 # primary, or found the old primary demoted (READONLY on a plain redis:// connection).
 FAILOVER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+# Writes refused because the server is no primary any more: a primary that lost its
+# replicas refuses them (NOREPLICAS, ``min-replicas-to-write``: the high-availability
+# setup's guard against a paused primary that wakes after its replica was promoted),
+# a demoted one too (READONLY). Redis says so at the start of a command's error, or
+# inside a script's ("Error running script ...: -READONLY ..."), which redis-py
+# leaves a plain ResponseError. A write refused so did not happen.
+REFUSED_WRITES = ("NOREPLICAS", "-READONLY")
+
+
+def recognise_refused_writes() -> None:
+    """Make redis-py raise ``ReadOnlyError`` for every write a non-primary refused.
+
+    redis-py's Sentinel connections turn ``ReadOnlyError`` into a ``ConnectionError``
+    and ask the Sentinels for the primary again, as they do for a demoted one; every
+    client in the process (kombu's broker channel, Celery's result backend, the job
+    store's scripts) then treats the old primary's refusal as the failover it is.
+    Idempotent.
+    """
+    original = BaseParser.__dict__["parse_error"].__func__
+    if getattr(original, "recognises_refused_writes", False):
+        return
+
+    def parse_error(cls: type[BaseParser], response: str) -> redis.RedisError:
+        error = original(cls, response)
+        if type(error) is redis.ResponseError and any(w in str(error) for w in REFUSED_WRITES):
+            return redis.ReadOnlyError(str(error))
+        return error
+
+    parse_error.recognises_refused_writes = True  # type: ignore[attr-defined]
+    BaseParser.parse_error = classmethod(parse_error)  # type: ignore[method-assign,assignment]
+
+
+recognise_refused_writes()
+
 ATTEMPTS = 30
 FIRST_DELAY = 0.1
 MAX_DELAY = 2.0

@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from tasks.store.failover import retrying
 from tasks.store.scripts import RELEASE, RENEW
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,12 @@ class Lease:
             pipe.eval(RELEASE, 1, self.key, self.token)
             return
         _renewer().remove(self)
+        # Through a failover or restart: a lease the new primary kept would hold back
+        # the task's next copy for its whole lifetime. Releasing twice is harmless
+        # (the script deletes only this token's key).
         try:
-            self.client.eval(RELEASE, 1, self.key, self.token)
+            retrying(lambda: self.client.eval(RELEASE, 1, self.key, self.token),
+                     f"releasing {self.key}")  # fmt: skip
         except redis.RedisError as error:  # it expires by itself
             logger.warning("could not release %s: %r", self.key, error)
         self.released = True
