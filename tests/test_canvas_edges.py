@@ -124,7 +124,10 @@ def test_a_worker_killed_while_adding_a_dependent_loses_nothing(
     job_id = json.loads(enqueued.stdout)["job_id"]
     assert doomed.process is not None
     wait_for(lambda: doomed.process is not None and doomed.process.poll() is not None, timeout=30)
-    assert [run["name"] for run in read_log(log)] == ["alpha"]
+    # Another thread of the doomed worker may have run linked, once added, before the
+    # kill at "added" (alpha's count comes after it): what matters is that nothing is
+    # lost and nothing runs twice once the survivor has finished the job.
+    assert [run["name"] for run in read_log(log)] in (["alpha"], ["alpha", "linked"])
 
     survivor = start_worker("survivor", redis=redis, plugins=True, **settings)
     try:

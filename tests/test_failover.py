@@ -162,9 +162,13 @@ def run_through_a_failover(tmp_path: Path, failover: Any, wait: float = 45) -> d
             listed = nx_export("jobs", "--json", env=client, timeout=30)
             cluster.wait_for_replica(cluster.nodes[0], timeout=30)
         exports = Counter((line["session"], line["name"]) for line in read_log(log))
+        # Redis away is one warning line for the sweep, not a traceback each heartbeat.
+        sweep_tracebacks = (tmp_path / "worker.log").read_text().count(
+            "the sweep for overdue jobs failed"
+        )
         return {"promoted": promoted, "unfinished": unfinished, "listed": listed,
                 "exports": exports, "finished_at": finished_at, "jobs": job_ids,
-                "satisfied": satisfied}  # fmt: skip
+                "satisfied": satisfied, "sweep_tracebacks": sweep_tracebacks}  # fmt: skip
     finally:
         cluster.close()
 
@@ -233,6 +237,7 @@ def check(outcome: dict[str, Any]) -> None:
     assert max(outcome["exports"].values()) == 1, outcome["exports"].most_common(3)  # ...once
     listed = outcome["listed"]
     assert listed.returncode == 0, listed.stderr
+    assert outcome["sweep_tracebacks"] == 0
     assert set(outcome["jobs"]) <= {job["id"] for job in json.loads(listed.stdout)}
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from tasks import catalog
 from tasks.lifecycle.sweep import sweep
@@ -22,6 +24,9 @@ from tasks.nexuslims.delivery import bridge_heartbeat, reoffer_unwritten
 from tasks.runtime import local_registry
 
 logger = logging.getLogger(__name__)
+
+# Redis restarting or failing over, as the store (redis-py) and a publish (kombu) say it.
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 # The sweep leaves a run this long to send its canvas or run its finish by itself.
 MAX_GRACE_SECONDS = 60.0
@@ -69,6 +74,8 @@ class Housekeeping:
         while True:
             try:
                 sweep(self.app, self.grace)
+            except REDIS_AWAY as error:  # a restart or failover: one line, not a traceback
+                logger.warning("the sweep for overdue jobs waits for Redis: %r", error)
             except Exception:  # a sweep that failed is tried again on the next heartbeat
                 logger.exception("the sweep for overdue jobs failed")
             if self._stop.wait(self.interval):
