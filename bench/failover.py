@@ -2,8 +2,9 @@
 
 Each side gets its own primary, replica and three Sentinels on 127.0.0.1, one worker
 (threads, 8) and 20 jobs of three parts (0.3 s each) in flight; the primary is
-SIGKILLed one second in and started again. Reported per side: jobs lost or stuck
-(not finished within the wait), duplicate part runs, and seconds from the kill to
+SIGKILLed one second in and started again, then (a second run) paused 4 s
+(SIGSTOP, SIGCONT). Reported per side and failover: jobs lost or stuck (not
+finished within the wait), duplicate part runs, and seconds from the failover to
 the last job finished::
 
     .venv/bin/python -m bench.failover           # 20 jobs, wait up to 60 s
@@ -37,7 +38,7 @@ for job in json.load(sys.stdin):
 """
 
 
-def bare(directory: Path, jobs: int, wait: float) -> dict[str, Any]:
+def bare(directory: Path, jobs: int, wait: float, failover: Any) -> dict[str, Any]:
     log = directory / "bare.jsonl"
     cluster = SentinelCluster(directory / "redis")
     try:
@@ -55,7 +56,7 @@ def bare(directory: Path, jobs: int, wait: float) -> dict[str, Any]:
                            env=env, cwd=PROJECT_ROOT, check=True, timeout=60)  # fmt: skip
             time.sleep(1.0)
             killed = time.monotonic()
-            _kill_and_restart(cluster)
+            failover(cluster)
             deadline = killed + wait
             while time.monotonic() < deadline:
                 finished = {line["job"] for line in read_log(log) if line["kind"] == "done"}
@@ -76,17 +77,17 @@ def bare(directory: Path, jobs: int, wait: float) -> dict[str, Any]:
         cluster.close()
 
 
-def ours(directory: Path, jobs: int, wait: float) -> dict[str, Any]:
+def ours(directory: Path, jobs: int, wait: float, failover: Any) -> dict[str, Any]:
     from tests import test_failover
 
     test_failover.JOBS = jobs
     started: list[float] = []
 
-    def failover(cluster: SentinelCluster) -> float:
+    def timed(cluster: SentinelCluster) -> float:
         started.append(time.monotonic())
-        return _kill_and_restart(cluster)
+        return float(failover(cluster))
 
-    outcome = test_failover.run_through_a_failover(directory, failover, wait=wait)
+    outcome = test_failover.run_through_a_failover(directory, timed, wait=wait)
     finished = len(outcome["jobs"]) - len(outcome["unfinished"])
     return {"jobs": jobs, "lost_or_stuck": jobs - finished,
             "unsatisfied": sum(1 for ok in outcome["satisfied"].values() if not ok),
@@ -110,9 +111,15 @@ def main() -> None:
     jobs, wait = (5, 30.0) if options.smoke else (20, 60.0)
     with tempfile.TemporaryDirectory(prefix="nx-bench-failover-") as temporary:
         directory = Path(temporary)
-        rows = {"plain Celery (chord of 3 no-ops)": bare(directory / "bare", jobs, wait),
-                "export worker (3 destinations)": ours(directory / "ours", jobs, wait)}  # fmt: skip
-    print("| run | jobs | lost or stuck | duplicates | kill to all finished (s) |")
+        from tests.test_failover import pause_the_primary
+
+        rows = {}
+        for what, failover in (("killed", _kill_and_restart), ("paused", pause_the_primary)):
+            rows[f"plain Celery (chord of 3 no-ops), primary {what}"] = bare(
+                directory / f"bare-{what}", jobs, wait, failover)
+            rows[f"export worker (3 destinations), primary {what}"] = ours(
+                directory / f"ours-{what}", jobs, wait, failover)  # fmt: skip
+    print("| run | jobs | lost or stuck | duplicates | failover to all finished (s) |")
     print("|---|---|---|---|---|")
     for name, row in rows.items():
         seconds = "never" if row["seconds"] is None else f"{row['seconds']}"
