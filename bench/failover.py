@@ -96,14 +96,6 @@ def ours(directory: Path, jobs: int, wait: float, failover: Any) -> dict[str, An
             if not outcome["unfinished"] else None}  # fmt: skip
 
 
-def _kill_and_restart(cluster: SentinelCluster) -> float:
-    old = cluster.primary()
-    old.kill()
-    promoted = cluster.wait_for_new_primary(old.port)
-    cluster.restart_as_replica(old)
-    return promoted
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="5 jobs, wait up to 30 s")
@@ -111,10 +103,10 @@ def main() -> None:
     jobs, wait = (5, 30.0) if options.smoke else (20, 60.0)
     with tempfile.TemporaryDirectory(prefix="nx-bench-failover-") as temporary:
         directory = Path(temporary)
-        from tests.test_failover import pause_the_primary
+        from tests.test_failover import kill_the_primary, pause_the_primary
 
         rows = {}
-        for what, failover in (("killed", _kill_and_restart), ("paused", pause_the_primary)):
+        for what, failover in (("killed", kill_the_primary), ("paused", pause_the_primary)):
             rows[f"plain Celery (chord of 3 no-ops), primary {what}"] = bare(
                 directory / f"bare-{what}", jobs, wait, failover)
             rows[f"export worker (3 destinations), primary {what}"] = ours(

@@ -72,7 +72,7 @@ def _run(destinations: list[str], as_json: bool, stay: bool) -> int:
     try:
         _wait_for_the_worker(worker, destinations)
         code = _export_samples(archive, destinations, as_json, console)
-        _where_to_look(console, stay)
+        _where_to_look(console, stay, stand_ins=len(destinations) > 1)
         if stay:
             _serve_until_interrupted(worker)
         return code
@@ -86,7 +86,7 @@ def _run(destinations: list[str], as_json: bool, stay: bool) -> int:
             embedded_redis.stop(settings.state_dir)
 
 
-def _where_to_look(console: Console, stay: bool) -> None:
+def _where_to_look(console: Console, stay: bool, stand_ins: bool) -> None:
     console.print(
         "look at the jobs:\n"
         "  nx-export jobs        the jobs in a table\n"
@@ -94,7 +94,7 @@ def _where_to_look(console: Console, stay: bool) -> None:
         "  nx-export flower      http://127.0.0.1:5555 (FLOWER_BASIC_AUTH=user:password)",
         highlight=False, soft_wrap=True,
     )
-    if os.environ.get("NX_CDCS_URL") and not stay:
+    if stand_ins and not stay:
         console.print("the stand-ins stopped with the demo: run it with --stay to open the "
                       "records' addresses in a browser", soft_wrap=True)  # fmt: skip
 

@@ -13,20 +13,16 @@ from __future__ import annotations
 import logging
 import threading
 
-import redis
 from celery import Celery
-from kombu.exceptions import OperationalError
 
 from tasks import catalog
+from tasks.export.retry_policy import REDIS_AWAY
 from tasks.lifecycle.sweep import sweep
 from tasks.nexuslims.database import bridge_available
 from tasks.nexuslims.delivery import bridge_heartbeat, reoffer_unwritten
 from tasks.runtime import local_registry
 
 logger = logging.getLogger(__name__)
-
-# Redis restarting or failing over, as the store (redis-py) and a publish (kombu) say it.
-REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 # The sweep leaves a run this long to send its canvas or run its finish by itself.
 MAX_GRACE_SECONDS = 60.0

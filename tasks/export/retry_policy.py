@@ -18,6 +18,9 @@ import redis
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+# Redis restarting or failing over, as redis-py (the store) and kombu (a publish) say it.
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -63,6 +66,6 @@ def unsent_retry_requeued(refused: Reject) -> Reject:
     not lose the task: requeued, it runs again, and its lease and stored outcome
     keep the export single if the retry was sent after all.
     """
-    if isinstance(refused.reason, (redis.ConnectionError, redis.TimeoutError, OperationalError)):
+    if isinstance(refused.reason, REDIS_AWAY):
         return Reject(refused.reason, requeue=True)
     return refused
