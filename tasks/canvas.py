@@ -92,6 +92,18 @@ def finish_step(app: Celery, job_id: str, finish_id: str, summary: str, strategy
     return finish().set(link_error=[finish()])
 
 
+def send_finish(app: Celery, job_id: str, finish_id: str | None, summary: str, why: str) -> None:
+    """Send the run's ``export.finish`` outside its chord (it runs once per run however sent)."""
+    app.signature(
+        FINISH_TASK,
+        args=(job_id,),
+        immutable=True,
+        queue=JOB_QUEUE,
+        task_id=finish_id,
+        argsrepr=f"(job={job_id} {summary} {why})",
+    ).apply_async()
+
+
 def chord_options(
     app: Celery, job_id: str, run: int, finish_id: str, summary: str, strategy: str
 ) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class ExportJob:
     record: str | None
     finish_task_id: str | None = None
     runs: int = 1
+    # How often the finished run was told again (an outcome that arrived after its deadline).
+    retold: int = 0
     app: Celery | None = field(default=None, repr=False, compare=False)
     # Set by enqueue_export: True when its job_key named a job enqueued earlier.
     existing: bool = field(default=False, compare=False)
@@ -127,6 +129,7 @@ class ExportJob:
             "instrument_pid": self.instrument_pid,
             "record": self.record,
             "runs": self.runs,
+            "retold": self.retold,
             "destinations": {name: status.to_dict() for name, status in self.destinations.items()},
         }
 
@@ -199,5 +202,6 @@ def job_from_record(record: JobRecord, app: Celery | None = None) -> ExportJob:
         record=job.context.get("xml_file_path"),
         finish_task_id=job.finish_task_id,
         runs=job.runs,
+        retold=job.retold,
         app=app,
     )

@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn
 
-import redis
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject, Retry
 
@@ -39,9 +36,10 @@ from destinations.errors import DeferredExportError, LeaseLostError, TransientEx
 from destinations.names import task_name
 from destinations.plan import ExportPlan
 from destinations.toolkit.call_deadline import calls_guarded_by
-from tasks.canvas import EXPORT, PREPARE
+from tasks.canvas import EXPORT, PREPARE, send_finish
 from tasks.export.followers import JobRun, start_followers, start_if_ready
 from tasks.export.ledger_check import LedgerCheck
+from tasks.export.patience import REDIS_DOWN, patiently
 from tasks.export.retry_policy import RetryPolicy, retry_delay, unsent_retry_requeued
 from tasks.export.slot_waits import slot_waits, wait_for_slots
 from tasks.messages import (
@@ -55,6 +53,7 @@ from tasks.messages import (
 )
 from tasks.runtime import job_store, local_registry
 from tasks.store.call_log import RedisCallLog
+from tasks.store.job_store import STORED_LATE
 from tasks.store.keys import lease_key
 from tasks.store.lease import Lease
 from tasks.store.model import DestinationEntry, JobNotFoundError, JobRecord
@@ -78,11 +77,6 @@ def failure_summary(name: str, error: str | None) -> str:
     return line[: FAILURE_SUMMARY_LENGTH - 1].rstrip() + "…"
 
 
-T = TypeVar("T")
-# Redis unreachable: nothing can be recorded, so the task is retried once it is back.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
-# How long a finished export waits for Redis to store its result, rather than run again.
-REDIS_PATIENCE_SECONDS = 300.0
 
 
 class DestinationTask(Task):
@@ -134,7 +128,7 @@ def run_destination(
     if phase == PREPARE:
         return _prepare(self, name, this_run)
     try:
-        result = _run_once(self, name, job_id, context, export_plan, run)
+        result, late = _run_once(self, name, job_id, context, export_plan, run)
     except RunEndedError as ended:
         # Its run ended (the deadline) before this task started: it stays ended. Neither
         # an export nor its dependents start; ``nx-export retry`` runs it again.
@@ -150,10 +144,12 @@ def run_destination(
     except (Retry, Reject, Ignore, *REDIS_DOWN):
         raise
     except Exception as error:
-        result = _failed_outside_export(self, name, job_id, error)
-    # An expired job has nothing waiting for this destination any more.
-    with contextlib.suppress(JobNotFoundError):
-        _patiently(lambda: start_followers(self, name, this_run, bool(result["success"])))
+        result, late = _failed_outside_export(self, name, job_id, error), False
+    if late:  # its run ended while it exported: nothing waits for it, the run is told again
+        _tell_again(self, name, job_id)
+    else:  # an expired job has nothing waiting for this destination any more
+        with contextlib.suppress(JobNotFoundError):
+            patiently(lambda: start_followers(self, name, this_run, bool(result["success"])))
     if not result["success"]:
         raise DestinationFailedError(failure_summary(name, result.get("error_message")))
     return result
@@ -221,7 +217,8 @@ def _run_once(
     context: dict[str, Any],
     export_plan: ExportPlan,
     run: int = 1,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """The destination's result, and whether it was stored after its run ended."""
     store = job_store(self.app)
     seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
     lease = Lease(store.client, lease_key(job_id, name), seconds)
@@ -243,7 +240,7 @@ def _run_once(
         ):
             # This task ran to its result already (delivered again after Redis or its
             # worker went away), or an earlier run succeeded: the same result again.
-            return dict(entry.result)
+            return dict(entry.result), False
         elif entry.result and stored.job.finished_at is not None and stored.job.runs == run:
             raise RunEndedError(dict(entry.result))
         else:
@@ -253,21 +250,33 @@ def _run_once(
         finished = replace(entry)
         finished.finish(result)  # built once: a write sent again after a Redis restart is equal
         also = check.also(result, lease.release)  # the ledger's entry, in the same round trip
-        _patiently(lambda: store.record_result(job_id, name, result, finished,
-                                               also=also, lease=lease))  # fmt: skip
+        stored_as = patiently(lambda: store.record_result(job_id, name, result, finished,
+                                                          also=also, lease=lease))  # fmt: skip
         lease.released_by_pipeline()
     except LeaseLostError as error:
         _fenced_out(self, name, job_id, attempt, error)
     finally:
         lease.release()
-    return result
+    return result, stored_as == STORED_LATE
+
+
+def _tell_again(self: DestinationTask, name: str, job_id: str) -> None:
+    """An outcome the deadline did not wait for is what happened at the service: tell it."""
+    record = patiently(lambda: job_store(self.app).retell(job_id))
+    logger.warning(
+        "export.%s of job %s ended after its run did; the run is told again (satisfied: %s)",
+        name, job_id, None if record is None else record.job.satisfied,
+    )  # fmt: skip
+    if record is not None:  # its finish announces it (the sweep does, should this send fail)
+        job = record.job
+        send_finish(self.app, job_id, job.finish_task_id, job.summary or "", "told again")
 
 
 def _fenced_out(
     self: DestinationTask, name: str, job_id: str, attempt: int, error: LeaseLostError
 ) -> NoReturn:
     """End a copy that lost its lease: nothing stored; Ignore, or come back if nobody took over."""
-    record = _patiently(lambda: job_store(self.app).load(job_id))
+    record = patiently(lambda: job_store(self.app).load(job_id))
     entry = record.destinations.get(name) if record else None
     # A job gone has nothing to come back for.
     taken_over = entry is None or entry.state.has_outcome or entry.attempts > attempt
@@ -286,21 +295,6 @@ def _lease_wait(self: DestinationTask) -> float:
     seconds = float(self.app.conf.get("nx_export_lease_seconds") or 60)
     visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
     return max(0.5, min(seconds / 2, visibility / 4))
-
-
-def _patiently(action: Callable[[], T]) -> T:
-    """Run ``action``, waiting out a Redis restart: the export it records must not run again."""
-    deadline = time.monotonic() + REDIS_PATIENCE_SECONDS
-    delay = 0.5
-    while True:
-        try:
-            return action()
-        except REDIS_DOWN:
-            if time.monotonic() > deadline:
-                raise
-            logger.warning("Redis unreachable; storing the result again in %.1f s", delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def _export(

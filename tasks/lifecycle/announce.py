@@ -6,7 +6,9 @@ waiting on the job is not kept waiting by them. The job joined the job store's
 announced: if the worker dies in between, the sweep announces the run instead.
 A run may so be announced twice, never not at all; the bridge writes a run
 once however often it is told, and the run stays offered to it until it is
-written (see ``tasks.nexuslims.delivery``).
+written (see ``tasks.nexuslims.delivery``). A run told again (an outcome that
+arrived after its deadline, ``tasks.store.run_ending``) is announced again: it
+stays in the set if it was retold while an earlier telling was announced.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from tasks.jobs import job_from_record
 from tasks.lifecycle.notify import notify_finished
 from tasks.nexuslims.delivery import offer_outcome
 from tasks.runtime import job_store
-from tasks.store.keys import ANNOUNCE
 from tasks.store.model import JobRecord
 
 
@@ -25,4 +26,4 @@ def announce(app: Celery, record: JobRecord) -> None:
     """Tell the configured hooks and the NexusLIMS bridge that the job's latest run finished."""
     notify_finished(app, job_from_record(record).to_dict())
     offer_outcome(app, record)
-    job_store(app).unschedule(ANNOUNCE, record.job.id)
+    job_store(app).unschedule_announced(record)

@@ -15,6 +15,7 @@ from tasks.jobs import create_job_from_context, job_from_record
 from tasks.lifecycle.announce import announce
 from tasks.messages import describe_context, failure, result_to_json
 from tasks.runtime import job_store, local_registry
+from tasks.store.keys import ANNOUNCE
 from tasks.store.ledger import with_force
 from tasks.store.model import JobRecord
 
@@ -98,6 +99,10 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     finished = None
     if record.job.finished_at is None:
         finished = store.mark_finished(job_id, satisfied, self.request.id, record)
+    elif store.scheduled(ANNOUNCE, job_id):
+        # Told again (an outcome arrived after the deadline ended the run), or the
+        # finish that ended it died before announcing: announced from here too.
+        finished = record
     if finished is not None:
         summary = job_from_record(finished).to_dict()
         self.request.finished_record = finished  # for after_return

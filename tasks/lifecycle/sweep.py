@@ -30,8 +30,8 @@ import time
 
 from celery import Celery
 
-from destinations.names import FINISH_TASK, JOB_QUEUE, task_name
-from tasks.canvas import finish_task_id
+from destinations.names import task_name
+from tasks.canvas import finish_task_id, send_finish
 from tasks.jobs import replan, send_canvas
 from tasks.lifecycle.announce import announce
 from tasks.lifecycle.lost import resend_lost
@@ -128,11 +128,5 @@ def _unfinished(store: JobStore, schedule: str, job_id: str) -> JobRecord | None
 
 
 def _send_finish(app: Celery, record: JobRecord) -> None:
-    app.signature(
-        FINISH_TASK,
-        args=(record.job.id,),
-        immutable=True,
-        queue=JOB_QUEUE,
-        task_id=record.job.finish_task_id,
-        argsrepr=f"(job={record.job.id} {record.job.summary or ''} sent by the sweep)",
-    ).apply_async()
+    job = record.job
+    send_finish(app, job.id, job.finish_task_id, job.summary or "", "sent by the sweep")

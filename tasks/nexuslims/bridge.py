@@ -16,9 +16,11 @@ written and sets the session's ``record_status``: ``COMPLETED`` when the
 results satisfy the job's strategy (as ``was_successfully_exported`` decides),
 ``BUILT_NOT_EXPORTED`` otherwise.
 
-A run is written once, however often it is delivered: a Redis key per (job,
-run) is set after the database commit, and no row is written twice if the
-worker died between the two. A run older than the newest one written for its
+A run is written once per telling, however often it is delivered: a Redis key
+per (job, run) holds the telling committed (a run is told again when an
+outcome arrives after its deadline ended it, ``tasks.store.run_ending``), set
+after the database commit, and no row is written twice if the worker died
+between the two. A run older than the newest one written for its
 job is never written after it (a per-job marker, compared under the session's
 lock before the write and set with the ``done`` key after it): a delayed
 delivery of run 1 cannot undo what run 2 wrote.
@@ -50,9 +52,9 @@ from tasks.nexuslims.delivery import (
     newest_written,
     record_written,
     send_outcome,
+    written_telling,
 )
 from tasks.runtime import job_store
-from tasks.store.keys import nexuslims_done_key
 from tasks.store.model import JobRecord, StoredJob
 
 __all__ = ["BRIDGE_QUEUE", "BRIDGE_SEEN", "BRIDGE_TASK", "WAITING", "job_results", "record_outcome"]
@@ -109,14 +111,13 @@ def record_outcome(self: Task, job_id: Any, run: Any = None) -> dict[str, Any]:
         # Never echo the arguments: they are whatever a publisher chose to send.
         return _refused("export.nexuslims takes a job id and a run number; nothing written")
     client = self.app.backend.client
-    done = nexuslims_done_key(job_id, run)
-    if client.exists(done):
-        forget(client, job_id, run)
-        return {"written": 0, "already_written": True}
     store = job_store(self.app)
     record, refusal = _checked(store.load(job_id), job_id, run)
     if record is None:
         return _refused(refusal)
+    if written_telling(client, job_id, run) >= record.job.telling:
+        forget(client, job_id, run)
+        return {"written": 0, "already_written": True}
     if not bridge_available():
         raise BridgeUnavailableError(
             f"worker {self.request.hostname} cannot reach NexusLIMS's database "
@@ -125,15 +126,16 @@ def record_outcome(self: Task, job_id: Any, run: Any = None) -> dict[str, Any]:
     session = str(record.job.context["session_identifier"])
     with session_lock(client, session):
         # Again under the lock: another delivery, or a later run, may have written meanwhile.
-        if client.exists(done):
-            forget(client, job_id, run)
-            return {"written": 0, "already_written": True}
         newest = newest_written(client, job_id)
         if newest > run:
             return _superseded(client, job_id, run, newest)
         record, refusal = _checked(store.load(job_id), job_id, run)
         if record is None:
             return _refused(refusal)
+        telling = record.job.telling
+        if written_telling(client, job_id, run) >= telling:
+            forget(client, job_id, run)
+            return {"written": 0, "already_written": True}
         job, stored = _stored_results(self.app, job_id, record)
         results = [result_from_json(data) for data in stored.values()]
         exported = is_satisfied(
@@ -143,15 +145,16 @@ def record_outcome(self: Task, job_id: Any, run: Any = None) -> dict[str, Any]:
         )
         written = write_results(session, results)
         marked = mark_session(session, exported)
-        newest = record_written(client, job_id, run, store.retention)
-    if newest > run:
+        newest, again = record_written(client, job_id, run, telling, store.retention)
+    if newest > run or again:
         logger.warning(
-            "job %s: run %d was written while run %d still wrote (its session lock expired); "
-            "writing run %d again",
-            job_id, newest, run, newest,
+            "job %s: run %d was written while run %d (telling %d) still wrote (its session "
+            "lock expired); writing run %d again",
+            job_id, max(newest, run), run, telling, max(newest, run),
         )  # fmt: skip
-        send_outcome(self.app, job_id, newest, session, " written again")
-    return {"written": written, "sessions_marked": marked, "exported": exported, "run": run}
+        send_outcome(self.app, job_id, max(newest, run), session, " written again")
+    return {"written": written, "sessions_marked": marked, "exported": exported, "run": run,
+            "telling": telling}  # fmt: skip
 
 
 def _checked(record: JobRecord | None, job_id: str, run: int) -> tuple[JobRecord | None, str]:

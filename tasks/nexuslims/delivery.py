@@ -36,8 +36,8 @@ from tasks.store.decode import text
 from tasks.store.keys import NEXUSLIMS_BRIDGE_LIVE as BRIDGE_LIVE
 from tasks.store.keys import NEXUSLIMS_BRIDGE_SEEN as BRIDGE_SEEN
 from tasks.store.keys import NEXUSLIMS_WAITING as WAITING
-from tasks.store.keys import nexuslims_done_key, nexuslims_newest_key
-from tasks.store.model import JobRecord
+from tasks.store.keys import job_key, nexuslims_done_key, nexuslims_newest_key
+from tasks.store.model import JOB_FIELD, JobRecord, StoredJob
 
 BRIDGE_TASK = NEXUSLIMS_TASK
 BRIDGE_QUEUE = "nx-export.nexuslims"
@@ -154,29 +154,48 @@ def _send_again(app: Celery, member: str, record: JobRecord, now: float, grace: 
     send_outcome(app, job.id, job.runs, session, " offered again")
 
 
-def record_written(client: redis.Redis, job_id: str, run: int, retention: int) -> int:
-    """After the database commit: the run is written, the newest written, and no longer waiting.
+def record_written(
+    client: redis.Redis, job_id: str, run: int, telling: int, retention: int
+) -> tuple[int, bool]:
+    """After the database commit: this telling of the run is written, and the newest written.
 
-    One transaction, compared against the newest run written before; returns that
-    run (0: none). Above ``run``, a later run was written while this one wrote
-    (its session lock expired under it): that run is made to be written again,
-    since this write marked the session after it.
+    One transaction, compared against what was written before; returns the newest
+    run written before (0: none) and whether this write must be done again. Above
+    ``run``, a later run was written while this one wrote (its session lock
+    expired under it): that run is made to be written again, since this write
+    marked the session after it. A later telling of this run written meanwhile
+    makes this one to be written again. The run leaves the waiting set only if
+    the job was not told again since (``tasks.store.run_ending``).
     """
-    newest_key = nexuslims_newest_key(job_id)
+    newest_key, done_key = nexuslims_newest_key(job_id), nexuslims_done_key(job_id, run)
 
     def settle(pipe: Any) -> Any:
         newest = int(text(pipe.get(newest_key) or b"0"))
+        before = written_telling(pipe, job_id, run)
+        job = StoredJob.from_json(job_id, pipe.hget(job_key(job_id), JOB_FIELD))
         pipe.multi()
-        pipe.set(nexuslims_done_key(job_id, run), "1", ex=retention)
-        pipe.zrem(WAITING, waiting_member(job_id, run))
+        again = before > telling  # a later telling was written under this one
+        if not again:
+            pipe.set(done_key, str(telling), ex=retention)
+        if (job.runs == run and job.telling > telling) or again:
+            pipe.delete(done_key)
+            pipe.zadd(WAITING, {waiting_member(job_id, run): 0})
+        else:
+            pipe.zrem(WAITING, waiting_member(job_id, run))
         if newest <= run:
             pipe.set(newest_key, str(run), ex=retention)
         else:
             pipe.delete(nexuslims_done_key(job_id, newest))
             pipe.zadd(WAITING, {waiting_member(job_id, newest): 0})
-        return newest
+        return newest, again
 
-    return int(cast(Any, client.transaction(settle, newest_key, value_from_callable=True)))
+    watched = (newest_key, done_key, job_key(job_id))
+    return cast(tuple[int, bool], client.transaction(settle, *watched, value_from_callable=True))
+
+
+def written_telling(client: Any, job_id: str, run: int) -> int:
+    """Which telling of the run the bridge committed last (0: none; an earlier version's 1)."""
+    return int(text(client.get(nexuslims_done_key(job_id, run)) or b"0"))
 
 
 def newest_written(client: redis.Redis, job_id: str) -> int:

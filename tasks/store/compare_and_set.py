@@ -35,7 +35,7 @@ class CompareAndSet:
         change: Callable[[Mapping[str, bytes | str | None]], dict[str, str] | None],
         schedules: Mapping[str, float | None] | None = None,
         assumed: Mapping[str, str] | None = None,
-        state: str | None = None,
+        state: str | Callable[[], str] | None = None,
     ) -> bool:
         """Read ``fields``, write what ``change`` returns if none of them changed meanwhile.
 
@@ -65,7 +65,9 @@ class CompareAndSet:
             checked = [item for pair in zip(read, raw, strict=True) for item in pair]
             written = [item for pair in writes.items() for item in pair]
             scores = ["-" if score is None else repr(score) for score in schedules.values()]
-            moved = index.state_move_keys(state) if state else []
+            # A callable state is the one ``change`` just decided.
+            named = state() if callable(state) else state
+            moved = index.state_move_keys(named) if named else []
             arguments = [self.retention, job_id, len(read), *(v or b"" for v in checked),
                          len(writes), *written, len(scores), *scores,
                          repr(time.time())]  # fmt: skip

@@ -22,11 +22,9 @@ import redis
 from destinations.errors import LeaseLostError
 from destinations.redaction import redact_message
 from tasks.store import index
-from tasks.store.compare_and_set import CompareAndSet
 from tasks.store.decode import text
 from tasks.store.failover import retrying
 from tasks.store.keys import (
-    ANNOUNCE,
     DEADLINES,
     JOB_INDEX,
     SETTLED,
@@ -42,6 +40,7 @@ from tasks.store.model import (
     destination_field,
 )
 from tasks.store.reader import JobReader
+from tasks.store.run_ending import RunEnding
 from tasks.store.scripts import (
     COMPARE_AND_SET,
     CREATE,
@@ -65,11 +64,15 @@ def prepared_field(name: str) -> str:
     return f"prepared:{name}"
 
 
+# record_result's answer for an outcome stored after its run ended (see ``run_ending``).
+STORED_LATE = 2
+
+
 class RunConflictError(Exception):
     """Another retry (or finish) changed the job first; this one changed nothing."""
 
 
-class JobStore(CompareAndSet, JobReader):
+class JobStore(RunEnding, JobReader):
     """Write job records through the result backend's Redis connection (reading: ``JobReader``)."""
 
     def __init__(
@@ -153,63 +156,6 @@ class JobStore(CompareAndSet, JobReader):
             raise RunConflictError(job_id)
         # What an earlier run prepared is prepared again (its objects stay in the call log).
         self.client.hdel(job_key(job_id), *(prepared_field(name) for name in names))
-
-    def mark_finished(
-        self,
-        job_id: str,
-        satisfied: bool,
-        finish_task_id: str | None,
-        record: JobRecord | None = None,
-    ) -> JobRecord | None:
-        """Finish the run ``finish_task_id`` belongs to and return the job as finished.
-
-        None when it is finished or superseded. ``record``, the job as its caller
-        just read it, saves reading it again (it is checked all the same).
-        """
-        finished: list[StoredJob] = []
-
-        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
-            job = StoredJob.from_json(job_id, values[JOB_FIELD])
-            if job.finished_at is not None or job.finish_task_id not in (None, finish_task_id):
-                return None
-            job.finish(satisfied)
-            finished[:] = [job]
-            return {JOB_FIELD: job.to_json()}
-
-        # Announced once its finish's result is stored (or by the sweep, if that never happens).
-        unscheduled: dict[str, float | None] = {
-            **dict.fromkeys((DEADLINES, UNSENT, SETTLED)), ANNOUNCE: time.time()
-        }
-        assumed = None if record is None else {JOB_FIELD: record.job.to_json()}
-        state = index.FINISHED_OK if satisfied else index.FINISHED_FAILED
-        if not self._transact(job_id, [JOB_FIELD], change, unscheduled, assumed, state):
-            return None
-        if record is None:
-            return self.load(job_id)
-        return replace(record, job=finished[0])
-
-    def end_unfinished(self, job_id: str, results: Mapping[str, dict[str, Any]]) -> list[str]:
-        """Give each named destination that has no outcome yet the result given; return those."""
-        fields = [destination_field(name) for name in results]
-        ended: list[str] = []
-
-        def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
-            ended.clear()
-            writes = {}
-            for name, result in results.items():
-                entry = DestinationEntry.from_json(values[destination_field(name)])
-                if not entry.state.has_outcome:
-                    entry.finish(result)
-                    writes[destination_field(name)] = entry.to_json()
-                    ended.append(name)
-            return writes or None
-
-        self._transact(job_id, fields, change)
-        with self.client.pipeline(transaction=False) as pipe:
-            for name in ended:
-                index.queue_result(pipe, job_id, name, False, self.retention)
-            pipe.execute()
-        return ended
 
     def mark_canvas_sent(self, job_id: str, run: int) -> None:
         def write() -> None:  # idempotent: the same field, the same value, out of a set
@@ -304,8 +250,8 @@ class JobStore(CompareAndSet, JobReader):
         entry: DestinationEntry | None = None,
         also: Callable[[Any], None] | None = None,
         lease: Lease | None = None,
-    ) -> bool:
-        """Store ``name``'s result; False when the job expired (nothing stored).
+    ) -> int:
+        """Store ``name``'s result: 1; 0 when the job expired (nothing stored).
 
         ``entry`` is the destination's entry as this task last saved it (or as
         it will be stored, finished with ``result``: the same write again); ``also``
@@ -315,6 +261,7 @@ class JobStore(CompareAndSet, JobReader):
         sweep sends it. With ``lease``, fenced: the result is written first,
         only while the lease holds this copy's token (``LeaseLostError``
         otherwise, nothing written), then the indexes, metrics and ``also``.
+        ``STORED_LATE`` (2): stored, but the job's run had ended: ``retell`` it.
         """
         field = destination_field(name)
         entry = replace(entry) if entry else DestinationEntry.from_json(self._read(job_id, field))
@@ -334,7 +281,7 @@ class JobStore(CompareAndSet, JobReader):
             if also is not None:
                 also(pipe)
             answers = pipe.execute()
-        return bool(answers[0] if written is None else written)
+        return int(answers[0] if written is None else written)
 
     def mark_skipped(self, job_id: str, names: Iterable[str], reason: str) -> None:
         for name in names:

@@ -70,6 +70,9 @@ class StoredJob:
     satisfied: bool | None = None
     # How long the current run may take before any worker ends it (NX_EXPORT_JOB_DEADLINE).
     deadline_seconds: float | None = None
+    # How often the finished run was told again: an outcome still in flight when its
+    # deadline ended the run arrived later (``tasks.store.run_ending``).
+    retold: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -85,10 +88,21 @@ class StoredJob:
         self.satisfied = None
         self.finish_task_id = finish_task_id
         self.runs += 1
+        self.retold = 0
 
     def finish(self, satisfied: bool) -> None:
         self.finished_at = now_iso()
         self.satisfied = satisfied
+
+    def retell(self, satisfied: bool) -> None:
+        """The finished run's verdict as its outcomes say now; told once more."""
+        self.satisfied = satisfied
+        self.retold += 1
+
+    @property
+    def telling(self) -> int:
+        """Which telling of the finished run this is: 1 for its finish, then one more per retell."""
+        return self.retold + 1
 
 
 @dataclass

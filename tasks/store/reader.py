@@ -51,6 +51,9 @@ class JobReader:
         members = self.client.zrangebyscore(schedule, "-inf", until, start=0, num=limit)
         return [text(member) for member in cast(list[bytes], members)]
 
+    def scheduled(self, schedule: str, job_id: str) -> bool:
+        return self.client.zscore(schedule, job_id) is not None
+
     def unschedule(self, schedule: str, job_id: str) -> None:
         self.client.zrem(schedule, job_id)
 

@@ -130,7 +130,8 @@ return {1, started, redis.call('HGETALL', KEYS[2])}
 # succeeded), the job joins ``settled`` (KEYS[2]) at ARGV[2]: its finish is due.
 # With a lease (KEYS[3], token ARGV[6]), fenced: a copy that lost it writes
 # nothing and gets -1, unless the entry is already this very one (its own write,
-# sent again after Redis came back). Returns 1 when written, 0 without a job.
+# sent again after Redis came back). Returns 1 when written, 0 without a job, 2
+# when written into a job whose run has ended (an outcome arriving late).
 # Field names and states are job_model's.
 RECORD_RESULT = f"""
 if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[6] then
@@ -154,7 +155,19 @@ for _, name in ipairs(job['destinations']) do
     end
 end
 if settled then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[5]) end
+if job['finished_at'] ~= cjson.null and job['finished_at'] ~= nil then return 2 end
 return 1
+"""
+
+# unschedule_announced(): the job (KEYS[1]) leaves the announce set (KEYS[2]) only while
+# its run and telling (ARGV[3], ARGV[4]) are the ones just announced: a run told again
+# meanwhile stays, to be announced too.
+UNSCHEDULE_ANNOUNCED = """
+local job = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]) or '{}')
+if tostring(job['runs'] or 1) == ARGV[3] and tostring(job['retold'] or 0) == ARGV[4] then
+    return redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 0
 """
 
 
