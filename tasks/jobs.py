@@ -218,10 +218,17 @@ def retry_failed(
         if unknown:
             raise ExportRequestError(f"job {job_id} has no destination {', '.join(unknown)}")
         names = list(dict.fromkeys(destinations))
-    elif job.strategy == "first_success" and job.satisfied:
+    elif job.satisfied:
+        # `jobs --failed` lists exactly the unsatisfied jobs: retry takes exactly those,
+        # unless named destinations (a best_effort job's failed one) are asked for.
         names = []
     else:
         names = [name for name, status in job.destinations.items() if not status.succeeded]
+    if not names and job.satisfied and job.strategy == "best_effort":
+        raise ExportRequestError(
+            f"nothing to retry: job {job_id} is satisfied (best_effort); name a failed "
+            "destination (--destination) to run it again"
+        )
     if not names:
         raise ExportRequestError(f"nothing to retry: job {job_id} has no failed destination")
     offered, disabled = catalog.available(app, local_registry(), names)

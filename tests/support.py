@@ -50,11 +50,13 @@ class RedisServer:
     """A redis-server on 127.0.0.1 with AOF on, in its own directory."""
 
     def __init__(
-        self, directory: Path, port: int | None = None, password: str | None = None
-    ) -> None:
+        self, directory: Path, port: int | None = None, password: str | None = None,
+        fsync: str = "everysec",
+    ) -> None:  # fmt: skip
         self.directory = directory
         self.port = port or free_port()
         self.password = password
+        self.fsync = fsync  # "always": a SIGKILL loses no acknowledged write
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +70,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                   "--dir", str(self.directory), "--appendonly", "yes",
+                   "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", self.fsync,
                    "--maxmemory-policy", "noeviction", "--save", ""]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
@@ -178,10 +180,10 @@ def worker_env(broker_url: str, plugin_path: Path | None, **extra: str) -> dict[
 
 @contextmanager
 def running_redis(
-    directory: Path, port: int | None = None, password: str | None = None
+    directory: Path, port: int | None = None, password: str | None = None, fsync: str = "everysec"
 ) -> Iterator[RedisServer]:
     """A Redis server for the ``with`` block, stopped however the block ends."""
-    server = RedisServer(directory, port=port, password=password)
+    server = RedisServer(directory, port=port, password=password, fsync=fsync)
     try:
         yield server.start()
     finally:

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.samples import enqueue_arguments, write_record
-from tests.support import StartRedis, StartWorker, nx_export, nx_export_in_background, wait_for
+from tests.support import (
+    StartRedis,
+    StartWorker,
+    nx_export,
+    nx_export_in_background,
+    read_log,
+    running_redis,
+    wait_for,
+)
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
 pytestmark = pytest.mark.processes
@@ -65,3 +73,36 @@ def test_jobs_survive_a_redis_restart(
     assert "Connection to broker lost" in worker.log()
     archived = sorted(path.stem for path in archive.rglob("*.xml"))
     assert archived == sorted([f"restart-{n}" for n in range(6)] + ["restart-wait"])
+
+
+def test_redis_killed_while_a_dependent_is_added_still_ends_the_job(
+    tmp_path: Path, start_worker: StartWorker
+) -> None:
+    # alpha's outcome is stored and the chord counts linked; then Redis dies before
+    # linked's message is published (tests/plugins: NX_TEST_KILL_REDIS_ON_ADD_TO_CHORD).
+    log = tmp_path / "exports.jsonl"
+    with running_redis(tmp_path / "redis", fsync="always") as redis:
+        assert redis.process is not None
+        worker = start_worker(
+            "adding", redis=redis, plugins=True,
+            NX_TEST_KILL_REDIS_ON_ADD_TO_CHORD=str(redis.process.pid),
+            NX_TEST_EXPORT_LOG=str(log), NX_EXPORT_HEARTBEAT_SECONDS="2",
+            NX_EXPORT_LOST_TASK_SECONDS="10", NX_EXPORT_VISIBILITY_TIMEOUT="6",
+        )  # fmt: skip
+        record = write_record(tmp_path / "record.xml", title="redis killed while adding")
+        arguments = enqueue_arguments(record, "--destination", "alpha", "--destination",
+                                      "linked", "--json", session="redis-killed")  # fmt: skip
+        enqueued = nx_export(*arguments, env=worker.env)
+        assert enqueued.returncode == 0, enqueued.stderr
+        job_id = json.loads(enqueued.stdout)["job_id"]
+        wait_for(lambda: redis.process is not None and redis.process.poll() is not None, 30)
+        time.sleep(2)  # the worker finds Redis gone
+        redis.start()
+        status = nx_export("status", job_id, "--watch", "--json", env=worker.env, timeout=120)
+        assert status.returncode == 0, status.stderr + worker.log()[-3000:]
+        job = json.loads(status.stdout)
+        assert {n: d["state"] for n, d in job["destinations"].items()} == {
+            "alpha": "SUCCESS", "linked": "SUCCESS",
+        }, job  # fmt: skip
+        assert sorted(run["name"] for run in read_log(log)) == ["alpha", "linked"]
+        assert worker.process is not None and worker.process.poll() is None

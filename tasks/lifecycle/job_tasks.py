@@ -22,6 +22,14 @@ from tasks.store.model import JobRecord
 logger = logging.getLogger(__name__)
 
 
+# A telling is announced by one finish; if that worker dies, the sweep announces it.
+ANNOUNCE_CLAIM = 300
+
+
+def _telling(record: JobRecord) -> str:
+    return f"announcing:{record.job.id}:{record.job.runs}:{record.job.telling}"
+
+
 class JobFailedError(Exception):
     """At least one destination of the job failed; the message names them and why."""
 
@@ -99,9 +107,9 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     finished = None
     if record.job.finished_at is None:
         finished = store.mark_finished(job_id, satisfied, self.request.id, record)
-    elif store.scheduled(ANNOUNCE, job_id):
+    elif store.scheduled(ANNOUNCE, job_id) and store.claim(_telling(record), ANNOUNCE_CLAIM):
         # Told again (an outcome arrived after the deadline ended the run), or the
-        # finish that ended it died before announcing: announced from here too.
+        # finish that ended it died before announcing: announced by one of its copies.
         finished = record
     if finished is not None:
         summary = job_from_record(finished).to_dict()

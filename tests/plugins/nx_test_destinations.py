@@ -16,8 +16,10 @@ a task adds a dependent to its job's chord, as a crash would, at one point aroun
 Celery's ``Task.add_to_chord``: ``claimed`` (the dependent is ours to add;
 nothing counted or sent), ``counted`` (the chord counts it; not sent) or
 ``added`` (counted and sent, the adding task done but neither counted by the
-chord nor acknowledged). Only the tests' crash workers set it; it patches
-Celery in that worker process alone.
+chord nor acknowledged). ``NX_TEST_KILL_REDIS_ON_ADD_TO_CHORD=<pid>`` SIGKILLs
+that Redis server instead, once, at ``counted``: the dependent's publish fails.
+Only the tests' crash workers set them; they patch Celery in that worker process
+alone.
 """
 
 from __future__ import annotations
@@ -206,15 +208,18 @@ class NotADestination:
     name = "not_a_destination"
 
 
-def _install_kill_switch(point: str) -> None:
-    """SIGKILL this worker at ``point`` of the first ``add_to_chord`` (see the module's doc)."""
+def _install_kill_switch(point: str, victim: int | None = None) -> None:
+    """SIGKILL this worker (or ``victim``) at ``point`` of the first ``add_to_chord``."""
     from celery.app.task import Task
     from celery.backends.redis import RedisBackend
 
     added: list[str] = []
+    fired: list[bool] = []
 
     def die() -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+        if not fired:
+            fired.append(True)
+            os.kill(victim or os.getpid(), signal.SIGKILL)
 
     add_to_chord, count, part_return = (
         Task.add_to_chord, RedisBackend.add_to_chord, RedisBackend.on_chord_part_return
@@ -244,6 +249,8 @@ def _install_kill_switch(point: str) -> None:
 
 if os.environ.get("NX_TEST_KILL_ON_ADD_TO_CHORD"):
     _install_kill_switch(os.environ["NX_TEST_KILL_ON_ADD_TO_CHORD"])
+elif os.environ.get("NX_TEST_KILL_REDIS_ON_ADD_TO_CHORD"):
+    _install_kill_switch("counted", int(os.environ["NX_TEST_KILL_REDIS_ON_ADD_TO_CHORD"]))
 
 
 @shared_task(name="lims.export_finished")
