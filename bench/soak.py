@@ -4,13 +4,15 @@ Not part of CI. Starts its own Redis, fake CDCS / eLabFTW / LabArchives on
 127.0.0.1 and prefork workers. A share of the services' answers are 503s or
 connections cut right after the record was created; some CDCS uploads take
 longer than the visibility timeout; during the run workers are SIGKILLed and
-restarted, Redis is restarted on the same port and data, one worker is stopped
-for good, and some finished jobs are retried twice at the same moment. Prints
-jobs, attempts, retries, jobs not satisfied, jobs lost, jobs still unfinished
-past their deadline, and duplicate records per service::
+restarted, workers are paused (SIGSTOP) longer than their lease and resumed,
+Redis is restarted on the same port and data, one worker is stopped for good,
+and some finished jobs are retried twice at the same moment. Prints jobs,
+attempts, retries, jobs not satisfied, jobs lost, jobs still unfinished past
+their deadline, jobs whose stored verdict or index disagrees with their
+outcomes, and duplicate records per service::
 
     .venv/bin/python -m bench.soak --jobs 200 --failure-rate 0.3 --kills 2 \\
-        --redis-restarts 2 --double-retries 5 --slow-exports 5
+        --redis-restarts 2 --double-retries 5 --slow-exports 5 --pauses 2
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import gc
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -48,6 +51,9 @@ DESTINATIONS = ["cdcs", "elabftw", "labarchives"]
 VISIBILITY_TIMEOUT = 10
 HEARTBEAT = 2
 DEADLINE = 240
+LEASE = 15
+# A paused worker sleeps past its lease (and the visibility timeout) before it resumes.
+PAUSE = LEASE + 5
 
 
 class Chaos:
@@ -108,6 +114,7 @@ class Soak:
     def disturb(self, workers: list[WorkerProcess]) -> None:
         """Kills, Redis restarts and the worker stopped for good, a few seconds apart."""
         plan = ["kill"] * self.options.kills + ["redis"] * self.options.redis_restarts
+        plan += ["pause"] * self.options.pauses
         plan += ["stop for good"] if len(workers) > 1 else []
         self.rng.shuffle(plan)
         restartable = workers[:-1] if len(workers) > 1 else workers
@@ -117,6 +124,11 @@ class Soak:
                 victim = self.rng.choice(restartable)
                 victim.kill()
                 victim.start(ready_timeout=120)
+            elif event == "pause":
+                paused = self.rng.choice(restartable)
+                paused.signal_tree(signal.SIGSTOP)
+                time.sleep(PAUSE)
+                paused.signal_tree(signal.SIGCONT)
             elif event == "redis":
                 self.redis.stop()
                 time.sleep(3)
@@ -177,6 +189,8 @@ def main() -> int:
     parser.add_argument("--redis-restarts", type=int, default=2)
     parser.add_argument("--double-retries", type=int, default=5)
     parser.add_argument("--slow-exports", type=int, default=5)
+    parser.add_argument("--pauses", type=int, default=2,
+                        help=f"workers paused (SIGSTOP) {PAUSE} s, past their {LEASE} s lease")
     parser.add_argument("--workers", type=int, default=3, help="the last one is stopped for good")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--seed", type=int, default=7)
@@ -185,8 +199,9 @@ def main() -> int:
     soak = Soak(options, scratch)
     os.environ["NX_EXPORT_BROKER_URL"] = soak.redis.url
     os.environ["NX_EXPORT_JOB_DEADLINE"] = str(DEADLINE)
+    from tasks.store.index import FINISHED_FAILED, FINISHED_OK, names
     from tasks.store.job_store import JobStore
-    from tasks.store.keys import DEADLINES
+    from tasks.store.keys import DEADLINES, state_key
     from worker import enqueue_export
     from worker.app import app
 
@@ -206,7 +221,7 @@ def main() -> int:
         # 30% of *every HTTP call* failing makes a 4-call export fail 3 times in 4:
         # a facility with such a service raises its attempts the same way.
         NX_EXPORT_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), NX_EXPORT_BACKOFF_SECONDS="0.2",
-        NX_EXPORT_MAX_ATTEMPTS="25", NX_EXPORT_LEASE_SECONDS="15",
+        NX_EXPORT_MAX_ATTEMPTS="25", NX_EXPORT_LEASE_SECONDS=str(LEASE),
         # A killed worker's upload may be answered until then; its redelivery looks up after.
         NX_HTTP_TOTAL_TIMEOUT=str(VISIBILITY_TIMEOUT + 10),
         NX_EXPORT_HEARTBEAT_SECONDS=str(HEARTBEAT), NX_EXPORT_JOB_DEADLINE=str(DEADLINE),
@@ -250,6 +265,8 @@ def main() -> int:
         store = JobStore(soak.redis.client(), 3600)
         records = {job_id: store.load(job_id) for job_id in job_ids}
         deadlines: dict[str, Any] = {j: store.client.zscore(DEADLINES, j) for j in job_ids}
+        indexed = {s: set(names(store.client, state_key(s), 3600)) for s in (FINISHED_OK,
+                                                                           FINISHED_FAILED)}
     finally:
         for worker in workers:
             worker.stop()
@@ -269,6 +286,12 @@ def main() -> int:
         and (deadlines[job_id] or now) + 3 * HEARTBEAT < now
     ]
     jobs = list(finished.values())
+    # The stored verdict and the index say what the outcomes say (a run told again included).
+    disagree = [
+        job.id for job in jobs
+        if (stored := records[job.id]) is None or stored.job.satisfied is not job.satisfied
+        or job.id not in indexed[FINISHED_OK if job.satisfied else FINISHED_FAILED]
+    ]  # fmt: skip
     attempts = sum(s.attempts for job in jobs for s in job.destinations.values())
     retried = sum(
         1 for job in jobs for s in job.destinations.values() for h in s.history
@@ -294,9 +317,11 @@ def main() -> int:
         ("ended by their deadline", ended_by_deadline),
         ("lost (gone, or not finished in time)", len(lost)),
         ("unfinished past their deadline", len(stuck)),
+        ("verdict or index disagreeing with the outcomes", len(disagree)),
         ("destination attempts", attempts),
         ("retries", retried),
         ("worker SIGKILLs", soak.events["kill"]),
+        ("workers paused past their lease", soak.events["pause"]),
         ("Redis restarts", soak.events["redis"]),
         ("workers stopped for good", soak.events["stop for good"]),
         ("exports slower than the visibility timeout", len(slow)),
@@ -324,7 +349,9 @@ def main() -> int:
         print(job.id, {n: (s.state, s.error) for n, s in job.destinations.items()}, file=sys.stderr)
     duplicates = any(n > 1 for counter in (titles, tags, pages, entries) for n in counter.values())
     bad_retries = any(n != 1 for n in accepted)
-    return 0 if not (lost or stuck or failures or duplicates or bad_retries) else 1
+    for job_id in disagree[:5]:
+        print("verdict disagrees:", job_id, file=sys.stderr)
+    return 0 if not (lost or stuck or failures or duplicates or bad_retries or disagree) else 1
 
 
 if __name__ == "__main__":

@@ -129,13 +129,18 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def signal_tree(self, number: int) -> None:
+        """Send ``number`` to the worker and its pool processes (SIGSTOP: a VM paused)."""
+        assert self.process is not None
+        parent = psutil.Process(self.process.pid)
+        for process in [*parent.children(recursive=True), parent]:
+            process.send_signal(number)
+
     def kill(self) -> None:
         """SIGKILL the worker and its pool processes, as a crash would."""
         if self.process is None or self.process.poll() is not None:
             return
-        parent = psutil.Process(self.process.pid)
-        for process in [*parent.children(recursive=True), parent]:
-            process.send_signal(signal.SIGKILL)
+        self.signal_tree(signal.SIGKILL)
         self.process.wait()
 
     def stop(self, timeout: float = 30) -> None:

@@ -14,7 +14,6 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -30,7 +29,7 @@ from tasks.store.lease import Lease
 from tasks.store.model import DestinationState, StoredJob
 from tests.private_cluster import Cluster
 from tests.samples import RECORD, make_context
-from tests.support import StartRedis, WorkerProcess, wait_for
+from tests.support import StartRedis, wait_for
 from worker.sandbox import FakeCDCS
 
 RETENTION = 600
@@ -177,13 +176,6 @@ def test_a_copy_that_lost_its_lease_makes_no_create_call(client: redis.Redis) ->
 # -- against real workers -----------------------------------------------------------------
 
 
-def _signal(worker: WorkerProcess, sig: signal.Signals) -> None:
-    assert worker.process is not None
-    parent = psutil.Process(worker.process.pid)
-    for process in [parent, *parent.children(recursive=True)]:
-        process.send_signal(sig)
-
-
 @pytest.mark.processes
 def test_a_paused_worker_resumed_after_another_took_over_adds_no_record(tmp_path: Path) -> None:
     """Worker A is paused mid-upload; B takes over; A resumes and changes nothing."""
@@ -202,13 +194,13 @@ def test_a_paused_worker_resumed_after_another_took_over_adds_no_record(tmp_path
             [job_id] = cluster.enqueue([{"context": make_context(record),
                                          "destinations": ["cdcs"]}])  # fmt: skip
             wait_for(lambda: cdcs.requests_to("POST /rest/data/"), timeout=30)
-            _signal(paused, signal.SIGSTOP)
+            paused.signal_tree(signal.SIGSTOP)
             stopped_at = time.monotonic()
             cluster.worker("successor")
             assert not cluster.wait_finished([job_id], timeout=60), "the successor never finished"
             time.sleep(max(0.0, stopped_at + 25 - time.monotonic()))
             calls_before, logged = len(cdcs.requests), len(paused.log())
-            _signal(paused, signal.SIGCONT)
+            paused.signal_tree(signal.SIGCONT)
             # Until its task ends one way or another, then anything it would still do.
             ends = ("lost its lease", "] retry:", "] succeeded")
             wait_for(lambda: any(e in paused.log()[logged:] for e in ends), timeout=30)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import redis
 
@@ -294,13 +293,6 @@ def holds_bridge_message(client: redis.Redis) -> bool:
     return any(b'"export.nexuslims"' in raw for raw in client.hvals("unacked"))
 
 
-def signal_tree(worker: WorkerProcess, signum: int) -> None:
-    assert worker.process is not None
-    parent = psutil.Process(worker.process.pid)
-    for process in [*parent.children(recursive=True), parent]:
-        process.send_signal(signum)
-
-
 # Publishes export.nexuslims as any client of the broker could, and prints what the bridge answered.
 FORGE = """
 import json, sys
@@ -398,7 +390,7 @@ def test_a_bridge_worker_frozen_then_killed_loses_no_outcome(tmp_path: Path) -> 
                     holder.execute("BEGIN IMMEDIATE")  # its readers go on, writers wait
                     run_client(env, [record_spec(tmp_path, session)], wait=False)
                     wait_for(lambda: holds_bridge_message(client), 60)
-                    signal_tree(frozen, signal.SIGSTOP)
+                    frozen.signal_tree(signal.SIGSTOP)
                     time.sleep(heartbeat)
                     frozen.kill()
                     holder.execute("ROLLBACK")
