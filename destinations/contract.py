@@ -13,10 +13,11 @@ What ``export`` may raise, and what the worker does with it:
 - ``TransientExportError``, optionally with ``retry_after`` (seconds), to ask
   for a retry: the worker tries again after an exponential backoff with
   jitter of at most ``NX_EXPORT_BACKOFF_MAX_SECONDS``, or after ``retry_after``
-  when that is longer (up to ``NX_EXPORT_RETRY_AFTER_MAX_SECONDS``), up to
-  ``NX_EXPORT_MAX_ATTEMPTS`` attempts (each may be set per destination,
-  ``NX_EXPORT_<NAME>_...``); after
-  the last one it records a failure "gave up after N attempts: <message>".
+  when that is longer (up to ``NX_EXPORT_RETRY_AFTER_MAX_SECONDS``), until the
+  job's deadline (``NX_EXPORT_JOB_DEADLINE``) or the optional cap
+  ``NX_EXPORT_MAX_ATTEMPTS`` (each may be set per destination,
+  ``NX_EXPORT_<NAME>_...``); then it records a failure "gave up after N
+  attempts: <why>".
 - ``SlotsDeferredError``, a ``TransientExportError`` for a wait that is not a
   failure (the service's call slots are taken; nothing was sent): retried
   after ``retry_after`` as often as needed, without using up an attempt.

@@ -34,6 +34,8 @@ class DestinationStatus:
     started_at: str | None = None
     finished_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    next_attempt_at: str | None = None
+    failing_since: str | None = None
 
     @classmethod
     def from_entry(cls, name: str, entry: DestinationEntry) -> DestinationStatus:
@@ -48,7 +50,17 @@ class DestinationStatus:
             started_at=entry.started_at,
             finished_at=entry.finished_at,
             history=list(entry.history),
+            next_attempt_at=entry.next_attempt_at,
+            failing_since=entry.failing_since,
         )
+
+    @property
+    def retrying(self) -> str | None:
+        """"retrying, next attempt at …, failing since …" while it waits for its next attempt."""
+        if self.state != DestinationState.RETRY or not self.next_attempt_at:
+            return None
+        since = f", failing since {self.failing_since[:19]}Z" if self.failing_since else ""
+        return f"retrying, next attempt at {self.next_attempt_at[:19]}Z{since}"
 
     @property
     def succeeded(self) -> bool:

@@ -44,7 +44,7 @@ def job_table(job: ExportJob) -> Table:
             f"[{style}]{status.state}[/]" if style else status.state,
             str(status.attempts),
             status.record_url or status.record_id or "",
-            status.error or "",
+            "; ".join(filter(None, (status.retrying, status.error))),
         )
     return table
 
@@ -58,6 +58,7 @@ def job_lines(job: ExportJob) -> list[str]:
         lines.append(
             f"  {status.name}: {status.state} attempts={status.attempts}"
             + (f" record={status.record_url or status.record_id}" if status.record_id else "")
+            + (f" ({status.retrying})" if status.retrying else "")
             + (f" error={status.error}" if status.error else "")
         )
     return lines

@@ -93,11 +93,12 @@ class WorkerSettings(NxSettings):
         description="Extra destination classes, 'module:Class,module:Class'; they win over "
         "built-ins and entry points of the same name.",
     )
-    max_attempts: int = Field(
-        5,
+    max_attempts: int | None = Field(
+        None,
         validation_alias="NX_EXPORT_MAX_ATTEMPTS",
         ge=1,
-        description="Attempts at a destination on transient errors, the first included.",
+        description="An optional cap on the attempts at a destination on transient errors, "
+        "the first included; unset, a transient error is retried until the job's deadline.",
     )
     backoff_seconds: float = Field(
         2.0,

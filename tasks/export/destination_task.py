@@ -40,7 +40,7 @@ from tasks.canvas import EXPORT, PREPARE, send_finish
 from tasks.export.followers import JobRun, start_followers, start_if_ready
 from tasks.export.ledger_check import LedgerCheck
 from tasks.export.patience import REDIS_DOWN, patiently
-from tasks.export.retry_policy import RetryPolicy, retry_delay, unsent_retry_requeued
+from tasks.export.retry_policy import retry_or_give_up, unsent_retry_requeued
 from tasks.export.slot_waits import slot_waits, wait_for_slots
 from tasks.messages import (
     InvalidContextError,
@@ -344,8 +344,8 @@ def _export(
             raise LeaseLostError(str(error)) from None
         waited, waited_in_run = slot_waits(self.app, job_id, name, self.request.id)
         attempt -= waited
-        _retry_or_give_up(self, name, job_id, error, attempt, waited_in_run, lease)
-        return result_to_json(failure(name, f"gave up after {attempt} attempts: {error}"), name)
+        given_up = retry_or_give_up(self, name, job_id, error, attempt, waited_in_run, lease)
+        return result_to_json(failure(name, given_up), name)
     except Exception as error:  # the contract allows only TransientExportError; a plugin broke it
         logger.exception(
             "destination %s raised while exporting %s", name, describe_context(message)
@@ -368,27 +368,6 @@ def _previous_results(name: str, export_plan: ExportPlan, stored: JobRecord) -> 
         if other in export_plan.waits_for(name) or (other not in this_run and entry.succeeded):
             seen[other] = result_from_json(entry.result)
     return seen
-
-
-def _retry_or_give_up(
-    self: Task, name: str, job_id: str, error: TransientExportError, attempt: int, waited: int,
-    lease: Lease,
-) -> None:  # fmt: skip
-    """Raise Celery's Retry while attempts remain; return when they are used up."""
-    policy: RetryPolicy = self.app.conf.nx_export_retry[name]
-    if attempt >= policy.max_attempts:
-        return
-    countdown = retry_delay(
-        self.request.retries - waited,
-        policy.backoff,
-        policy.backoff_max,
-        error.retry_after,
-        retry_after_max=policy.retry_after_max,
-    )
-    job_store(self.app).record_retry(job_id, name, str(error), countdown, lease)
-    # Celery stores and logs the retry's exception: only its redacted message.
-    safe = TransientExportError(redact_message(str(error)), error.retry_after)
-    raise self.retry(exc=safe, countdown=countdown, max_retries=None)
 
 
 __all__ = ["DestinationFailedError", "DestinationTask", "declare_destination_task"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -118,6 +118,9 @@ class DestinationEntry:
     error: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     skip_reason: str | None = None
+    # While it retries: when the next attempt is due, and since when it has failed.
+    next_attempt_at: str | None = None
+    failing_since: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -125,8 +128,9 @@ class DestinationEntry:
 
     def to_json(self) -> str:
         data = asdict(self)
-        if self.skip_reason is None:
-            del data["skip_reason"]  # stored only once a destination was skipped
+        for optional in ("skip_reason", "next_attempt_at", "failing_since"):
+            if data[optional] is None:
+                del data[optional]  # stored only once it says something
         return json.dumps(data)
 
     @classmethod
@@ -145,12 +149,16 @@ class DestinationEntry:
         self.task_id = task_id
         self.started_at = self.started_at or now_iso()
         self.finished_at = None
+        self.next_attempt_at = None
         return self.attempts
 
     def retry(self, error: str, countdown: float) -> None:
         self.state = DestinationState.RETRY
         self.error = error
         self._remember("retry", error, retry_in=round(countdown, 1))
+        now = datetime.now(UTC)
+        self.next_attempt_at = (now + timedelta(seconds=countdown)).isoformat()
+        self.failing_since = self.failing_since or now.isoformat()
 
     def finish(self, result: dict[str, Any]) -> None:
         """Store a destination's result (``result_to_json``'s form), success or failure."""
@@ -160,6 +168,9 @@ class DestinationEntry:
         self.error = None if success else result.get("error_message")
         self._remember("success" if success else "failure", result.get("error_message"))
         self.finished_at = now_iso()
+        self.next_attempt_at = None
+        if success:
+            self.failing_since = None
 
     def skip(self, reason: str) -> None:
         self.state = DestinationState.SKIPPED
