@@ -27,6 +27,13 @@ class TransientExportError(ExportError):
         self.retry_after = retry_after
 
 
+class ServiceUnavailableError(TransientExportError):
+    """The service did not answer, or answered that it is down: connection refused or
+    reset, a timeout, 502/503/504. Consecutive ones across jobs mark the destination
+    *down*: its exports then wait for a probe instead of calling it (``tasks.export.outage``).
+    """
+
+
 class PermanentExportError(ExportError):
     """Trying again will not help: bad credentials, other 4xx, malformed answers.
 

@@ -144,7 +144,8 @@ def destinations_table(
                 f"destination {row['name']}: enabled={'yes' if row['enabled'] else 'no'} "
                 f"priority={row['priority']} depends_on={_dependencies(row, ',') or '-'} "
                 f"queue={row['queue']}{check} origin={row['origin']}"
-                + (f" (replaces {row['replaces']})" if "replaces" in row else ""),
+                + (f" (replaces {row['replaces']})" if "replaces" in row else "")
+                + _breaker_words(row.get("breaker")),
                 file=out,
             )
         for item in skipped:
@@ -265,3 +266,12 @@ def _dependencies(row: dict[str, Any], separator: str) -> str:
     named = separator.join(row["depends_on"])
     source = row.get("depends_on_from")
     return f"{named or 'none'} (from {source})" if source else named
+
+
+def _breaker_words(breaker: dict[str, Any] | None) -> str:
+    """`` state=down since … (last error …), N waiting`` for a destination not up, else ""."""
+    if not breaker or breaker["state"] == "up":
+        return ""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(breaker["down_since"] or 0))
+    return (f" state={breaker['state']} since {since} (last error: {breaker['last_error']}), "
+            f"{breaker['waiting']} waiting")  # fmt: skip

@@ -118,6 +118,25 @@ class WorkerSettings(NxSettings):
         gt=0,
         description="Longest Retry-After honoured; kept below half the visibility timeout.",
     )
+    breaker_failures: int = Field(
+        5,
+        validation_alias="NX_EXPORT_BREAKER_FAILURES",
+        ge=1,
+        description="Consecutive calls that find a destination down (refused, reset, timed "
+        "out, 502/503/504), across jobs, before its exports wait for a probe.",
+    )
+    breaker_probe_seconds: float = Field(
+        30.0,
+        validation_alias="NX_EXPORT_BREAKER_PROBE_SECONDS",
+        gt=0,
+        description="How often a destination that is down is probed; doubles per failed probe.",
+    )
+    breaker_probe_max_seconds: float = Field(
+        300.0,
+        validation_alias="NX_EXPORT_BREAKER_PROBE_MAX_SECONDS",
+        gt=0,
+        description="The longest interval between two probes of a destination that is down.",
+    )
     strict_startup: bool = Field(
         False,
         validation_alias="NX_EXPORT_STRICT_STARTUP",

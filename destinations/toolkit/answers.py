@@ -15,7 +15,11 @@ import httpx
 from defusedxml import ElementTree as SafeElementTree
 
 from destinations import redaction
-from destinations.errors import PermanentExportError, TransientExportError
+from destinations.errors import (
+    PermanentExportError,
+    ServiceUnavailableError,
+    TransientExportError,
+)
 
 SNIPPET_LENGTH = 200
 
@@ -33,7 +37,7 @@ class UnexpectedAnswer(PermanentExportError):
     """The service answered, but not with what the API promises."""
 
 
-class HostUnreachable(TransientExportError):
+class HostUnreachable(ServiceUnavailableError):
     """No answer at all: connection refused, DNS failure or timeout."""
 
 
@@ -86,7 +90,12 @@ def check_status(
         raise CredentialsRefused(
             f"{destination}: {call}: credentials were refused (HTTP {status}, {where}): {body}"
         )
-    if status == 429 or status in (502, 503, 504) or (status >= 500 and all_5xx_transient):
+    if status in (502, 503, 504) or (status >= 500 and all_5xx_transient):
+        raise ServiceUnavailableError(
+            f"{destination}: {call}: HTTP {status} ({where}): {body}",
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status == 429:  # the service is up, and asks for patience
         raise TransientExportError(
             f"{destination}: {call}: HTTP {status} ({where}): {body}",
             retry_after=parse_retry_after(response.headers.get("Retry-After")),

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from destinations.errors import PermanentExportError, TransientExportError
+from destinations.errors import PermanentExportError, ServiceUnavailableError
 from destinations.settings import NxSettings
 from destinations.toolkit.answers import (
     CredentialsRefused,
@@ -286,7 +286,7 @@ def request(
             ) from None
         except httpx.TransportError as exc:
             # The request may have been acted on: callers look before re-creating.
-            raise TransientExportError(
+            raise ServiceUnavailableError(
                 f"{destination}: {call}: connection lost before an answer ({where}): "
                 f"{type(exc).__name__}"
             ) from None

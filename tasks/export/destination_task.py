@@ -39,6 +39,7 @@ from destinations.toolkit.call_deadline import calls_guarded_by
 from tasks.canvas import EXPORT, PREPARE, send_finish
 from tasks.export.followers import JobRun, start_followers, start_if_ready
 from tasks.export.ledger_check import LedgerCheck
+from tasks.export.outage import export_through_breaker
 from tasks.export.patience import REDIS_DOWN, patiently
 from tasks.export.retry_policy import retry_or_give_up, unsent_retry_requeued
 from tasks.export.slot_waits import slot_waits, wait_for_slots
@@ -333,7 +334,7 @@ def _export(
     context.lease_check = lease.still_held
     try:
         with calls_guarded_by(lease.still_held):
-            outcome = destination.export(context)
+            outcome = export_through_breaker(self, name, lambda: destination.export(context))
     except LeaseLostError:
         raise
     except DeferredExportError as error:

@@ -30,6 +30,7 @@ from tasks.store.keys import (
     INDEX_BUILT,
     INSTRUMENT_NAMES,
     JOB_INDEX,
+    breaker_key,
     destination_failure_key,
     destination_key,
     instrument_key,
@@ -112,6 +113,7 @@ def queue_result(pipe: Any, job_id: str, name: str, success: bool, retention: in
                              success, now)  # fmt: skip
     if success:
         pipe.zrem(destination_failure_key(name), job_id)
+        pipe.hset(breaker_key(name), "last_success", repr(now))  # shown with its breaker
     else:
         queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)
 

@@ -139,3 +139,21 @@ def nexuslims_newest_key(job_id: str) -> str:
 
 def nexuslims_lock_key(session_identifier: str) -> str:
     return f"{KEY_PREFIX}:nexuslims:lock:{session_identifier}"
+
+
+# -- destinations that are down (``breaker``) -----------------------------------------------
+
+
+def breaker_key(destination: str) -> str:
+    """A destination's breaker: consecutive failures, down since, next probe, last success."""
+    return f"{KEY_PREFIX}:breaker:{destination}"
+
+
+def breaker_probe_key(destination: str) -> str:
+    """Held by the one export probing a destination that is down."""
+    return f"{KEY_PREFIX}:breaker:{destination}:probe"
+
+
+def breaker_waiting_key(destination: str) -> str:
+    """Exports waiting for a destination that is down, scored by when they come back."""
+    return f"{KEY_PREFIX}:breaker:{destination}:waiting"

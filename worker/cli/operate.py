@@ -74,6 +74,7 @@ def destinations(check: bool, as_json: bool) -> None:
         click.echo(f"error: {redis_problem}", err=True)
     registry = local_registry()
     rows, skipped = destination_rows(registry, check), skipped_rows(registry)
+    _add_breaker_states(app, rows)
     stale = _workers_with_other_settings(registry) if check and not redis_problem else []
     if as_json:
         report: dict[str, Any] = {"destinations": rows, "skipped": skipped}
@@ -93,6 +94,21 @@ def destinations(check: bool, as_json: bool) -> None:
             )
     if failed_checks(rows) or stale or redis_problem:
         sys.exit(1)
+
+
+def _add_breaker_states(app: Any, rows: list[dict[str, Any]]) -> None:
+    """Each enabled destination's breaker as the workers share it (up, down, probing)."""
+    from redis import RedisError
+
+    from tasks.export.outage import breaker_of
+
+    try:
+        for row in rows:
+            if row["enabled"]:
+                row["breaker"] = breaker_of(app, row["name"]).state()
+    except RedisError as error:
+        click.echo(f"warning: whether a destination is down is unknown: Redis unreachable "
+                   f"({type(error).__name__})", err=True)  # fmt: skip
 
 
 def _redis_problem(app: Any, settings: Any) -> str | None:

@@ -170,6 +170,8 @@ class FakeService:
         self._failures: list[Failure] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self.unavailable = False  # every API call answered 503, as in a maintenance window
+        self._refusing = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -237,6 +239,19 @@ class FakeService:
     ) -> None:
         """Answer with a redirect to ``location``."""
         self._add(count, Failure("status", on, status, "", "text/plain", {"Location": location}))
+
+    def refuse_connections(self) -> None:
+        """Close the port: every call is refused until ``accept_connections``.
+
+        A kept-alive connection opened before is reset at its next request.
+        """
+        self._refusing = True
+        self.server.stop()
+
+    def accept_connections(self) -> None:
+        """Listen again on the same port."""
+        self._refusing = False
+        self.server.start()
 
     def clear_failures(self) -> None:
         """Forget failures not yet played."""
@@ -321,6 +336,10 @@ class FakeService:
             query = request.query_string.decode()
             location = self.redirect_to.rstrip("/") + raw_path + (f"?{query}" if query else "")
             return Response("", status=307, headers={"Location": location})
+        if self._refusing:
+            raise _DropConnection()
+        if self.unavailable:
+            return Response("Service Unavailable\n", status=503, content_type="text/plain")
         failure = self._take_failure(request.method, raw_path)
         if failure is not None and failure.kind == "status":
             return Response(

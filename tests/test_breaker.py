@@ -1,0 +1,74 @@
+"""A destination's breaker in a real Redis: down after failures in a row, one probe, closed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import redis
+
+from tasks.store.breaker import DOWN, PROBING, UP, Breaker, BreakerPolicy
+from tests.support import RedisServer
+
+
+def _breaker(redis_server: RedisServer, **policy: float) -> Breaker:
+    name = f"svc-{uuid.uuid4().hex[:8]}"
+    return Breaker(redis_server.client(), name, BreakerPolicy(**policy))  # type: ignore[arg-type]
+
+
+def test_failures_in_a_row_open_it_and_one_probe_at_a_time_goes(
+    redis_server: RedisServer,
+) -> None:
+    breaker = _breaker(redis_server, failures=3, probe_seconds=0.5, probe_max_seconds=1.0)
+    assert breaker.admit("a", 60).go
+    assert [breaker.failed("HTTP 503", "a") for _ in range(3)] == [False, False, True]
+    state = breaker.state()
+    assert state["state"] == DOWN and state["last_error"] == "HTTP 503"
+    # Down: nobody calls before the probe is due, and then only one.
+    waiting = breaker.admit("b", 60)
+    assert not waiting.go and 0 < waiting.wait <= 1.0
+    assert breaker.state()["waiting"] == 1
+    time.sleep(0.6)
+    probe = breaker.admit("c", 60)
+    assert probe.go and probe.probe
+    assert breaker.state()["state"] == PROBING
+    assert not breaker.admit("d", 60).go  # the probe is out
+    # A failed probe waits twice as long (capped) before the next.
+    breaker.failed("connection refused", "c")
+    assert not breaker.admit("e", 60).go
+    time.sleep(0.6)
+    assert not breaker.admit("f", 60).go  # 1.0 s now, not 0.5
+    time.sleep(0.5)
+    second = breaker.admit("g", 60)
+    assert second.go and second.probe
+    # The first answer closes it: everyone goes again; "b" no longer waits.
+    assert breaker.answered("g", succeeded=True)
+    assert breaker.admit("b", 60).go
+    state = breaker.state()
+    assert state["state"] == UP and state["consecutive_failures"] == 0
+    assert state["last_success"] is not None and state["waiting"] == 3  # d, e, f: due back
+
+
+def test_an_answer_between_failures_keeps_it_closed(redis_server: RedisServer) -> None:
+    breaker = _breaker(redis_server, failures=3)
+    breaker.failed("HTTP 502", "a")
+    breaker.failed("HTTP 502", "b")
+    admitted = breaker.admit("c", 60)
+    assert admitted.go and admitted.failures == 2
+    breaker.answered("c", succeeded=True)
+    assert not breaker.failed("HTTP 502", "d") and not breaker.failed("HTTP 502", "e")
+    assert breaker.state()["state"] == UP
+
+
+def test_a_probe_that_learnt_nothing_lets_the_next_one_go(redis_server: RedisServer) -> None:
+    breaker = _breaker(redis_server, failures=1, probe_seconds=0.2)
+    breaker.failed("timed out", "a")
+    time.sleep(0.3)
+    assert breaker.admit("p", 60).probe
+    assert not breaker.admit("q", 60).go
+    breaker.release_probe("p")
+    assert breaker.admit("q", 60).probe
+    # A probe key that expired (its worker died) lets the next one go too.
+    client: redis.Redis = breaker.client
+    client.delete(breaker.keys[1])
+    assert breaker.admit("r", 60).probe

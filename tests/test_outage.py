@@ -1,0 +1,82 @@
+"""A destination down for a while: its exports wait for a probe, then all end satisfied.
+
+Scaled: the breaker opens after 3 failures in a row, probes every 1 s (2 s at most),
+and the outage lasts 15 s instead of 90.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.private_cluster import Cluster
+from tests.samples import RECORD, make_context
+from worker.sandbox import FakeCDCS, FakeELabFTW
+
+# Starts workers, Redis servers or other processes of its own: not in the fast tier.
+pytestmark = pytest.mark.processes
+
+JOBS = 30
+OUTAGE_SECONDS = 15.0
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[FakeCDCS, FakeELabFTW]]:
+    with FakeCDCS() as cdcs, FakeELabFTW() as elab:
+        yield cdcs, elab
+
+
+@pytest.mark.parametrize("outage", ["503", "refused"])
+def test_a_destination_down_costs_no_job_and_is_probed_not_hammered(
+    outage: str, tmp_path: Path, services: tuple[FakeCDCS, FakeELabFTW]
+) -> None:
+    cdcs, elab = services
+    cluster = Cluster(
+        tmp_path, None, NX_CDCS_URL=cdcs.root_url, NX_CDCS_TOKEN=cdcs.token,
+        NX_ELABFTW_URL=elab.url, NX_ELABFTW_API_KEY=elab.api_key, NX_HTTP_READ_TIMEOUT="5",
+        NX_HTTP_CONNECT_TIMEOUT="2", NX_EXPORT_BREAKER_FAILURES="3",
+        NX_EXPORT_BREAKER_PROBE_SECONDS="1", NX_EXPORT_BREAKER_PROBE_MAX_SECONDS="2",
+        NX_EXPORT_BACKOFF_SECONDS="0.2", NX_EXPORT_BACKOFF_MAX_SECONDS="2",
+        NX_EXPORT_HEARTBEAT_SECONDS="1",
+    )  # fmt: skip
+    try:
+        cluster.worker("one", concurrency=8)
+        records = []
+        for number in range(JOBS):
+            path = tmp_path / f"outage-{number}.xml"
+            path.write_text(RECORD.format(title=f"outage {number}"), encoding="utf-8")
+            records.append({"context": make_context(path), "destinations": ["cdcs", "elabftw"]})
+        began = time.time()
+        if outage == "503":
+            elab.unavailable = True
+        else:
+            elab.refuse_connections()
+        job_ids = cluster.enqueue(records)
+        time.sleep(OUTAGE_SECONDS)
+        shown = json.loads(cluster.cli("destinations", "--json").stdout)
+        ended = time.time()
+        if outage == "503":
+            elab.unavailable = False
+        else:
+            elab.accept_connections()
+        unfinished = cluster.wait_finished(job_ids, timeout=120)
+        assert unfinished == [], [cluster.record(j).destinations for j in unfinished[:3]]
+        drained = time.time() - ended
+        during = [r for r in elab.requests if began <= r.time < ended]
+        print(f"{outage}: {len(during)} eLabFTW calls in {OUTAGE_SECONDS:g} s of outage; "
+              f"backlog drained {drained:.1f} s after the recovery")  # fmt: skip
+        assert len(during) <= 60
+        records_of = [cluster.record(job_id) for job_id in job_ids]
+        assert all(r.job.satisfied for r in records_of), [
+            r.destinations["elabftw"].error for r in records_of if not r.job.satisfied
+        ]
+        assert len(cdcs.records) == JOBS and len(elab.experiments) == JOBS  # no duplicates
+        elabftw = {d["name"]: d for d in shown["destinations"]}["elabftw"]
+        assert elabftw["breaker"]["state"] in ("down", "probing"), elabftw
+        assert elabftw["breaker"]["waiting"] > 0
+    finally:
+        cluster.close()
