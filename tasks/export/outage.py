@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
+import redis
 from celery import Celery, Task
 
 from destinations.contract import ExportResult
@@ -20,8 +22,11 @@ from destinations.errors import DeferredExportError, ServiceUnavailableError
 from destinations.redaction import redact_message
 from tasks.runtime import job_store
 from tasks.store.breaker import Breaker, BreakerPolicy
+from tasks.store.failover import retrying
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class DestinationDownError(DeferredExportError):
@@ -40,7 +45,7 @@ def export_through_breaker(
     breaker = breaker_of(task.app, name)
     token = str(task.request.id)
     lease = float(task.app.conf.get("nx_export_lease_seconds") or 60)
-    admission = breaker.admit(token, probe_seconds=lease)
+    admission = retrying(lambda: breaker.admit(token, probe_seconds=lease), "asking a breaker")
     if not admission.go:
         state = breaker.state()
         since = datetime.fromtimestamp(state["down_since"] or 0, UTC).isoformat(timespec="seconds")
@@ -52,16 +57,26 @@ def export_through_breaker(
     try:
         outcome = export()
     except ServiceUnavailableError as error:
-        if breaker.failed(redact_message(str(error)), token):
+        found = redact_message(str(error))
+        if _told(lambda: breaker.failed(found, token), name):
             logger.warning("destination %s is down: %d calls in a row found it so; exports "
                            "now wait for a probe", name, breaker.policy.failures)  # fmt: skip
         raise
     except BaseException:
         if admission.probe:  # neither an answer nor an outage: the next probe may go
-            breaker.release_probe(token)
+            _told(lambda: breaker.release_probe(token), name)
         raise
     # An answer resets the count of failures in a row (none: no round trip).
     answered = admission.probe or (outcome.success and admission.failures > 0)
-    if answered and breaker.answered(token, outcome.success):
+    if answered and _told(lambda: breaker.answered(token, outcome.success), name):
         logger.warning("destination %s answers again: its waiting exports resume", name)
     return outcome
+
+
+def _told(tell: Callable[[], T], name: str) -> T | None:
+    """Tell the breaker what a call found; never at the cost of the outcome, which matters more."""
+    try:
+        return retrying(tell, "telling a breaker")
+    except redis.RedisError as error:
+        logger.warning("could not tell %s's breaker what a call found: %r", name, error)
+        return None
