@@ -7,12 +7,14 @@ and the outage lasts 15 s instead of 90.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.dashboard_support import running_dashboard
 from tests.private_cluster import Cluster
 from tests.samples import RECORD, make_context
 from worker.sandbox import FakeCDCS, FakeELabFTW
@@ -56,8 +58,11 @@ def test_a_destination_down_costs_no_job_and_is_probed_not_hammered(
         else:
             elab.refuse_connections()
         job_ids = cluster.enqueue(records)
-        time.sleep(OUTAGE_SECONDS)
-        shown = json.loads(cluster.cli("destinations", "--json").stdout)
+        with running_dashboard(cluster.redis.url, tmp_path) as dashboard:
+            time.sleep(OUTAGE_SECONDS)
+            shown = json.loads(cluster.cli("destinations", "--json").stdout)
+            metrics = dashboard.get("/metrics").text
+            page = dashboard.get("/").text
         ended = time.time()
         if outage == "503":
             elab.unavailable = False
@@ -78,5 +83,12 @@ def test_a_destination_down_costs_no_job_and_is_probed_not_hammered(
         elabftw = {d["name"]: d for d in shown["destinations"]}["elabftw"]
         assert elabftw["breaker"]["state"] in ("down", "probing"), elabftw
         assert elabftw["breaker"]["waiting"] > 0
+        assert elabftw["breaker"]["last_error"], elabftw
+        # What an alert rule reads, and what an operator sees on the jobs page.
+        assert 'nx_export_destination_up{destination="elabftw"} 0.0' in metrics
+        assert 'nx_export_destination_up{destination="cdcs"} 1.0' in metrics
+        waiting = re.search(r'_destination_waiting\{destination="elabftw"\} (\S+)', metrics)
+        assert waiting is not None and float(waiting.group(1)) > 0
+        assert re.search(r'id="service-elabftw"><b>elabftw</b> (down|probing) since', page)
     finally:
         cluster.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery, Task
@@ -36,6 +36,11 @@ class DestinationDownError(DeferredExportError):
 def breaker_of(app: Celery, name: str) -> Breaker:
     policy = app.conf.get("nx_export_breaker") or BreakerPolicy()
     return Breaker(job_store(app).client, name, policy)
+
+
+def breaker_states(app: Celery, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each named destination's breaker (``Breaker.state``): what operators are shown."""
+    return {name: breaker_of(app, name).state() for name in names}
 
 
 def export_through_breaker(

@@ -100,15 +100,17 @@ def _add_breaker_states(app: Any, rows: list[dict[str, Any]]) -> None:
     """Each enabled destination's breaker as the workers share it (up, down, probing)."""
     from redis import RedisError
 
-    from tasks.export.outage import breaker_of
+    from tasks.export.outage import breaker_states
 
     try:
-        for row in rows:
-            if row["enabled"]:
-                row["breaker"] = breaker_of(app, row["name"]).state()
+        states = breaker_states(app, [row["name"] for row in rows if row["enabled"]])
     except RedisError as error:
         click.echo(f"warning: whether a destination is down is unknown: Redis unreachable "
                    f"({type(error).__name__})", err=True)  # fmt: skip
+        return
+    for row in rows:
+        if row["name"] in states:
+            row["breaker"] = states[row["name"]]
 
 
 def _redis_problem(app: Any, settings: Any) -> str | None:

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from tasks.export.outage import breaker_states
 from tasks.jobs import JobNotFoundError, job_from_record, retry_failed
 from tasks.query import MAX_LIMIT, JobPage, JobQuery, QueryError, find_jobs, get_jobs
 from tasks.runtime import job_store
@@ -52,6 +53,7 @@ class Dashboard:
             undefined=jinja2.StrictUndefined,
         )
         env.filters["when"] = views.when
+        env.filters["moment"] = views.moment
         env.globals.update(link=views.link, asset_version=_version())
         self.templates = Jinja2Templates(env=env)
 
@@ -70,6 +72,7 @@ class Dashboard:
         except QueryError as problem:
             error, query, page = str(problem), JobQuery(), JobPage([], None)
         store = self.store
+        names = job_index.names(store.client, job_index.DESTINATION_NAMES, store.retention)
         here = views.filter_link(params)
         context = {
             "query": query,
@@ -81,9 +84,8 @@ class Dashboard:
             else None,
             "paged": bool(params.get("cursor")),
             "counts": job_index.live_count(store.client, store.retention),
-            "destinations": job_index.names(
-                store.client, job_index.DESTINATION_NAMES, store.retention
-            ),
+            "destinations": names,
+            "services": breaker_states(self.celery, names),
             "instruments": job_index.names(
                 store.client, job_index.INSTRUMENT_NAMES, store.retention
             ),

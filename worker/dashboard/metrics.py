@@ -22,9 +22,11 @@ from prometheus_client.registry import Collector
 
 from destinations.names import JOB_QUEUE, queue_name
 from tasks import catalog
+from tasks.export.outage import breaker_states
 from tasks.runtime import job_store, local_registry
 from tasks.store import counters as job_metrics
 from tasks.store import index as job_index
+from tasks.store.breaker import UP
 
 # Kombu's Redis transport keeps a queue's messages of priority p > 0 in "<queue>\x06\x16<p>".
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -79,19 +81,39 @@ class ExportCollector(Collector):
             jobs.add_metric([state], count)
         yield jobs
 
+        names = self.destination_names(store)
         queues = GaugeMetricFamily(
             "nx_export_queue_length", "Tasks waiting in each queue", labels=["queue"]
         )
-        for queue, length in self.queue_lengths(store).items():
+        for queue, length in self.queue_lengths(names).items():
             queues.add_metric([queue], length)
         yield queues
 
-    def queue_lengths(self, store: Any) -> dict[str, int]:
-        offered, _ = catalog.available(self.app, local_registry())
-        names = set(offered) | set(
-            job_index.names(store.client, job_index.DESTINATION_NAMES, store.retention)
+        up = GaugeMetricFamily(
+            "nx_export_destination_up",
+            "1 while a destination answers; 0 while its breaker says it is down (probed)",
+            labels=["destination"],
         )
-        queues = [JOB_QUEUE, *(queue_name(name) for name in sorted(names))]
+        waiting = GaugeMetricFamily(
+            "nx_export_destination_waiting",
+            "Exports waiting, without calling, for a destination that is down",
+            labels=["destination"],
+        )
+        for name, breaker in breaker_states(self.app, names).items():
+            up.add_metric([name], 1 if breaker["state"] == UP else 0)
+            waiting.add_metric([name], breaker["waiting"])
+        yield up
+        yield waiting
+
+    def destination_names(self, store: Any) -> list[str]:
+        """Destinations a live worker serves, and those any kept job names."""
+        offered, _ = catalog.available(self.app, local_registry())
+        return sorted(set(offered) | set(
+            job_index.names(store.client, job_index.DESTINATION_NAMES, store.retention)
+        ))  # fmt: skip
+
+    def queue_lengths(self, names: list[str]) -> dict[str, int]:
+        queues = [JOB_QUEUE, *(queue_name(name) for name in names)]
         with self.app.connection_for_read() as connection:
             client = connection.default_channel.client
             with client.pipeline(transaction=False) as pipe:

@@ -105,6 +105,13 @@ def when(iso: str | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def moment(seconds: float | None) -> str:
+    """Unix seconds as ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def link(url: str | None) -> str | None:
     """A record URL that is safe as a link (http or https), or None."""
     if not url:
