@@ -194,6 +194,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3, help="the last one is stopped for good")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--defaults", action="store_true",
+                        help="the default retry and breaker settings, not the soak's raised ones")
     options = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="nx-soak-"))
     soak = Soak(options, scratch)
@@ -219,9 +221,11 @@ def main() -> int:
         # The fake has no terms of use: without this the soak would take an hour.
         NX_LABARCHIVES_MIN_CALL_INTERVAL="0",
         # 30% of *every HTTP call* failing makes a 4-call export fail 3 times in 4:
-        # a facility with such a service raises its attempts the same way.
-        NX_EXPORT_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), NX_EXPORT_BACKOFF_SECONDS="0.2",
-        NX_EXPORT_MAX_ATTEMPTS="25", NX_EXPORT_LEASE_SECONDS=str(LEASE),
+        # a facility with such a service raises its attempts the same way (--defaults: none
+        # are raised; a transient error is retried until the deadline).
+        NX_EXPORT_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT), NX_EXPORT_LEASE_SECONDS=str(LEASE),
+        **({} if options.defaults else {"NX_EXPORT_BACKOFF_SECONDS": "0.2",
+                                        "NX_EXPORT_MAX_ATTEMPTS": "25"}),
         # A killed worker's upload may be answered until then; its redelivery looks up after.
         NX_HTTP_TOTAL_TIMEOUT=str(VISIBILITY_TIMEOUT + 10),
         NX_EXPORT_HEARTBEAT_SECONDS=str(HEARTBEAT), NX_EXPORT_JOB_DEADLINE=str(DEADLINE),

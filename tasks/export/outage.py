@@ -71,9 +71,9 @@ def export_through_breaker(
         if admission.probe:  # neither an answer nor an outage: the next probe may go
             _told(lambda: breaker.release_probe(token), name)
         raise
-    # An answer resets the count of failures in a row (none: no round trip).
-    answered = admission.probe or (outcome.success and admission.failures > 0)
-    if answered and _told(lambda: breaker.answered(token, outcome.success), name):
+    # A stored success closes the breaker with the result (``index``); a probe hands its
+    # key back here, whatever the service answered.
+    if admission.probe and _told(lambda: breaker.answered(token, outcome.success), name):
         logger.warning("destination %s answers again: its waiting exports resume", name)
     return outcome
 

@@ -2,7 +2,8 @@
 
 Up, every export calls the service. ``failures`` consecutive calls that found
 it down (``ServiceUnavailableError``: connection refused or reset, timeouts,
-502/503/504), across jobs and workers, mark it *down*: from then on an export
+502/503/504), across jobs and workers, over at least one probe interval (a
+flaky service answers some calls within it), mark it *down*: from then on an export
 calls it only as the one *probe* (a real export) let through once per
 interval, the interval doubling after each failed probe up to its ceiling.
 Every other export waits without calling and without using an attempt, and
@@ -45,7 +46,6 @@ class Admission:
     go: bool
     probe: bool = False
     wait: float = 0.0
-    failures: int = 0  # consecutive failures so far: an answer must reset them
 
 
 class Breaker:
@@ -65,7 +65,7 @@ class Breaker:
         ))  # fmt: skip
         go = int(answer[0])
         if go:
-            return Admission(True, probe=go == 2, failures=int(answer[2]))
+            return Admission(True, probe=go == 2)
         # Back a little after the next probe went (spread, not all at once): by then its
         # answer may have closed the breaker.
         interval = float(text(answer[2] or b"0")) or self.policy.probe_seconds

@@ -31,6 +31,7 @@ from tasks.store.keys import (
     INSTRUMENT_NAMES,
     JOB_INDEX,
     breaker_key,
+    breaker_probe_key,
     destination_failure_key,
     destination_key,
     instrument_key,
@@ -39,7 +40,7 @@ from tasks.store.keys import (
     state_key,
 )
 from tasks.store.model import DestinationState, JobRecord, JobState
-from tasks.store.scripts import MOVE
+from tasks.store.scripts import BREAKER_ANSWERED, MOVE
 
 # A job's state as indexed: a finished job is indexed by whether it was satisfied.
 QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
@@ -113,7 +114,8 @@ def queue_result(pipe: Any, job_id: str, name: str, success: bool, retention: in
                              success, now)  # fmt: skip
     if success:
         pipe.zrem(destination_failure_key(name), job_id)
-        pipe.hset(breaker_key(name), "last_success", repr(now))  # shown with its breaker
+        # The service answered: its breaker closes, in the same round trip.
+        pipe.eval(BREAKER_ANSWERED, 2, breaker_key(name), breaker_probe_key(name), "", "1")
     else:
         queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)
 

@@ -249,29 +249,31 @@ return 0
 # Times are the Redis server's, so workers whose clocks differ agree.
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
 
-# Up: go {1, '0', consecutive failures}. Down, its probe due and nobody probing: go as
+# Up: go {1, '0'}. Down, its probe due and nobody probing: go as
 # the probe (2), holding the probe key (ARGV[2], for ARGV[1] ms). Either leaves the
 # waiting set (KEYS[3]). Else wait: {0, seconds until the next probe, its interval}.
 BREAKER_ADMIT = _NOW + """
-local state = redis.call('HMGET', KEYS[1], 'down_since', 'failures')
-if not state[1] then
+if not redis.call('HGET', KEYS[1], 'down_since') then
     redis.call('ZREM', KEYS[3], ARGV[2])
-    return {1, '0', tonumber(state[2] or '0')}
+    return {1, '0'}
 end
 local probe_at = tonumber(redis.call('HGET', KEYS[1], 'probe_at') or '0')
 if now >= probe_at and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then
     redis.call('ZREM', KEYS[3], ARGV[2])
-    return {2, '0', 0}
+    return {2, '0'}
 end
 return {0, tostring(math.max(probe_at - now, 0)), redis.call('HGET', KEYS[1], 'interval')}
 """
 
-# A call found the service down (ARGV[4], the error). ARGV[1] consecutive ones mark it
-# down (returns 1); a failed probe (the probe key holds ARGV[5]) doubles the interval
-# from ARGV[2] up to ARGV[3] seconds.
+# A call found the service down (ARGV[4], the error). ARGV[1] consecutive ones, the
+# streak lasting at least a probe interval (ARGV[2] s; a flaky service answers within
+# it, one that is down does not), mark it down (returns 1); a failed probe (the probe
+# key holds ARGV[5]) doubles the interval up to ARGV[3] seconds.
 BREAKER_FAILED = _NOW + """
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 redis.call('HSET', KEYS[1], 'last_error', ARGV[4], 'last_failure', tostring(now))
+if failures == 1 then redis.call('HSET', KEYS[1], 'streak_since', tostring(now)) end
+local streak = now - tonumber(redis.call('HGET', KEYS[1], 'streak_since') or tostring(now))
 local probing = redis.call('GET', KEYS[2]) == ARGV[5]
 if probing then redis.call('DEL', KEYS[2]) end
 if redis.call('HGET', KEYS[1], 'down_since') then
@@ -283,7 +285,7 @@ if redis.call('HGET', KEYS[1], 'down_since') then
     end
     return 0
 end
-if failures >= tonumber(ARGV[1]) then
+if failures >= tonumber(ARGV[1]) and streak >= tonumber(ARGV[2]) then
     redis.call('HSET', KEYS[1], 'down_since', tostring(now), 'probes', '0',
                'interval', ARGV[2], 'probe_at', tostring(now + tonumber(ARGV[2])))
     return 1
@@ -292,10 +294,11 @@ return 0
 """
 
 # The service answered (ARGV[1] the caller's probe token; ARGV[2] '1' when the export
-# succeeded): up again; returns 1 if it was down.
+# succeeded): up again, the streak of failures broken; returns 1 if it was down. Every
+# stored success runs it, in the round trip that stores the result (``index``).
 BREAKER_ANSWERED = _NOW + """
 local was = redis.call('HGET', KEYS[1], 'down_since')
-redis.call('HDEL', KEYS[1], 'down_since', 'probe_at', 'probes', 'interval')
+redis.call('HDEL', KEYS[1], 'down_since', 'probe_at', 'probes', 'interval', 'streak_since')
 redis.call('HSET', KEYS[1], 'failures', '0')
 if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'last_success', tostring(now)) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
