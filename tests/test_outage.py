@@ -92,3 +92,35 @@ def test_a_destination_down_costs_no_job_and_is_probed_not_hammered(
         assert re.search(r'id="service-elabftw"><b>elabftw</b> (down|probing) since', page)
     finally:
         cluster.close()
+
+
+def test_jobs_failed_on_a_wrong_key_are_recovered_by_one_command(
+    tmp_path: Path, services: tuple[FakeCDCS, FakeELabFTW]
+) -> None:
+    cdcs, elab = services
+    settings = {"NX_CDCS_URL": cdcs.root_url, "NX_CDCS_TOKEN": cdcs.token,
+                "NX_ELABFTW_URL": elab.url}  # fmt: skip
+    cluster = Cluster(tmp_path, None, **settings)
+    try:
+        wrong = cluster.worker("wrong-key", NX_ELABFTW_API_KEY="not-the-key")
+        records = []
+        for number in range(5):
+            path = tmp_path / f"key-{number}.xml"
+            path.write_text(RECORD.format(title=f"key {number}"), encoding="utf-8")
+            records.append({"context": make_context(path), "destinations": ["cdcs", "elabftw"]})
+        job_ids = cluster.enqueue(records, NX_ELABFTW_API_KEY="not-the-key")
+        assert cluster.wait_finished(job_ids, timeout=60) == []
+        errors = [cluster.record(j).destinations["elabftw"].error or "" for j in job_ids]
+        assert all("credentials were refused (HTTP 401" in error for error in errors), errors
+        # The operator fixes the key and restarts the worker; then one command.
+        wrong.stop()
+        cluster.worker("right-key", NX_ELABFTW_API_KEY=elab.api_key)
+        done = cluster.cli("retry", "--failed", "--destination", "elabftw", "--wait", "--json",
+                           NX_ELABFTW_API_KEY=elab.api_key, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["counts"] == {"retried": 5, "skipped": 0, "refused": 0}
+        assert sorted(summary["wait"]["satisfied"]) == sorted(job_ids)
+        assert len(cdcs.records) == 5 and len(elab.experiments) == 5
+    finally:
+        cluster.close()
