@@ -44,7 +44,7 @@ def run(policy: str, options: argparse.Namespace, scratch: Path) -> dict[str, An
             NX_CDCS_TOKEN=cdcs.token, NX_ELABFTW_URL=elab.url, NX_ELABFTW_API_KEY=elab.api_key,
             NX_HTTP_CONNECT_TIMEOUT="2", NX_HTTP_READ_TIMEOUT="5",
             NX_EXPORT_BACKOFF_SECONDS="0.5", NX_EXPORT_BACKOFF_MAX_SECONDS="8",
-            NX_EXPORT_HEARTBEAT_SECONDS="2", **POLICIES[policy],
+            NX_EXPORT_HEARTBEAT_SECONDS="2", NX_RECORDS_PATH=str(scratch), **POLICIES[policy],
         )  # fmt: skip
         try:
             cluster.worker("one", concurrency=8)
@@ -72,6 +72,9 @@ def run(policy: str, options: argparse.Namespace, scratch: Path) -> dict[str, An
         finally:
             cluster.close()
         during = [r for r in elab.requests if began <= r.time < ended]
+        for record in [r for r in records if not r.job.satisfied][:2]:
+            errors = {n: e.error for n, e in record.destinations.items() if e.error}
+            print(f"{policy}: job {record.job.id} not satisfied: {errors}", file=sys.stderr)
         satisfied = sum(1 for r in records if r.job.satisfied)
         exported = sum(1 for r in records if r.destinations["elabftw"].succeeded)
         return {

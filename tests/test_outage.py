@@ -90,6 +90,9 @@ def test_a_destination_down_costs_no_job_and_is_probed_not_hammered(
         waiting = re.search(r'_destination_waiting\{destination="elabftw"\} (\S+)', metrics)
         assert waiting is not None and float(waiting.group(1)) > 0
         assert re.search(r'id="service-elabftw"><b>elabftw</b> (down|probing) since', page)
+        failing = re.search(r'_failing_since_timestamp_seconds\{destination="elabftw"\} (\S+)',
+                            metrics)  # fmt: skip
+        assert failing is not None and began - 1 <= float(failing.group(1)) <= ended
     finally:
         cluster.close()
 

@@ -111,6 +111,9 @@ class Breaker:
             "last_error": fields.get("last_error") if down_since else None,
             "last_success": _number(fields.get("last_success")),
             "consecutive_failures": int(fields.get("failures") or 0),
+            # Since when calls have found it down, with no answer between (None: answering).
+            "failing_since": _number(fields.get("streak_since"))
+            if int(fields.get("failures") or 0) else None,
             "waiting": int(waiting),
         }
 

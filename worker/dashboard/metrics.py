@@ -99,11 +99,19 @@ class ExportCollector(Collector):
             "Exports waiting, without calling, for a destination that is down",
             labels=["destination"],
         )
+        failing = GaugeMetricFamily(
+            "nx_export_destination_failing_since_timestamp_seconds",
+            "Unix time since which every call found a destination down (only while it does)",
+            labels=["destination"],
+        )
         for name, breaker in breaker_states(self.app, names).items():
             up.add_metric([name], 1 if breaker["state"] == UP else 0)
             waiting.add_metric([name], breaker["waiting"])
+            if breaker["failing_since"] is not None:
+                failing.add_metric([name], breaker["failing_since"])
         yield up
         yield waiting
+        yield failing
 
     def destination_names(self, store: Any) -> list[str]:
         """Destinations a live worker serves, and those any kept job names."""
