@@ -129,3 +129,52 @@ def test_nexuslims_hears_a_run_told_again(tmp_path: Path) -> None:
             assert rows[: len(ended)] == ended
             assert [(name, ok) for name, ok, _ in rows[len(ended):]] == [("cdcs", True)]
             assert len(cdcs.records) == 1
+
+
+@pytest.mark.parametrize(
+    ("strategy", "late", "never"),
+    [("all", ["alpha", "beta"], []), ("first_success", ["alpha"], ["beta"])],
+)
+def test_late_outcomes_told_again_agree_however_many_land(
+    strategy: str, late: list[str], never: list[str], tmp_path: Path, plugin_path: Path,
+    receiver: WebhookReceiver,
+) -> None:  # fmt: skip
+    # "all": two exports in flight land at the same moment, each telling the run again.
+    # "first_success": the first destination lands late; the next one never starts.
+    record = tmp_path / "late.xml"
+    record.write_text(RECORD.format(title="late"), encoding="utf-8")
+    exported = tmp_path / "exported.log"
+    cluster = Cluster(tmp_path, plugin_path, NX_EXPORT_HEARTBEAT_SECONDS="1")
+    try:
+        cluster.worker(
+            "plugins", NX_TEST_ALPHA_BEHAVIOUR="sleep:6", NX_TEST_BETA_BEHAVIOUR="sleep:6",
+            NX_TEST_EXPORT_LOG=str(exported), NX_EXPORT_WEBHOOK_URL=receiver.url,
+        )  # fmt: skip
+        done = cluster.cli(
+            *enqueue_arguments(record, f"late-{strategy}", "--destination", "alpha",
+                               "--destination", "beta", "--strategy", strategy),
+            "--wait", "--json", NX_EXPORT_JOB_DEADLINE="2", timeout=90,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        job_id = json.loads(done.stdout)["id"]
+        store = cluster.store()
+
+        def settled() -> bool:
+            stored = cluster.record(job_id)
+            landed = all(stored.destinations[n].succeeded for n in late)
+            return landed and not store.scheduled("nxexport:announce", job_id)
+
+        wait_for(settled, 60)
+        stored = cluster.record(job_id)
+        assert stored.job.satisfied is True and 1 <= stored.job.retold <= len(late)
+        listed = json.loads(cluster.cli("jobs", "--failed", "--json").stdout)
+        assert job_id not in [job["id"] for job in listed]
+        # Whatever order the deliveries came in, the newest telling says satisfied.
+        wait_for(lambda: any(d["summary"]["retold"] == stored.job.retold
+                             for d in receiver.for_job(job_id)), 30)  # fmt: skip
+        newest = max(receiver.for_job(job_id), key=lambda d: d["summary"]["retold"])
+        assert newest["summary"]["satisfied"] is True
+        runs = [json.loads(line)["name"] for line in exported.read_text().splitlines()]
+        assert sorted(runs) == sorted(late) and not set(never) & set(runs)
+    finally:
+        cluster.close()

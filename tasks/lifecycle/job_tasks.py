@@ -107,9 +107,12 @@ def finish_job(self: Task, job_id: str) -> dict[str, Any]:
     finished = None
     if record.job.finished_at is None:
         finished = store.mark_finished(job_id, satisfied, self.request.id, record)
-    elif store.scheduled(ANNOUNCE, job_id) and store.claim(_telling(record), ANNOUNCE_CLAIM):
-        # Told again (an outcome arrived after the deadline ended the run), or the
-        # finish that ended it died before announcing: announced by one of its copies.
+    elif record.job.retold and store.scheduled(ANNOUNCE, job_id) and store.claim(
+        _telling(record), ANNOUNCE_CLAIM
+    ):
+        # Told again (an outcome arrived after the deadline ended the run): announced by
+        # one of the copies sent since. (A first telling is announced by the copy that
+        # finished the run, or by the sweep: never by a copy that finds it finished.)
         finished = record
     if finished is not None:
         summary = job_from_record(finished).to_dict()
