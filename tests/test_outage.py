@@ -17,6 +17,7 @@ import pytest
 from tests.dashboard_support import running_dashboard
 from tests.private_cluster import Cluster
 from tests.samples import RECORD, make_context
+from tests.support import wait_for
 from worker.sandbox import FakeCDCS, FakeELabFTW
 
 # Starts workers, Redis servers or other processes of its own: not in the fast tier.
@@ -125,5 +126,46 @@ def test_jobs_failed_on_a_wrong_key_are_recovered_by_one_command(
         assert summary["counts"] == {"retried": 5, "skipped": 0, "refused": 0}
         assert sorted(summary["wait"]["satisfied"]) == sorted(job_ids)
         assert len(cdcs.records) == 5 and len(elab.experiments) == 5
+    finally:
+        cluster.close()
+
+
+def test_a_worker_killed_while_probing_holds_nobody_up(
+    tmp_path: Path, services: tuple[FakeCDCS, FakeELabFTW]
+) -> None:
+    # The probe's worker dies mid-call: its probe key lapses with the lease, and the
+    # next worker's probe closes the breaker. Nothing is created twice.
+    cdcs, elab = services
+    settings = {
+        "NX_CDCS_URL": cdcs.root_url, "NX_CDCS_TOKEN": cdcs.token, "NX_ELABFTW_URL": elab.url,
+        "NX_ELABFTW_API_KEY": elab.api_key, "NX_HTTP_READ_TIMEOUT": "20",
+        "NX_EXPORT_BREAKER_FAILURES": "2", "NX_EXPORT_BREAKER_PROBE_SECONDS": "1",
+        "NX_EXPORT_BREAKER_PROBE_MAX_SECONDS": "2", "NX_EXPORT_BACKOFF_SECONDS": "0.2",
+        "NX_EXPORT_BACKOFF_MAX_SECONDS": "2", "NX_EXPORT_LEASE_SECONDS": "4",
+        "NX_EXPORT_VISIBILITY_TIMEOUT": "10", "NX_EXPORT_HEARTBEAT_SECONDS": "1",
+    }  # fmt: skip
+    cluster = Cluster(tmp_path, None, **settings)
+    try:
+        doomed = cluster.worker("doomed", concurrency=4)
+        records = []
+        for number in range(6):
+            path = tmp_path / f"probe-{number}.xml"
+            path.write_text(RECORD.format(title=f"probe {number}"), encoding="utf-8")
+            records.append({"context": make_context(path), "destinations": ["cdcs", "elabftw"]})
+        elab.unavailable = True
+        job_ids = cluster.enqueue(records)
+        client = cluster.redis.client()
+        wait_for(lambda: client.hexists("nxexport:breaker:elabftw", "down_since"), 60)
+        # eLabFTW answers again, but the probe's call hangs: its worker is killed in it.
+        elab.stall_next(30)
+        elab.unavailable = False
+        wait_for(lambda: client.exists("nxexport:breaker:elabftw:probe"), 60)
+        wait_for(lambda: any(r.status is None for r in elab.requests), 30)  # the call is out
+        doomed.kill()
+        cluster.worker("next", concurrency=4)
+        assert cluster.wait_finished(job_ids, timeout=120) == []
+        assert all(cluster.record(job_id).job.satisfied for job_id in job_ids)
+        assert not client.hexists("nxexport:breaker:elabftw", "down_since")
+        assert len(cdcs.records) == 6 and len(elab.experiments) == 6
     finally:
         cluster.close()
