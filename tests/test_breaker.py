@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 import redis
 
 from tasks.store.breaker import DOWN, PROBING, UP, Breaker, BreakerPolicy
@@ -78,3 +79,19 @@ def test_a_probe_that_learnt_nothing_lets_the_next_one_go(redis_server: RedisSer
     client: redis.Redis = breaker.client
     client.delete(breaker.keys[1])
     assert breaker.admit("r", 60).probe
+
+
+def test_each_destination_may_have_breaker_settings_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.settings import SettingsError, WorkerSettings, destination_policy
+
+    monkeypatch.setenv("NX_EXPORT_BREAKER_FAILURES", "4")
+    settings = WorkerSettings()
+    assert destination_policy("cdcs", settings, {}.get).breaker == BreakerPolicy(4, 30.0, 300.0)
+    own = {"NX_EXPORT_ELABFTW_BREAKER_FAILURES": "8",
+           "NX_EXPORT_ELABFTW_BREAKER_PROBE_SECONDS": "600"}  # fmt: skip
+    # A probe interval above the ceiling raises the ceiling with it.
+    assert destination_policy("elabftw", settings, own.get).breaker == BreakerPolicy(8, 600, 600)
+    with pytest.raises(SettingsError, match="NX_EXPORT_ELABFTW_BREAKER_FAILURES: must be above 0"):
+        destination_policy("elabftw", settings, {"NX_EXPORT_ELABFTW_BREAKER_FAILURES": "0"}.get)

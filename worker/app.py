@@ -26,7 +26,6 @@ from tasks.export.destination_task import declare_destination_task
 from tasks.nexuslims.bridge import BRIDGE_QUEUE
 from tasks.nexuslims.database import bridge_available
 from tasks.runtime import local_registry
-from tasks.store.breaker import BreakerPolicy
 from worker import broker_close, failure_log, log_safety
 from worker.housekeeping import Housekeeping
 from worker.settings import WorkerSettings, destination_policy, load_settings
@@ -158,10 +157,6 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "nx_export_heartbeat_seconds": settings.heartbeat_seconds,
         "nx_export_lease_seconds": settings.lease_seconds,
         "nx_export_lost_task_seconds": settings.lost_task_seconds,
-        "nx_export_breaker": BreakerPolicy(
-            settings.breaker_failures, settings.breaker_probe_seconds,
-            max(settings.breaker_probe_seconds, settings.breaker_probe_max_seconds),
-        ),
     }
 
 

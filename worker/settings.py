@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError
 
 from destinations.settings import NxSettings, destination_setting, nx_setting
 from tasks.export.retry_policy import RetryPolicy
+from tasks.store.breaker import BreakerPolicy
 
 Strategy = Literal["all", "first_success", "best_effort"]
 
@@ -249,6 +250,9 @@ DESTINATION_POLICY_KEYS = {
     "BACKOFF_MAX_SECONDS": ("backoff_max", float),
     "RETRY_AFTER_MAX_SECONDS": ("retry_after_max", float),
     "RATE_LIMIT": ("rate_limit", str),
+    "BREAKER_FAILURES": ("breaker_failures", int),
+    "BREAKER_PROBE_SECONDS": ("breaker_probe", float),
+    "BREAKER_PROBE_MAX_SECONDS": ("breaker_probe_max", float),
 }
 
 
@@ -269,6 +273,9 @@ def destination_policy(
         "backoff_max": settings.backoff_max_seconds,
         "retry_after_max": settings.retry_after_max_seconds,
         "rate_limit": None,
+        "breaker_failures": settings.breaker_failures,
+        "breaker_probe": settings.breaker_probe_seconds,
+        "breaker_probe_max": settings.breaker_probe_max_seconds,
     }
     for suffix, (key, kind) in DESTINATION_POLICY_KEYS.items():
         variable = destination_setting(name, suffix)
@@ -281,6 +288,12 @@ def destination_policy(
             raise SettingsError(
                 f"invalid setting: {variable}: expected {kind.__name__} (got {raw!r})"
             ) from None
+        if kind is not str and values[key] <= 0:
+            raise SettingsError(f"invalid setting: {variable}: must be above 0 (got {raw!r})")
+    probe = values.pop("breaker_probe")
+    values["breaker"] = BreakerPolicy(
+        values.pop("breaker_failures"), probe, max(probe, values.pop("breaker_probe_max"))
+    )
     values["backoff_max"] = min(values["backoff_max"], settings.visibility_timeout / 4)
     values["retry_after_max"] = min(values["retry_after_max"], settings.visibility_timeout / 2)
     return RetryPolicy(**values)

@@ -34,8 +34,9 @@ class DestinationDownError(DeferredExportError):
 
 
 def breaker_of(app: Celery, name: str) -> Breaker:
-    policy = app.conf.get("nx_export_breaker") or BreakerPolicy()
-    return Breaker(job_store(app).client, name, policy)
+    """``name``'s breaker, with this process's policy for it (the defaults if it has none)."""
+    policy = (app.conf.get("nx_export_retry") or {}).get(name)
+    return Breaker(job_store(app).client, name, policy.breaker if policy else BreakerPolicy())
 
 
 def breaker_states(app: Celery, names: list[str]) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import redis
@@ -28,6 +28,7 @@ from kombu.exceptions import OperationalError
 from destinations.errors import TransientExportError
 from destinations.redaction import redact_message
 from tasks.runtime import job_store
+from tasks.store.breaker import BreakerPolicy
 from tasks.store.keys import DEADLINES
 from tasks.store.lease import Lease
 
@@ -47,6 +48,8 @@ class RetryPolicy:
     backoff_max: float
     retry_after_max: float | None = None  # the longest Retry-After honoured; backoff_max if None
     rate_limit: str | None = None
+    # When the destination counts as down (tasks.store.breaker).
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
 
 def retry_delay(
