@@ -2,9 +2,11 @@
 
 A destination that is down is probed, not hammered: an export that may not
 call it raises ``DestinationDownError``, a deferral (like a wait for call
-slots: no attempt used, the task comes back near the next probe). The probe
-and every other call report what they found, so the breaker opens after the
-configured consecutive failures and closes at the first answer.
+slots: no attempt used, the task comes back near the next probe). A call
+that finds the service down says so here; a stored success closes the breaker
+in the round trip that stores it (``tasks.store.index``); the probe hands its
+key back whatever it found. So the breaker opens after the configured failures
+in a row and closes at the first answer.
 """
 
 from __future__ import annotations
