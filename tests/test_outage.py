@@ -85,6 +85,8 @@ def test_a_destination_down_costs_no_job_and_is_probed_not_hammered(
         assert elabftw["breaker"]["state"] in ("down", "probing"), elabftw
         assert elabftw["breaker"]["waiting"] > 0
         assert elabftw["breaker"]["last_error"], elabftw
+        cdcs_row = {d["name"]: d for d in shown["destinations"]}["cdcs"]
+        assert cdcs_row["breaker"]["state"] == "up" and cdcs_row["breaker"]["last_success"]
         # What an alert rule reads, and what an operator sees on the jobs page.
         assert 'nx_export_destination_up{destination="elabftw"} 0.0' in metrics
         assert 'nx_export_destination_up{destination="cdcs"} 1.0' in metrics

@@ -12,6 +12,7 @@ in a row and closes at the first answer.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -23,12 +24,19 @@ from destinations.contract import ExportResult
 from destinations.errors import DeferredExportError, ServiceUnavailableError
 from destinations.redaction import redact_message
 from tasks.runtime import job_store
-from tasks.store.breaker import Breaker, BreakerPolicy
+from tasks.store.breaker import Admission, Breaker, BreakerPolicy
 from tasks.store.failover import retrying
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+# A first attempt trusts, for this long, that a destination its process found up is
+# still up: one round trip fewer per export; at worst a few calls go out just after
+# the breaker opened. A task coming back (a retry, a wait) always asks.
+UP_REMEMBERED_SECONDS = 1.0
+_up_until: dict[str, float] = {}
 
 
 class DestinationDownError(DeferredExportError):
@@ -53,7 +61,13 @@ def export_through_breaker(
     breaker = breaker_of(task.app, name)
     token = str(task.request.id)
     lease = float(task.app.conf.get("nx_export_lease_seconds") or 60)
-    admission = retrying(lambda: breaker.admit(token, probe_seconds=lease), "asking a breaker")
+    if task.request.retries == 0 and time.monotonic() < _up_until.get(name, 0.0):
+        admission = Admission(True)  # up a moment ago, in this process: no round trip
+    else:
+        admission = retrying(lambda: breaker.admit(token, probe_seconds=lease),
+                             "asking a breaker")  # fmt: skip
+        if admission.go and not admission.probe:
+            _up_until[name] = time.monotonic() + UP_REMEMBERED_SECONDS
     if not admission.go:
         state = breaker.state()
         since = datetime.fromtimestamp(state["down_since"] or 0, UTC).isoformat(timespec="seconds")
@@ -65,6 +79,7 @@ def export_through_breaker(
     try:
         outcome = export()
     except ServiceUnavailableError as error:
+        _up_until.pop(name, None)
         found = redact_message(str(error))
         if _told(lambda: breaker.failed(found, token), name):
             logger.warning("destination %s is down: %d calls in a row found it so; exports "
@@ -76,7 +91,7 @@ def export_through_breaker(
         raise
     # A stored success closes the breaker with the result (``index``); a probe hands its
     # key back here, whatever the service answered.
-    if admission.probe and _told(lambda: breaker.answered(token, outcome.success), name):
+    if admission.probe and _told(lambda: breaker.answered(token), name):
         logger.warning("destination %s answers again: its waiting exports resume", name)
     return outcome
 

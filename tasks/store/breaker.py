@@ -22,7 +22,12 @@ from typing import Any, cast
 import redis
 
 from tasks.store.decode import text
-from tasks.store.keys import breaker_key, breaker_probe_key, breaker_waiting_key
+from tasks.store.keys import (
+    METRICS_LAST_SUCCESS,
+    breaker_key,
+    breaker_probe_key,
+    breaker_waiting_key,
+)
 from tasks.store.scripts import BREAKER_ADMIT, BREAKER_ANSWERED, BREAKER_FAILED, RELEASE
 
 UP, DOWN, PROBING = "up", "down", "probing"
@@ -84,10 +89,12 @@ class Breaker:
             policy.probe_max_seconds, error[:500], token,
         ))  # fmt: skip
 
-    def answered(self, token: str, succeeded: bool) -> bool:
-        """The service answered; True when it was down until now."""
-        return bool(self.client.eval(BREAKER_ANSWERED, 2, *self.keys, token,
-                                     "1" if succeeded else "0"))  # fmt: skip
+    def answered(self, token: str) -> bool:
+        """The probe's call was answered; True when the destination was down until now.
+
+        Every stored success closes the breaker as well (``counters.count_result``).
+        """
+        return bool(self.client.eval(BREAKER_ANSWERED, 2, *self.keys, token))
 
     def release_probe(self, token: str) -> None:
         """A probe that learnt nothing (no answer, no outage) lets the next one go."""
@@ -100,7 +107,8 @@ class Breaker:
             pipe.hgetall(self.keys[0])
             pipe.exists(self.keys[1])
             pipe.zcount(self.waiting_key, now, "+inf")
-            raw, probing, waiting = pipe.execute()
+            pipe.hget(METRICS_LAST_SUCCESS, self.destination)
+            raw, probing, waiting, last_success = pipe.execute()
         fields = {text(k): text(v) for k, v in cast(dict[bytes, bytes], raw).items()}
         down_since = _number(fields.get("down_since"))
         state = UP if down_since is None else (PROBING if probing else DOWN)
@@ -109,7 +117,7 @@ class Breaker:
             "down_since": down_since,
             "next_probe_at": _number(fields.get("probe_at")) if down_since else None,
             "last_error": fields.get("last_error") if down_since else None,
-            "last_success": _number(fields.get("last_success")),
+            "last_success": _number(text(last_success) if last_success else None),
             "consecutive_failures": int(fields.get("failures") or 0),
             # Since when calls have found it down, with no answer between (None: answering).
             "failing_since": _number(fields.get("streak_since"))

@@ -26,6 +26,7 @@ from tasks.store.keys import METRICS_DURATION as DURATION
 from tasks.store.keys import METRICS_EXPORTS as EXPORTS
 from tasks.store.keys import METRICS_LAST_SUCCESS as LAST_SUCCESS
 from tasks.store.keys import METRICS_RETRIES as RETRIES
+from tasks.store.keys import breaker_key
 from tasks.store.scripts import COUNT_RESULT
 
 # Seconds: exports are HTTP uploads, from a fraction of a second to minutes.
@@ -37,7 +38,7 @@ def count_result(
     """Queue the counting of one final outcome at ``name`` on ``pipe``."""
     outcome = "success" if success else "failure"
     bounds = [repr(bound) for bound in BUCKETS]
-    pipe.eval(COUNT_RESULT, 4, job_hash, EXPORTS, DURATION, LAST_SUCCESS,
+    pipe.eval(COUNT_RESULT, 5, job_hash, EXPORTS, DURATION, LAST_SUCCESS, breaker_key(name),
               attempt_field, name, outcome, repr(now), *bounds)  # fmt: skip
 
 

@@ -30,8 +30,6 @@ from tasks.store.keys import (
     INDEX_BUILT,
     INSTRUMENT_NAMES,
     JOB_INDEX,
-    breaker_key,
-    breaker_probe_key,
     destination_failure_key,
     destination_key,
     instrument_key,
@@ -40,7 +38,7 @@ from tasks.store.keys import (
     state_key,
 )
 from tasks.store.model import DestinationState, JobRecord, JobState
-from tasks.store.scripts import BREAKER_ANSWERED, MOVE
+from tasks.store.scripts import MOVE
 
 # A job's state as indexed: a finished job is indexed by whether it was satisfied.
 QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
@@ -114,8 +112,6 @@ def queue_result(pipe: Any, job_id: str, name: str, success: bool, retention: in
                              success, now)  # fmt: skip
     if success:
         pipe.zrem(destination_failure_key(name), job_id)
-        # The service answered: its breaker closes, in the same round trip.
-        pipe.eval(BREAKER_ANSWERED, 2, breaker_key(name), breaker_probe_key(name), "", "1")
     else:
         queue_move(pipe, job_id, destination_failure_key(name), (), now, retention)
 

@@ -203,10 +203,27 @@ return move(KEYS[1], KEYS[2], guard, leave, ARGV[1], ARGV[2], ARGV[3])
 
 
 
-# KEYS: job hash, exports, duration, last_success; ARGV: attempt field, destination,
-# outcome, now, bucket bounds... The attempt's start is read and dropped here, so
-# an attempt is timed once even when two writers race.
-COUNT_RESULT = """
+# close_breaker(): the service answered: its breaker (``breaker``) closes and its streak
+# of failures ends; the probe key is dropped if ``token`` holds it. 1 if it was down.
+# Two reads when it was up and no failure was counted: every stored success runs it.
+CLOSE_BREAKER_FUNCTION = """
+local function close_breaker(breaker, probe, token)
+  local state = redis.call('HMGET', breaker, 'failures', 'down_since')
+  if (state[1] and state[1] ~= '0') or state[2] then
+    redis.call('HDEL', breaker, 'down_since', 'probe_at', 'probes', 'interval', 'streak_since')
+    redis.call('HSET', breaker, 'failures', '0')
+  end
+  if token ~= '' and redis.call('GET', probe) == token then redis.call('DEL', probe) end
+  if state[2] then return 1 end
+  return 0
+end
+"""
+
+# KEYS: job hash, exports, duration, last_success, the destination's breaker; ARGV:
+# attempt field, destination, outcome, now, bucket bounds... The attempt's start is
+# read and dropped here, so an attempt is timed once even when two writers race. A
+# success closes the breaker in the same step.
+COUNT_RESULT = CLOSE_BREAKER_FUNCTION + """
 local started = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 local dest, now = ARGV[2], tonumber(ARGV[4])
@@ -224,6 +241,7 @@ end
 if ARGV[3] == 'success' then
   local last = redis.call('HGET', KEYS[4], dest)
   if not last or tonumber(last) < now then redis.call('HSET', KEYS[4], dest, ARGV[4]) end
+  close_breaker(KEYS[5], '', '')
 end
 return 1
 """
@@ -293,15 +311,6 @@ end
 return 0
 """
 
-# The service answered (ARGV[1] the caller's probe token; ARGV[2] '1' when the export
-# succeeded): up again, the streak of failures broken; returns 1 if it was down. Every
-# stored success runs it, in the round trip that stores the result (``index``).
-BREAKER_ANSWERED = _NOW + """
-local was = redis.call('HGET', KEYS[1], 'down_since')
-redis.call('HDEL', KEYS[1], 'down_since', 'probe_at', 'probes', 'interval', 'streak_since')
-redis.call('HSET', KEYS[1], 'failures', '0')
-if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'last_success', tostring(now)) end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-if was then return 1 end
-return 0
-"""
+# The probe's call was answered (ARGV[1] its token): the breaker closes (see
+# close_breaker); returns 1 if it was down.
+BREAKER_ANSWERED = CLOSE_BREAKER_FUNCTION + "return close_breaker(KEYS[1], KEYS[2], ARGV[1])\n"
