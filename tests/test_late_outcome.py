@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tasks.nexuslims.delivery import WAITING, record_written, waiting_member, written_telling
+from tasks.store.keys import job_key
+from tasks.store.model import JOB_FIELD, StoredJob
 from tests.nexuslims_support import (
     nexuslims_settings,
     prepare_database,
@@ -27,7 +31,7 @@ from tests.nexuslims_support import (
 )
 from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD
-from tests.support import wait_for
+from tests.support import RedisServer, wait_for
 from tests.webhook_receiver import WebhookReceiver, verify_signature
 from worker.sandbox import FakeCDCS, FakeELabFTW
 
@@ -178,3 +182,31 @@ def test_late_outcomes_told_again_agree_however_many_land(
         assert sorted(runs) == sorted(late) and not set(never) & set(runs)
     finally:
         cluster.close()
+
+
+def test_a_telling_written_under_a_newer_one_is_written_again(
+    redis_server: RedisServer,
+) -> None:
+    # The bridge's bookkeeping after a database commit (tasks.nexuslims.delivery), on a
+    # real Redis: a stale telling written after a newer one (its session lock expired
+    # under it) must be written again, and a run told again while it was written stays
+    # waiting for the bridge.
+    client = redis_server.client()
+    job_id = f"telling-{uuid.uuid4().hex[:8]}"
+    member = waiting_member(job_id, 1)
+
+    def job(retold: int) -> None:
+        stored = StoredJob(id=job_id, runs=1, retold=retold, finished_at="2026-12-06T00:00:00")
+        client.hset(job_key(job_id), JOB_FIELD, stored.to_json())
+
+    job(retold=1)
+    client.zadd(WAITING, {member: 1.0})
+    assert record_written(client, job_id, 1, telling=2, retention=60) == (0, False)
+    assert written_telling(client, job_id, 1) == 2 and client.zscore(WAITING, member) is None
+    # Telling 1's write lands late: it is to be written again, from the store's truth.
+    assert record_written(client, job_id, 1, telling=1, retention=60) == (1, True)
+    assert written_telling(client, job_id, 1) == 0 and client.zscore(WAITING, member) == 0
+    # Told again (telling 3) while telling 2 was written: it stays waiting.
+    job(retold=2)
+    assert record_written(client, job_id, 1, telling=2, retention=60) == (1, False)
+    assert client.zscore(WAITING, member) == 0
