@@ -19,6 +19,7 @@ import pytest
 from tasks.nexuslims.delivery import WAITING, record_written, waiting_member, written_telling
 from tasks.store.keys import job_key
 from tasks.store.model import JOB_FIELD, StoredJob
+from tests.dashboard_support import running_dashboard
 from tests.nexuslims_support import (
     nexuslims_settings,
     prepare_database,
@@ -90,6 +91,9 @@ def test_an_export_in_flight_at_the_deadline_tells_the_run_again(
         assert told() == {"satisfied": True, "stored": True, "listed": False, "retold": 1}
         again = cluster.cli("retry", job_id, "--json")
         assert again.returncode != 0 and "nothing to retry" in again.stderr, again.stderr
+        with running_dashboard(cluster.redis.url, tmp_path) as dashboard:
+            page = dashboard.get(f"/jobs/{job_id}").text
+        assert '<span class="yes">satisfied</span>' in page and 'id="retold"' in page
 
         # alpha ran once; linked, which waited for it, never started after the run ended.
         runs = [json.loads(line)["name"] for line in exported.read_text().splitlines()]
