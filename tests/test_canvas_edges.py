@@ -169,3 +169,33 @@ def test_a_dependent_whose_task_was_lost_fails_with_the_reason_and_a_retry_runs_
     again = retry_failed(done.id, app=app).wait(timeout=60)
     assert again.satisfied, {n: (s.state, s.error) for n, s in again.destinations.items()}
     assert sorted(run["name"] for run in read_log(export_log)) == ["alpha", "linked"]
+
+
+def test_a_worker_killed_holding_the_unacked_mutex_delays_nobody_for_long(
+    start_redis: StartRedis, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    # The worker dies inside kombu's scan for unacknowledged messages, holding its mutex
+    # (tests/plugins: NX_TEST_KILL_IN_RESTORE) and alpha's task. The mutex must lapse
+    # soon after the visibility timeout, not after kombu's default 5 minutes.
+    log = tmp_path / "exports.jsonl"
+    # The dead worker's lease on alpha lapses in 3 s, before its task comes back.
+    settings = {"NX_EXPORT_VISIBILITY_TIMEOUT": "4", "NX_EXPORT_LEASE_SECONDS": "3",
+                "NX_TEST_EXPORT_LOG": str(log), "NX_TEST_ALPHA_BEHAVIOUR": "sleep:2"}  # fmt: skip
+    redis = start_redis()
+    doomed = start_worker("doomed", redis=redis, plugins=True, NX_TEST_KILL_IN_RESTORE="1",
+                          **settings)  # fmt: skip
+    client = worker_env(doomed.env["NX_EXPORT_BROKER_URL"], None)
+    record = write_record(tmp_path / "record.xml", title="killed in restore")
+    enqueued = nx_export(*enqueue_arguments(record, "--destination", "alpha", "--json",
+                                            session="killed-in-restore"), env=client)  # fmt: skip
+    assert enqueued.returncode == 0, enqueued.stderr
+    job_id = json.loads(enqueued.stdout)["job_id"]
+    wait_for(lambda: doomed.process is not None and doomed.process.poll() is not None, 30)
+    assert redis.client().exists("unacked_mutex")  # the dead worker's, still held
+    survivor = start_worker("survivor", redis=redis, plugins=True, **settings)
+    try:
+        status = nx_export("status", job_id, "--watch", "--json", env=client, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"job {job_id} did not finish:\n{survivor.log()}")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["satisfied"] is True

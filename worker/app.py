@@ -102,6 +102,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # they come back soon after the visibility timeout, not minutes later.
         "unacked_restore_interval": max(1, min(60, settings.visibility_timeout // 4)),
         "unacked_restore_throttle": 1,
+        # The scan runs under a Redis lock that a worker killed inside it leaves held
+        # until it expires: kombu's 5 minutes would hold every dead worker's tasks back.
+        "unacked_mutex_expire": max(2, min(60, settings.visibility_timeout // 4)),
     }
     return {
         "broker_url": settings.effective_broker_url,

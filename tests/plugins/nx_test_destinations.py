@@ -18,8 +18,10 @@ nothing counted or sent), ``counted`` (the chord counts it; not sent) or
 ``added`` (counted and sent, the adding task done but neither counted by the
 chord nor acknowledged). ``NX_TEST_KILL_REDIS_ON_ADD_TO_CHORD=<pid>`` SIGKILLs
 that Redis server instead, once, at ``counted``: the dependent's publish fails.
-Only the tests' crash workers set them; they patch Celery in that worker process
-alone.
+``NX_TEST_KILL_IN_RESTORE`` makes the worker SIGKILL itself while it holds kombu's
+mutex over the unacknowledged messages, once it holds a task unacknowledged.
+Only the tests' crash workers set them; they patch Celery (or kombu) in that
+worker process alone.
 """
 
 from __future__ import annotations
@@ -246,6 +248,26 @@ def _install_kill_switch(point: str, victim: int | None = None) -> None:
     RedisBackend.add_to_chord = counting  # type: ignore[method-assign]
     RedisBackend.on_chord_part_return = returning  # type: ignore[method-assign]
 
+
+def _install_restore_kill_switch() -> None:
+    """SIGKILL this worker inside kombu's scan for unacknowledged messages, holding its
+    mutex, once it holds a task unacknowledged: a crash at the worst moment."""
+    from kombu.transport import redis as kombu_redis
+
+    restore_visible = kombu_redis.QoS.restore_visible
+
+    def dying(self: Any, start: int = 0, num: int = 10, interval: int = 10) -> Any:
+        with self.channel.conn_or_acquire() as client:
+            if client.zcard(self.unacked_index_key):
+                with kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
+                    os.kill(os.getpid(), signal.SIGKILL)
+        return restore_visible(self, start, num, interval)
+
+    kombu_redis.QoS.restore_visible = dying  # type: ignore[method-assign]
+
+
+if os.environ.get("NX_TEST_KILL_IN_RESTORE"):
+    _install_restore_kill_switch()
 
 if os.environ.get("NX_TEST_KILL_ON_ADD_TO_CHORD"):
     _install_kill_switch(os.environ["NX_TEST_KILL_ON_ADD_TO_CHORD"])
