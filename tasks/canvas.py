@@ -75,33 +75,23 @@ def chord_group_id(job_id: str, run: int) -> str:
     return _derived_id(f"{job_id}:{run}:group")
 
 
+def _finish(app: Celery, job_id: str, finish_id: str | None, argsrepr: str) -> Signature:
+    return app.signature(FINISH_TASK, args=(job_id,), immutable=True, queue=JOB_QUEUE,
+                         task_id=finish_id, argsrepr=argsrepr)  # fmt: skip
+
+
 def finish_step(app: Celery, job_id: str, finish_id: str, summary: str, strategy: str) -> Signature:
     """Run ``run``'s ``export.finish``: the chord's body and, for a failed part, its errback."""
-
-    def finish() -> Signature:
-        return app.signature(
-            FINISH_TASK,
-            args=(job_id,),
-            immutable=True,
-            queue=JOB_QUEUE,
-            task_id=finish_id,
-            argsrepr=f"({summary} job={job_id} strategy={strategy})",
-        )
-
+    shown = f"({summary} job={job_id} strategy={strategy})"
     # The same finish as the errback: the backend calls it when a part failed.
-    return finish().set(link_error=[finish()])
+    return _finish(app, job_id, finish_id, shown).set(
+        link_error=[_finish(app, job_id, finish_id, shown)]
+    )
 
 
 def send_finish(app: Celery, job_id: str, finish_id: str | None, summary: str, why: str) -> None:
     """Send the run's ``export.finish`` outside its chord (it runs once per run however sent)."""
-    app.signature(
-        FINISH_TASK,
-        args=(job_id,),
-        immutable=True,
-        queue=JOB_QUEUE,
-        task_id=finish_id,
-        argsrepr=f"(job={job_id} {summary} {why})",
-    ).apply_async()
+    _finish(app, job_id, finish_id, f"(job={job_id} {summary} {why})").apply_async()
 
 
 def chord_options(

@@ -99,6 +99,19 @@ def test_a_dependent_runs_after_its_failed_dependencies_and_sees_their_failures(
     assert finish.state == "FAILURE"
 
 
+def finished_on(
+    survivor: WorkerProcess, job_id: str, client: dict[str, str], timeout: float
+) -> dict[str, Any]:
+    """The job once finished (``status --watch``), with the survivor's log if it never does."""
+    try:
+        status = nx_export("status", job_id, "--watch", "--json", env=client, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"job {job_id} did not finish:\n{survivor.log()}")
+    assert status.returncode == 0, status.stderr
+    job: dict[str, Any] = json.loads(status.stdout)
+    return job
+
+
 @pytest.mark.parametrize("point", ["claimed", "counted", "added"])
 def test_a_worker_killed_while_adding_a_dependent_loses_nothing(
     point: str, start_redis: StartRedis, start_worker: StartWorker, tmp_path: Path
@@ -130,12 +143,7 @@ def test_a_worker_killed_while_adding_a_dependent_loses_nothing(
     assert [run["name"] for run in read_log(log)] in (["alpha"], ["alpha", "linked"])
 
     survivor = start_worker("survivor", redis=redis, plugins=True, **settings)
-    try:
-        status = nx_export("status", job_id, "--watch", "--json", env=client, timeout=90)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"job {job_id} did not finish:\n{survivor.log()}")
-    assert status.returncode == 0, status.stderr
-    job = json.loads(status.stdout)
+    job = finished_on(survivor, job_id, client, timeout=90)
     assert job["satisfied"] is True, job
     assert {n: d["state"] for n, d in job["destinations"].items()} == {
         "alpha": "SUCCESS",
@@ -193,9 +201,4 @@ def test_a_worker_killed_holding_the_unacked_mutex_delays_nobody_for_long(
     wait_for(lambda: doomed.process is not None and doomed.process.poll() is not None, 30)
     assert redis.client().exists("unacked_mutex")  # the dead worker's, still held
     survivor = start_worker("survivor", redis=redis, plugins=True, **settings)
-    try:
-        status = nx_export("status", job_id, "--watch", "--json", env=client, timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"job {job_id} did not finish:\n{survivor.log()}")
-    assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["satisfied"] is True
+    assert finished_on(survivor, job_id, client, timeout=60)["satisfied"] is True

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,16 @@ pytestmark = pytest.mark.processes
 
 JOBS = 30
 OUTAGE_SECONDS = 15.0
+
+
+def cdcs_and_elabftw_jobs(folder: Path, prefix: str, count: int) -> list[dict[str, Any]]:
+    """``count`` records written to ``folder``, each a job to CDCS and eLabFTW."""
+    jobs = []
+    for number in range(count):
+        path = folder / f"{prefix}-{number}.xml"
+        path.write_text(RECORD.format(title=f"{prefix} {number}"), encoding="utf-8")
+        jobs.append({"context": make_context(path), "destinations": ["cdcs", "elabftw"]})
+    return jobs
 
 
 @pytest.fixture
@@ -48,11 +59,7 @@ def test_a_destination_down_costs_no_job_and_is_probed_not_hammered(
     )  # fmt: skip
     try:
         cluster.worker("one", concurrency=8)
-        records = []
-        for number in range(JOBS):
-            path = tmp_path / f"outage-{number}.xml"
-            path.write_text(RECORD.format(title=f"outage {number}"), encoding="utf-8")
-            records.append({"context": make_context(path), "destinations": ["cdcs", "elabftw"]})
+        records = cdcs_and_elabftw_jobs(tmp_path, "outage", JOBS)
         began = time.time()
         if outage == "503":
             elab.unavailable = True
@@ -109,11 +116,7 @@ def test_jobs_failed_on_a_wrong_key_are_recovered_by_one_command(
     cluster = Cluster(tmp_path, None, **settings)
     try:
         wrong = cluster.worker("wrong-key", NX_ELABFTW_API_KEY="not-the-key")
-        records = []
-        for number in range(5):
-            path = tmp_path / f"key-{number}.xml"
-            path.write_text(RECORD.format(title=f"key {number}"), encoding="utf-8")
-            records.append({"context": make_context(path), "destinations": ["cdcs", "elabftw"]})
+        records = cdcs_and_elabftw_jobs(tmp_path, "key", 5)
         job_ids = cluster.enqueue(records, NX_ELABFTW_API_KEY="not-the-key")
         assert cluster.wait_finished(job_ids, timeout=60) == []
         errors = [cluster.record(j).destinations["elabftw"].error or "" for j in job_ids]
@@ -149,11 +152,7 @@ def test_a_worker_killed_while_probing_holds_nobody_up(
     cluster = Cluster(tmp_path, None, **settings)
     try:
         doomed = cluster.worker("doomed", concurrency=4)
-        records = []
-        for number in range(6):
-            path = tmp_path / f"probe-{number}.xml"
-            path.write_text(RECORD.format(title=f"probe {number}"), encoding="utf-8")
-            records.append({"context": make_context(path), "destinations": ["cdcs", "elabftw"]})
+        records = cdcs_and_elabftw_jobs(tmp_path, "probe", 6)
         elab.unavailable = True
         job_ids = cluster.enqueue(records)
         client = cluster.redis.client()

@@ -175,10 +175,11 @@ def record_written(
         job = StoredJob.from_json(job_id, pipe.hget(job_key(job_id), JOB_FIELD))
         pipe.multi()
         again = before > telling  # a later telling was written under this one
-        if not again:
-            pipe.set(done_key, str(telling), ex=retention)
-        if (job.runs == run and job.telling > telling) or again:
+        if again:
             pipe.delete(done_key)
+        else:
+            pipe.set(done_key, str(telling), ex=retention)
+        if again or (job.runs == run and job.telling > telling):
             pipe.zadd(WAITING, {waiting_member(job_id, run): 0})
         else:
             pipe.zrem(WAITING, waiting_member(job_id, run))

@@ -145,7 +145,7 @@ def nexuslims_lock_key(session_identifier: str) -> str:
 
 
 def breaker_key(destination: str) -> str:
-    """A destination's breaker: consecutive failures, down since, next probe, last success."""
+    """A destination's breaker: failures in a row and since when, down since, next probe."""
     return f"{KEY_PREFIX}:breaker:{destination}"
 
 

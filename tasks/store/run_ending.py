@@ -109,7 +109,7 @@ class RunEnding(CompareAndSet):
         record = self.load(job_id)
         if record is None or record.job.finished_at is None:
             return None
-        retold: list[StoredJob] = []
+        retold: list[JobRecord] = []
 
         def change(values: Mapping[str, bytes | str | None]) -> dict[str, str] | None:
             job = StoredJob.from_json(job_id, values[JOB_FIELD])
@@ -117,19 +117,18 @@ class RunEnding(CompareAndSet):
                 return None
             entries = {name: DestinationEntry.from_json(values[destination_field(name)])
                        for name in job.destinations}  # fmt: skip
-            outcomes = {n: e.succeeded for n, e in entries.items() if e.state.has_outcome}
-            job.retell(is_satisfied(job.strategy, job.destinations, outcomes))
-            retold[:] = [job]
+            retold[:] = [JobRecord(job, entries)]
+            job.retell(is_satisfied(job.strategy, job.destinations, retold[0].outcomes()))
             return {JOB_FIELD: job.to_json()}
 
         def verdict_index() -> str:
-            return index.FINISHED_OK if retold[0].satisfied else index.FINISHED_FAILED
+            return index.FINISHED_OK if retold[0].job.satisfied else index.FINISHED_FAILED
 
         fields = [destination_field(name) for name in record.job.destinations]
         if not self._transact(job_id, fields, change, {ANNOUNCE: time.time()},
                               state=verdict_index):  # fmt: skip
             return None
-        return self.load(job_id)
+        return retold[0]  # the job as written, with the entries it was decided from
 
     def unschedule_announced(self, record: JobRecord) -> None:
         """Out of the announce set, unless the job was told again since ``record`` was read."""
