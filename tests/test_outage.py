@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.dashboard_support import running_dashboard
-from tests.private_cluster import Cluster
+from tests.private_cluster import Cluster, enqueue_arguments
 from tests.samples import RECORD, make_context
 from tests.support import wait_for
 from worker.sandbox import FakeCDCS, FakeELabFTW
@@ -168,5 +168,44 @@ def test_a_worker_killed_while_probing_holds_nobody_up(
         assert all(cluster.record(job_id).job.satisfied for job_id in job_ids)
         assert not client.hexists("nxexport:breaker:elabftw", "down_since")
         assert len(cdcs.records) == 6 and len(elab.experiments) == 6
+    finally:
+        cluster.close()
+
+
+def test_a_transient_error_is_retried_until_the_deadline_and_says_when_next(
+    tmp_path: Path, plugin_path: Path
+) -> None:
+    # No attempt cap: alpha waits 3 s for its second attempt, and says so meanwhile;
+    # beta's next attempt would come after the job's 20 s deadline: it stops there.
+    record = tmp_path / "deadline.xml"
+    record.write_text(RECORD.format(title="deadline"), encoding="utf-8")
+    cluster = Cluster(tmp_path, plugin_path, NX_EXPORT_HEARTBEAT_SECONDS="1")
+    try:
+        cluster.worker(
+            "plugins", NX_TEST_ALPHA_BEHAVIOUR="transient:1", NX_TEST_BETA_BEHAVIOUR="transient:9",
+            NX_EXPORT_ALPHA_BACKOFF_SECONDS="3", NX_EXPORT_BETA_BACKOFF_SECONDS="40",
+            NX_EXPORT_BACKOFF_MAX_SECONDS="60",
+        )  # fmt: skip
+        enqueued = cluster.cli(
+            *enqueue_arguments(record, "until-deadline", "--destination", "alpha",
+                               "--destination", "beta", "--strategy", "best_effort", "--json"),
+            NX_EXPORT_JOB_DEADLINE="20",
+        )  # fmt: skip
+        assert enqueued.returncode == 0, enqueued.stderr
+        job_id = json.loads(enqueued.stdout)["job_id"]
+
+        def alpha_waiting() -> str | None:
+            shown = cluster.cli("status", job_id, NX_EXPORT_JOB_DEADLINE="20").stdout
+            waiting = "alpha: RETRY" in shown and "retrying, next attempt at" in shown
+            return shown if waiting else None
+
+        shown = wait_for(alpha_waiting, 20)
+        assert "failing since" in shown
+        assert cluster.wait_finished([job_id], timeout=30) == []
+        stored = cluster.record(job_id)
+        assert stored.destinations["alpha"].succeeded and stored.destinations["alpha"].attempts == 2
+        beta = stored.destinations["beta"]
+        assert beta.attempts == 1 and beta.next_attempt_at is None
+        assert "gave up after 1 attempts: the job's deadline comes first" in (beta.error or "")
     finally:
         cluster.close()
